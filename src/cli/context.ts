@@ -1,0 +1,50 @@
+import { Command, Option } from 'commander';
+import { Scrubber } from '../redact.js';
+import { createLogger, type Logger } from '../log.js';
+import { connectionConfig, logLevel, Problems, type ConnectionConfig } from './config.js';
+
+/** What a command needs from the outside world; tests may pass their own. */
+export interface CliContext {
+  readonly env: NodeJS.ProcessEnv;
+  readonly out: (text: string) => void;
+  readonly scrubber: Scrubber;
+}
+
+export interface ConnectionFlags {
+  redisUrl?: string;
+  databaseUrl?: string;
+  match?: string;
+  logLevel?: string;
+}
+
+export function addConnectionOptions(command: Command): Command {
+  return command
+    .addOption(new Option('--redis-url <url>', 'source Redis (env REDIS_URL; default redis://127.0.0.1:6379)'))
+    .addOption(
+      new Option('--database-url <url>', 'target PostgreSQL (env DATABASE_URL; default postgres://postgres@127.0.0.1:5432/postgres)'),
+    )
+    .addOption(new Option('--match <pattern>', 'SCAN pattern of user keys: a prefix and one "*" (default user:email:*)'))
+    .addOption(new Option('--log-level <level>', 'pino level for the JSON logs on stderr (env LOG_LEVEL; default info)'));
+}
+
+/** Validates the shared flags and builds the logger; secrets in the URLs are registered for scrubbing. */
+export function setup(flags: ConnectionFlags, ctx: CliContext, problems: Problems): { conn: ConnectionConfig; log: Logger } {
+  const conn = connectionConfig(flags, ctx.env, problems);
+  const log = createLogger(logLevel(flags.logLevel, ctx.env, problems), ctx.scrubber);
+  ctx.scrubber.addUrl(conn.redisUrl);
+  ctx.scrubber.addUrl(conn.databaseUrl);
+  for (const [flag, url] of [['--database-url', flags.databaseUrl], ['--redis-url', flags.redisUrl]] as const) {
+    if (url && hasPassword(url)) {
+      log.warn(`${flag} carries a password, which other users of this machine can see in \`ps\`: prefer the environment variable`);
+    }
+  }
+  return { conn, log };
+}
+
+function hasPassword(url: string): boolean {
+  try {
+    return new URL(url).password !== '';
+  } catch {
+    return false;
+  }
+}

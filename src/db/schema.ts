@@ -1,0 +1,54 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import type pg from 'pg';
+import { UsageError } from '../errors.js';
+
+const SQL_DIR = fileURLToPath(new URL('../../sql/', import.meta.url));
+
+export interface SchemaFile {
+  readonly name: string;
+  readonly text: string;
+}
+
+/** The DDL files shipped in sql/ (schema files start with a number; role scripts and the like do not). */
+export async function schemaFiles(): Promise<SchemaFile[]> {
+  const names = (await readdir(SQL_DIR)).filter((n) => /^\d+_.*\.sql$/.test(n)).sort();
+  return Promise.all(names.map(async (name) => ({ name, text: await readFile(`${SQL_DIR}${name}`, 'utf8') })));
+}
+
+/** Runs every schema file in one transaction; the files are idempotent, so applying twice is a no-op. */
+export async function applySchema(pool: pg.Pool): Promise<string[]> {
+  const files = await schemaFiles();
+  const client = await pool.connect();
+  try {
+    await client.query('begin');
+    // Two operators applying at once would race on CREATE ... IF NOT EXISTS.
+    await client.query(`select pg_advisory_xact_lock(hashtext('migrate-users:schema'))`);
+    for (const file of files) {
+      try {
+        await client.query(file.text);
+      } catch (cause) {
+        throw new Error(`applying sql/${file.name}`, { cause });
+      }
+    }
+    await client.query('commit');
+    return files.map((f) => f.name);
+  } catch (error) {
+    await client.query('rollback').catch(() => undefined);
+    throw error;
+  } finally {
+    client.release();
+  }
+}
+
+/** Fails early, with the fix in the message, when the tables the tool needs are missing. */
+export async function assertSchema(pool: pg.Pool): Promise<void> {
+  const { rows } = await pool.query<{ users: string | null; ledger: string | null }>(
+    `select to_regclass('public.users')::text as users, to_regclass('migrate_users.ledger')::text as ledger`,
+  );
+  const row = rows[0];
+  const missing = [!row?.users && 'public.users', !row?.ledger && 'migrate_users.ledger'].filter(Boolean);
+  if (missing.length > 0) {
+    throw new UsageError(`table ${missing.join(' and ')} not found: run \`migrate-users schema apply\` first`);
+  }
+}

@@ -1,0 +1,129 @@
+import { sql, type Kysely } from 'kysely';
+import { STAGE_TABLE } from '../stage/stage.js';
+
+export type Mode = 'dry-run' | 'apply';
+
+export interface Credits {
+  readonly current: number | string;
+  readonly used: number | string;
+}
+
+/** The JSON report (`--report`). Field names are a contract: see README "Report format". */
+export interface MigrateReport {
+  readonly run_id: string;
+  readonly mode: Mode;
+  readonly started_at: string;
+  readonly finished_at: string;
+  readonly duration_seconds: number;
+  readonly users_per_second: number;
+  readonly counts: {
+    readonly scanned: number;
+    readonly valid: number;
+    readonly invalid: number;
+    readonly inserted: number;
+    readonly updated: number;
+    readonly unchanged: number;
+    readonly kept_app_changes: number;
+    readonly conflicts: number;
+    readonly whitelist_topups: number;
+    readonly scan_duplicates: number;
+  };
+  readonly reasons: Readonly<Record<string, number>>;
+  readonly credits: {
+    /** Sum over valid records, as Redis holds them (before the whitelist rule). */
+    readonly read: Credits;
+    /** Credits added by the whitelist rule to users that are (or would be) in PostgreSQL. */
+    readonly whitelist_topup: number | string;
+    /** Per outcome: what PostgreSQL holds (or would hold) for migrated users; the Redis values for conflicts. */
+    readonly by_outcome: Readonly<Record<string, Credits>>;
+    /** Credits in rows this run inserted or updated (in a dry-run: would). */
+    readonly written: Credits;
+  };
+}
+
+interface OutcomeRow {
+  outcome: string | null;
+  reason: string | null;
+  valid: boolean;
+  n: string;
+  source: string;
+  topup: string;
+  used: string;
+  topped: string;
+}
+
+const MIGRATED = new Set(['inserted', 'updated', 'unchanged', 'kept_app_change']);
+
+/** Counts and credit totals, computed from the stage: one source of truth for every figure in the report. */
+export async function summarise(
+  db: Kysely<unknown>,
+  base: { run_id: string; mode: Mode; started: Date; scanDuplicates: number },
+): Promise<MigrateReport> {
+  const { rows } = await sql<OutcomeRow>`
+    select outcome, reason, valid, count(*)::text as n,
+      coalesce(sum(source_credits), 0)::text as source, coalesce(sum(topup), 0)::text as topup,
+      coalesce(sum(total_credits_used), 0)::text as used, count(*) filter (where topup > 0)::text as topped
+    from ${sql.raw(STAGE_TABLE)} group by outcome, reason, valid`.execute(db);
+
+  const count = (test: (r: OutcomeRow) => boolean) => rows.filter(test).reduce((n, r) => n + Number(r.n), 0);
+  const total = (test: (r: OutcomeRow) => boolean, pick: (r: OutcomeRow) => bigint) =>
+    rows.filter(test).reduce((n, r) => n + pick(r), 0n);
+  const pending = count((r) => r.outcome === null);
+  if (pending > 0) throw new Error(`internal error: ${pending} staged records were left unclassified`);
+
+  const reasons: Record<string, number> = {};
+  for (const r of rows) if (r.reason) reasons[r.reason] = (reasons[r.reason] ?? 0) + Number(r.n);
+
+  const byOutcome: Record<string, Credits> = {};
+  for (const outcome of [...MIGRATED, 'conflict']) {
+    const of = (r: OutcomeRow) => r.outcome === outcome;
+    const withTopup = MIGRATED.has(outcome);
+    byOutcome[outcome] = {
+      current: money(total(of, (r) => BigInt(r.source) + (withTopup ? BigInt(r.topup) : 0n))),
+      used: money(total(of, (r) => BigInt(r.used))),
+    };
+  }
+  const migrated = (r: OutcomeRow) => r.outcome !== null && MIGRATED.has(r.outcome);
+  const written = (r: OutcomeRow) => r.outcome === 'inserted' || r.outcome === 'updated';
+  const finished = new Date();
+  const seconds = (finished.getTime() - base.started.getTime()) / 1000;
+  const scanned = count(() => true);
+  return {
+    run_id: base.run_id,
+    mode: base.mode,
+    started_at: base.started.toISOString(),
+    finished_at: finished.toISOString(),
+    duration_seconds: Number(seconds.toFixed(3)),
+    users_per_second: seconds > 0 ? Math.round(scanned / seconds) : scanned,
+    counts: {
+      scanned,
+      valid: count((r) => r.valid),
+      invalid: count((r) => !r.valid),
+      inserted: count((r) => r.outcome === 'inserted'),
+      updated: count((r) => r.outcome === 'updated'),
+      unchanged: count((r) => r.outcome === 'unchanged'),
+      kept_app_changes: count((r) => r.outcome === 'kept_app_change'),
+      conflicts: count((r) => r.outcome === 'conflict'),
+      whitelist_topups: Number(total(migrated, (r) => BigInt(r.topped))),
+      scan_duplicates: base.scanDuplicates,
+    },
+    reasons,
+    credits: {
+      read: {
+        current: money(total((r) => r.valid, (r) => BigInt(r.source))),
+        used: money(total((r) => r.valid, (r) => BigInt(r.used))),
+      },
+      whitelist_topup: money(total(migrated, (r) => BigInt(r.topup))),
+      by_outcome: byOutcome,
+      written: {
+        current: money(total(written, (r) => BigInt(r.source) + BigInt(r.topup))),
+        used: money(total(written, (r) => BigInt(r.used))),
+      },
+    },
+  };
+}
+
+/** JSON numbers when exact; a decimal string beyond 2^53 so no credit is ever rounded away. */
+export function money(value: bigint): number | string {
+  return value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value.toString();
+}

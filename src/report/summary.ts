@@ -1,0 +1,48 @@
+import type { MigrateReport } from './report.js';
+
+/** The human summary printed on stdout at the end of a run. */
+export function formatSummary(report: MigrateReport): string {
+  const c = report.counts;
+  const dry = report.mode === 'dry-run';
+  const would = (text: string) => (dry ? `would be ${text}` : text);
+  const lines: [string, string | number][] = [
+    ['keys scanned', c.scanned],
+    ['valid records', c.valid],
+    ['rejected (invalid)', c.invalid],
+    [would('inserted'), c.inserted],
+    [would('updated'), c.updated],
+    ['already in sync', c.unchanged],
+    ['kept app changes', c.kept_app_changes],
+    ['conflicts (held back)', c.conflicts],
+    ['whitelist top-ups', c.whitelist_topups],
+  ];
+  const cr = report.credits;
+  const b = cr.by_outcome;
+  const credits: [string, string | number][] = [
+    ['credits read from Redis', cr.read.current],
+    ['+ whitelist top-ups', cr.whitelist_topup],
+    [`= ${would('inserted')}`, b.inserted?.current ?? 0],
+    [`+ ${would('updated')}`, b.updated?.current ?? 0],
+    ['+ already in sync', b.unchanged?.current ?? 0],
+    ['+ kept app changes', b.kept_app_change?.current ?? 0],
+    ['+ held back (conflicts)', b.conflict?.current ?? 0],
+  ];
+  const width = Math.max(...[...lines, ...credits].map(([label]) => label.length));
+  const render = (rows: [string, string | number][]) =>
+    rows.map(([label, value]) => `  ${label.padEnd(width)}  ${String(value).padStart(12)}`).join('\n');
+  const reasons = Object.entries(report.reasons)
+    .sort(([a], [b2]) => a.localeCompare(b2))
+    .map(([reason, n]) => `  ${reason.padEnd(width)}  ${String(n).padStart(12)}`)
+    .join('\n');
+  return [
+    dry ? 'DRY RUN: nothing was written to PostgreSQL.' : `Migration ${report.run_id} finished.`,
+    '',
+    render(lines),
+    '',
+    render(credits),
+    ...(reasons ? ['', '  not migrated, by reason:', reasons] : []),
+    '',
+    `  time ${report.duration_seconds.toFixed(1)} s, ${report.users_per_second} keys/s`,
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,143 @@
+import { once } from 'node:events';
+import { sql } from 'kysely';
+import { from as copyFrom } from 'pg-copy-streams';
+import type { Session } from '../db/database.js';
+import type { UserRow } from '../map/user-row.js';
+import { USER_COLUMNS } from '../map/user-row.js';
+
+/**
+ * Every scanned key lands here first, valid or not: a TEMP table in the run's own session, so a
+ * dry-run writes nothing persistent and memory stays flat however many users there are. Duplicates
+ * across the whole keyspace (SCAN repeats, emails differing only by case, a user_id under two
+ * emails) are then found with set-based SQL, not with an in-memory map.
+ */
+export const STAGE_TABLE = 'mu_stage';
+
+export interface StagedRecord {
+  readonly seq: number;
+  readonly key: string;
+  readonly userId: string | null;
+  readonly mapped?: { readonly row: UserRow; readonly sourceCredits: bigint; readonly topup: bigint; readonly digest: string };
+  readonly reject?: { readonly reason: string; readonly detail: string };
+}
+
+const STAGE_COLUMNS = [
+  'seq', 'key', 'valid', 'outcome', 'reason', 'detail', ...USER_COLUMNS, 'source_credits', 'topup', 'digest',
+] as const;
+
+export async function createStage(session: Session): Promise<void> {
+  await sql`
+    create temp table ${sql.raw(STAGE_TABLE)} (
+      seq bigint primary key,
+      key text not null,
+      valid boolean not null,
+      outcome text,
+      reason text,
+      detail text,
+      user_id text,
+      email text,
+      username text,
+      avatar text,
+      password_hash text,
+      current_credits bigint,
+      total_credits_used bigint,
+      signup_bonus_granted boolean,
+      current_plan_id text,
+      plan_renew_at timestamptz,
+      created_at timestamptz,
+      last_login timestamptz,
+      source_credits bigint,
+      topup bigint,
+      digest text
+    )`.execute(session.db);
+}
+
+/** Streams records into the stage with COPY, honouring backpressure so memory stays bounded. */
+export class StageWriter {
+  private readonly stream;
+  private failure: Error | undefined;
+
+  constructor(session: Session) {
+    this.stream = session.client.query(copyFrom(`copy ${STAGE_TABLE} (${STAGE_COLUMNS.join(', ')}) from stdin`));
+    this.stream.on('error', (err: Error) => {
+      this.failure ??= err;
+    });
+  }
+
+  async write(records: readonly StagedRecord[]): Promise<void> {
+    if (this.failure) throw new Error('staging records (COPY)', { cause: this.failure });
+    if (records.length === 0) return;
+    if (!this.stream.write(records.map(copyLine).join(''))) await once(this.stream, 'drain');
+  }
+
+  async end(): Promise<void> {
+    if (this.failure) throw new Error('staging records (COPY)', { cause: this.failure });
+    const done = once(this.stream, 'finish');
+    this.stream.end();
+    await done;
+  }
+}
+
+function copyLine(record: StagedRecord): string {
+  const m = record.mapped;
+  const row = m?.row;
+  const cells: (string | null)[] = [
+    String(record.seq),
+    record.key,
+    m ? 't' : 'f',
+    m ? null : 'rejected',
+    record.reject?.reason ?? null,
+    record.reject?.detail ?? null,
+    ...USER_COLUMNS.map((column) => {
+      if (column === 'user_id') return record.userId;
+      const value = row?.[column];
+      if (value === undefined || value === null) return null;
+      return typeof value === 'boolean' ? (value ? 't' : 'f') : value;
+    }),
+    m ? m.sourceCredits.toString() : null,
+    m ? m.topup.toString() : null,
+    m ? m.digest : null,
+  ];
+  return `${cells.map(copyCell).join('\t')}\n`;
+}
+
+const ESCAPES: Record<string, string> = { '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+function copyCell(value: string | null): string {
+  return value === null ? '\\N' : value.replace(/[\\\n\r\t]/g, (c) => ESCAPES[c] ?? c);
+}
+
+export interface StageSummary {
+  readonly scanDuplicates: number;
+}
+
+/**
+ * After the scan: drops SCAN's repeated keys (keeping the first read), indexes, and marks valid records
+ * whose email or user_id is claimed by another key: neither side is migrated, the operator decides.
+ */
+export async function finishStage(session: Session): Promise<StageSummary> {
+  const db = session.db;
+  const t = sql.raw(STAGE_TABLE);
+  const removed = await sql`delete from ${t} a using ${t} b where a.key = b.key and a.seq > b.seq`.execute(db);
+  await sql`create index on ${t} (email)`.execute(db);
+  await sql`create index on ${t} (user_id)`.execute(db);
+  await sql`analyze ${t}`.execute(db);
+  await sql`
+    update ${t} s set outcome = 'conflict', reason = 'duplicate_email',
+      detail = 'email ' || s.email || ' is under ' || d.n || ' keys: ' || d.keys
+    from (
+      select email, count(*) as n,
+        array_to_string((array_agg(key || ' (user_id ' || user_id || ')' order by key))[1:10], ', ') as keys
+      from ${t} where valid group by email having count(*) > 1
+    ) d
+    where s.valid and s.email = d.email`.execute(db);
+  await sql`
+    update ${t} s set outcome = 'conflict', reason = 'duplicate_user_id',
+      detail = 'user_id ' || s.user_id || ' is under ' || d.n || ' keys: ' || d.keys
+    from (
+      select user_id, count(*) as n, array_to_string((array_agg(key order by key))[1:10], ', ') as keys
+      from ${t} where valid group by user_id having count(*) > 1
+    ) d
+    where s.valid and s.user_id = d.user_id and s.outcome is null`.execute(db);
+  return { scanDuplicates: Number(removed.numAffectedRows ?? 0n) };
+}
