@@ -1,0 +1,95 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { Redis } from 'ioredis';
+import { applySchema } from '../../src/db/schema.js';
+
+export const ADMIN_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+export function uniqueName(prefix: string): string {
+  return `${prefix}_${randomBytes(5).toString('hex')}`;
+}
+
+export function databaseUrl(name: string): string {
+  const url = new URL(ADMIN_DATABASE_URL);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+export async function adminQuery(text: string): Promise<void> {
+  const client = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
+  await client.connect();
+  try {
+    await client.query(text);
+  } finally {
+    await client.end();
+  }
+}
+
+/** A database of its own for one test: created with the schema applied, dropped by `drop()`. */
+export interface TestDatabase {
+  readonly name: string;
+  readonly url: string;
+  readonly pool: pg.Pool;
+  query<R extends pg.QueryResultRow = Record<string, unknown>>(text: string, values?: unknown[]): Promise<R[]>;
+  drop(): Promise<void>;
+}
+
+export async function createTestDatabase(options: { schema?: boolean } = {}): Promise<TestDatabase> {
+  const name = uniqueName('mu_test');
+  await adminQuery(`create database ${name}`);
+  const url = databaseUrl(name);
+  const pool = new pg.Pool({ connectionString: url, max: 3 });
+  if (options.schema !== false) await applySchema(pool);
+  return {
+    name,
+    url,
+    pool,
+    query: async (text, values) => (await pool.query(text, values)).rows,
+    drop: async () => {
+      await pool.end();
+      await adminQuery(`drop database if exists ${name} with (force)`);
+    },
+  };
+}
+
+/** Redis keys of one test: everything lives under a unique prefix, deleted by `cleanup()`. */
+export interface TestKeys {
+  readonly redis: Redis;
+  readonly prefix: string;
+  /** The --match pattern of this test's user keys. */
+  readonly match: string;
+  userKey(email: string): string;
+  putUser(email: string, record: unknown): Promise<void>;
+  putRaw(key: string, value: string): Promise<void>;
+  cleanup(): Promise<void>;
+}
+
+export async function createTestKeys(): Promise<TestKeys> {
+  const redis = new Redis(REDIS_URL);
+  const prefix = `${uniqueName('mutest')}:`;
+  const userKey = (email: string) => `${prefix}user:email:${email}`;
+  return {
+    redis,
+    prefix,
+    match: `${prefix}user:email:*`,
+    userKey,
+    putUser: async (email, record) => {
+      await redis.set(userKey(email), typeof record === 'string' ? record : JSON.stringify(record));
+    },
+    putRaw: async (key, value) => {
+      await redis.set(key, value);
+    },
+    cleanup: async () => {
+      const keys: string[] = [];
+      let cursor = '0';
+      do {
+        const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+        keys.push(...found);
+        cursor = next;
+      } while (cursor !== '0');
+      if (keys.length > 0) await redis.del(...keys);
+      redis.disconnect();
+    },
+  };
+}
