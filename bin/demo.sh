@@ -6,6 +6,7 @@ set -u
 cd "$(dirname "$0")/.."
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/migrate_users_demo}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+export LOG_LEVEL="${LOG_LEVEL:-warn}"
 export WHITELIST_EMAILS="${WHITELIST_EMAILS:-vip1@demo.test,vip2@demo.test}"
 MATCH='demo:user:email:*'
 COUNT="${DEMO_USERS:-5000}"
