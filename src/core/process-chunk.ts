@@ -1,13 +1,10 @@
 import { sql, type Kysely } from 'kysely';
-import { canonicalColumns } from '../db/canonical.js';
 import { pgCode } from '../errors.js';
-import { publicRow, rowFromRecord, type CellValue, type ColumnDiff } from '../compare/compare-rows.js';
-import { STAGE_TABLE } from '../stage/stage.js';
+import { publicRow, type CellValue, type ColumnDiff } from '../compare/compare-rows.js';
 import { adoptRows, insertRows, updateRows } from '../sink/apply-chunk.js';
 import { decide, type Decision } from './decide.js';
+import { loadFacts, pendingRecords, recordOutcomes } from './facts.js';
 import type { Logger } from '../log.js';
-
-const stage = sql.raw(STAGE_TABLE);
 
 export type Outcome = 'inserted' | 'updated' | 'unchanged' | 'kept_app_change' | 'conflict';
 
@@ -26,17 +23,6 @@ export interface ChunkResult {
   readonly lastSeq: number;
   readonly size: number;
   readonly conflicts: readonly ConflictEntry[];
-}
-
-interface FactRow extends Record<string, unknown> {
-  seq: string;
-  key: string;
-  digest: string;
-  has_row: boolean;
-  has_ledger: boolean;
-  ledger_digest: string | null;
-  untouched: boolean | null;
-  email_owner: string | null;
 }
 
 /** Errors where the right move is to classify the chunk again: someone else wrote meanwhile. */
@@ -68,36 +54,16 @@ async function classifyAndWrite(
   trx: Kysely<unknown>,
   options: { afterSeq: number; size: number; dryRun: boolean; runId: string },
 ): Promise<ChunkResult> {
-  const pending = sql`select * from ${stage} where seq > ${options.afterSeq} and outcome is null order by seq limit ${options.size}`;
   if (!options.dryRun) {
     // Locks the existing rows of this batch: the live app waits (briefly) instead of racing our write.
-    await sql`select 1 from public.users where user_id in (select user_id from (${pending}) p) order by user_id for update`.execute(trx);
+    await sql`select 1 from public.users where user_id in (select user_id from (${pendingRecords(options.afterSeq, options.size)}) p)
+      order by user_id for update`.execute(trx);
   }
-  const facts = await sql<FactRow>`
-    with s as (${pending})
-    select s.seq, s.key, s.digest, ${canonicalColumns('s', 'e_')}, ${canonicalColumns('u', 'a_')},
-      u.user_id is not null as has_row, l.user_id is not null as has_ledger, l.source_digest as ledger_digest,
-      u.updated_at = l.row_updated_at as untouched,
-      (select e.user_id from public.users e where e.email = s.email and e.user_id <> s.user_id limit 1) as email_owner
-    from s
-    left join public.users u on u.user_id = s.user_id
-    left join migrate_users.ledger l on l.user_id = s.user_id
-    order by s.seq`.execute(trx);
-  const rows = facts.rows;
-  if (rows.length === 0) return { lastSeq: options.afterSeq, size: 0, conflicts: [] };
+  const facts = await loadFacts(trx, options.afterSeq, options.size);
+  if (facts.length === 0) return { lastSeq: options.afterSeq, size: 0, conflicts: [] };
+  const decisions = facts.map((fact) => ({ fact, decision: decide(fact) }));
 
-  const decisions = rows.map((row) => {
-    const decision = decide({
-      expected: rowFromRecord(row, 'e_'),
-      digest: row.digest,
-      actual: row.has_row ? rowFromRecord(row, 'a_') : null,
-      emailOwner: row.email_owner,
-      ledger: row.has_ledger ? { digest: row.ledger_digest ?? '', untouched: row.untouched === true } : null,
-    });
-    return { row, decision };
-  });
-
-  const seqsOf = (test: (d: Decision) => boolean) => decisions.filter((x) => test(x.decision)).map((x) => Number(x.row.seq));
+  const seqsOf = (test: (d: Decision) => boolean) => decisions.filter((x) => test(x.decision)).map((x) => x.fact.seq);
   const toInsert = seqsOf((d) => d.action === 'insert');
   const toUpdate = seqsOf((d) => d.action === 'update');
   let inserted = new Set(toInsert);
@@ -109,8 +75,8 @@ async function classifyAndWrite(
   }
 
   const conflicts: ConflictEntry[] = [];
-  const outcomes = decisions.map(({ row, decision }) => {
-    const seq = Number(row.seq);
+  const outcomes = decisions.map(({ fact, decision }) => {
+    const seq = fact.seq;
     let outcome: Outcome;
     let reason: string | null = null;
     let detail: string | null = null;
@@ -131,24 +97,19 @@ async function classifyAndWrite(
     }
     if (outcome === 'conflict') {
       conflicts.push({
-        key: row.key,
-        user_id: String(row.e_user_id),
+        key: fact.key,
+        user_id: fact.expected.user_id,
         reason: reason ?? '',
         detail: detail ?? '',
-        redis: publicRow(rowFromRecord(row, 'e_')),
-        postgres: row.has_row ? publicRow(rowFromRecord(row, 'a_')) : null,
+        redis: publicRow(fact.expected),
+        postgres: fact.actual ? publicRow(fact.actual) : null,
         differences: decision.action === 'conflict' || decision.action === 'update' ? decision.diffs : [],
       });
     }
     return { seq, outcome, reason, detail };
   });
 
-  await sql`
-    update ${stage} s set outcome = v.outcome, reason = v.reason, detail = v.detail
-    from unnest(${outcomes.map((o) => o.seq)}::bigint[], ${outcomes.map((o) => o.outcome)}::text[],
-                ${outcomes.map((o) => o.reason)}::text[], ${outcomes.map((o) => o.detail)}::text[])
-      as v(seq, outcome, reason, detail)
-    where s.seq = v.seq`.execute(trx);
+  await recordOutcomes(trx, outcomes);
 
-  return { lastSeq: Number(rows[rows.length - 1]?.seq ?? options.afterSeq), size: rows.length, conflicts };
+  return { lastSeq: facts[facts.length - 1]?.seq ?? options.afterSeq, size: facts.length, conflicts };
 }
