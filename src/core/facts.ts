@@ -1,6 +1,6 @@
 import { sql, type Kysely } from 'kysely';
 import { canonicalColumns } from '../db/canonical.js';
-import { rowFromRecord } from '../compare/compare-rows.js';
+import { publicRow, rowFromRecord, type CellValue } from '../compare/compare-rows.js';
 import { STAGE_TABLE } from '../stage/stage.js';
 import type { Facts } from './decide.js';
 
@@ -65,4 +65,36 @@ export async function recordOutcomes(
                 ${outcomes.map((o) => o.reason)}::text[], ${outcomes.map((o) => o.detail)}::text[])
       as v(seq, outcome, reason, detail)
     where s.seq = v.seq`.execute(db);
+}
+
+export interface HeldBackEntry {
+  readonly key: string;
+  readonly reason: string;
+  readonly detail: string;
+  readonly user_id?: string;
+  /** The row migrate would write, for valid records held back as cross-key duplicates. */
+  readonly redis?: Record<string, CellValue>;
+}
+
+/** Records held back before classification: rejected as invalid, or claimed by another key. */
+export async function* heldBackRecords(db: Kysely<unknown>): AsyncGenerator<HeldBackEntry> {
+  for (let afterSeq = 0; ; ) {
+    const { rows } = await sql<Record<string, unknown> & { seq: string; key: string; reason: string; detail: string; user_id: string | null; valid: boolean }>`
+      select s.seq, s.key, s.reason, s.detail, s.user_id, s.valid, ${canonicalColumns('s', 'e_')}
+      from ${stage} s
+      where s.seq > ${afterSeq} and (s.outcome = 'rejected' or s.reason in ('duplicate_email', 'duplicate_user_id'))
+      order by s.seq limit 5000`.execute(db);
+    for (const row of rows) {
+      yield {
+        key: row.key,
+        reason: row.reason,
+        detail: row.detail,
+        ...(row.user_id === null ? {} : { user_id: row.user_id }),
+        ...(row.valid ? { redis: publicRow(rowFromRecord(row, 'e_')) } : {}),
+      };
+    }
+    const last = rows[rows.length - 1];
+    if (!last) return;
+    afterSeq = Number(last.seq);
+  }
 }

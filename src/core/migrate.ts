@@ -2,34 +2,21 @@ import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import type pg from 'pg';
 import { withSession, type Session } from '../db/database.js';
-import { canonicalColumns } from '../db/canonical.js';
 import { assertSchema } from '../db/schema.js';
 import type { Logger } from '../log.js';
-import { mapRecord, type MapContext } from '../map/map-record.js';
-import { rowDigest } from '../map/user-row.js';
-import { publicRow, rowFromRecord } from '../compare/compare-rows.js';
-import { readValues, scanKeys, type RedisReadable } from '../source/redis-reader.js';
-import { createStage, finishStage, StageWriter, STAGE_TABLE, type StagedRecord } from '../stage/stage.js';
+import type { RedisReadable } from '../source/redis-reader.js';
+import { createStage, finishStage, STAGE_TABLE } from '../stage/stage.js';
 import { summarise, type MigrateReport, type Mode } from '../report/report.js';
 import type { RecordSink } from '../report/ndjson-file.js';
-import { forEachBounded } from './bounded.js';
+import { stageSource, type Progress, type ReadOptions } from './stage-source.js';
 import { processChunk } from './process-chunk.js';
+import { heldBackRecords } from './facts.js';
 
-export interface MigrateOptions {
+export interface MigrateOptions extends ReadOptions {
   readonly dryRun: boolean;
-  readonly match: string;
-  readonly batchSize: number;
-  readonly concurrency: number;
-  readonly scanCount: number;
-  readonly maxValueBytes: number;
-  readonly mapContext: MapContext;
 }
 
-export interface Progress {
-  phase(name: string, total?: number): void;
-  advance(count: number): void;
-  done(): void;
-}
+export type { Progress };
 
 export interface MigrateIo {
   readonly redis: RedisReadable;
@@ -55,7 +42,7 @@ export async function migrate(options: MigrateOptions, io: MigrateIo): Promise<M
     if (!options.dryRun) await recordRunStart(session, runId);
     try {
       await createStage(session);
-      const scanned = await stageAll(session, options, io, log);
+      const scanned = await stageSource(session, options, { ...io, log });
       log.info({ scanned }, 'read every key; classifying');
       const { scanDuplicates } = await finishStage(session);
       if (options.dryRun) {
@@ -75,28 +62,6 @@ export async function migrate(options: MigrateOptions, io: MigrateIo): Promise<M
       io.progress?.done();
     }
   });
-}
-
-async function stageAll(session: Session, options: MigrateOptions, io: MigrateIo, log: Logger): Promise<number> {
-  const writer = new StageWriter(session);
-  const prefixLength = options.match.length - 1;
-  let seq = 0;
-  io.progress?.phase('reading Redis');
-  await forEachBounded(scanKeys(io.redis, options), options.concurrency, async (keys) => {
-    const records = await readValues(io.redis, keys, prefixLength, options.maxValueBytes);
-    const staged = records.map((record): StagedRecord => {
-      seq += 1;
-      if (!record.ok) return { seq, key: record.key, userId: null, reject: record };
-      const mapped = mapRecord(record.keyEmail, record.value, options.mapContext);
-      if (!mapped.ok) return { seq, key: record.key, userId: mapped.userId ?? null, reject: mapped };
-      return { seq, key: record.key, userId: mapped.row.user_id, mapped: { ...mapped, digest: rowDigest(mapped.row) } };
-    });
-    await writer.write(staged);
-    io.progress?.advance(staged.length);
-  });
-  await writer.end();
-  log.debug({ staged: seq }, 'stage loaded');
-  return seq;
 }
 
 async function classifyAll(session: Session, options: MigrateOptions, io: MigrateIo, runId: string, log: Logger) {
@@ -119,26 +84,9 @@ async function classifyAll(session: Session, options: MigrateOptions, io: Migrat
   }
 }
 
-/** Streams rejected records and cross-key duplicates (held back before classification) to the rejects sink. */
 async function listUnmigrated(session: Session, sink: RecordSink | undefined): Promise<void> {
   if (!sink) return;
-  const t = sql.raw(STAGE_TABLE);
-  for (let afterSeq = 0; ; ) {
-    const { rows } = await sql<Record<string, unknown> & { seq: string; valid: boolean }>`
-      select s.seq, s.key, s.reason, s.detail, s.user_id, s.valid, ${canonicalColumns('s', 'e_')}
-      from ${t} s
-      where s.seq > ${afterSeq} and (s.outcome = 'rejected' or s.reason in ('duplicate_email', 'duplicate_user_id'))
-      order by s.seq limit 5000`.execute(session.db);
-    for (const row of rows) {
-      const entry: Record<string, unknown> = { key: row.key, reason: row.reason, detail: row.detail };
-      if (row.user_id !== null) entry.user_id = row.user_id;
-      if (row.valid) entry.redis = publicRow(rowFromRecord(row, 'e_'));
-      await sink.write(entry);
-    }
-    const last = rows[rows.length - 1];
-    if (!last) return;
-    afterSeq = Number(last.seq);
-  }
+  for await (const entry of heldBackRecords(session.db)) await sink.write(entry);
 }
 
 async function recordRunStart(session: Session, runId: string): Promise<void> {

@@ -1,0 +1,89 @@
+import type { Session } from '../db/database.js';
+import type { Logger } from '../log.js';
+import { mapRecord, type MapContext } from '../map/map-record.js';
+import { rowDigest } from '../map/user-row.js';
+import { readValues, scanKeys, type RedisReadable } from '../source/redis-reader.js';
+import { StageWriter, type StagedRecord } from '../stage/stage.js';
+import { forEachBounded } from './bounded.js';
+
+/** How the source is read: shared by migrate, dry-run and verify. */
+export interface ReadOptions {
+  readonly match: string;
+  readonly batchSize: number;
+  readonly concurrency: number;
+  readonly scanCount: number;
+  readonly maxValueBytes: number;
+  readonly mapContext: MapContext;
+}
+
+export interface Progress {
+  phase(name: string, total?: number): void;
+  advance(count: number): void;
+  done(): void;
+}
+
+/**
+ * Reads every key batch from `keys` (all of SCAN by default), maps each value with the one mapping, and
+ * streams the results into the session's stage. Returns how many records were staged.
+ */
+export async function stageSource(
+  session: Session,
+  options: ReadOptions,
+  io: { redis: RedisReadable; log: Logger; progress?: Progress | undefined },
+  keys: AsyncIterable<Buffer[]> = scanKeys(io.redis, options),
+): Promise<number> {
+  const writer = new StageWriter(session);
+  const prefixLength = options.match.length - 1;
+  let seq = 0;
+  io.progress?.phase('reading Redis');
+  await forEachBounded(keys, options.concurrency, async (batch) => {
+    const records = await readValues(io.redis, batch, prefixLength, options.maxValueBytes);
+    const staged = records.map((record): StagedRecord => {
+      seq += 1;
+      if (!record.ok) return { seq, key: record.key, userId: null, reject: record };
+      const mapped = mapRecord(record.keyEmail, record.value, options.mapContext);
+      if (!mapped.ok) return { seq, key: record.key, userId: mapped.userId ?? null, reject: mapped };
+      return { seq, key: record.key, userId: mapped.row.user_id, mapped: { ...mapped, digest: rowDigest(mapped.row) } };
+    });
+    await writer.write(staged);
+    io.progress?.advance(staged.length);
+  });
+  await writer.end();
+  io.log.debug({ staged: seq }, 'stage loaded');
+  return seq;
+}
+
+/**
+ * A uniform random sample of `size` keys (reservoir sampling over one full SCAN of key names only):
+ * memory holds `size` keys, whatever the keyspace.
+ */
+export async function* sampleKeys(
+  redis: RedisReadable,
+  options: ReadOptions,
+  size: number,
+  random: () => number = Math.random,
+): AsyncGenerator<Buffer[]> {
+  const reservoir: Buffer[] = [];
+  const seen = new Set<string>();
+  let n = 0;
+  for await (const batch of scanKeys(redis, options)) {
+    for (const key of batch) {
+      const id = key.toString('base64');
+      // SCAN may repeat a key; a repeat inside the reservoir must not count twice.
+      if (seen.has(id)) continue;
+      n += 1;
+      if (reservoir.length < size) {
+        reservoir.push(key);
+        seen.add(id);
+        continue;
+      }
+      const slot = Math.floor(random() * n);
+      if (slot < size) {
+        seen.delete((reservoir[slot] as Buffer).toString('base64'));
+        reservoir[slot] = key;
+        seen.add(id);
+      }
+    }
+  }
+  for (let i = 0; i < reservoir.length; i += options.batchSize) yield reservoir.slice(i, i + options.batchSize);
+}
