@@ -6,6 +6,7 @@ import { addConnectionOptions } from './context.js';
 import { addMigrateOptions, runMigrate } from './migrate-command.js';
 import { runSchemaApply } from './schema-command.js';
 import { runSeed } from './seed-command.js';
+import { addVerifyCommand } from './verify-command.js';
 
 /**
  * The one place that turns errors into exit codes and messages. Returns the exit code; never exits.
@@ -30,6 +31,8 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   addConnectionOptions(schema.command('apply').description('create users and the bookkeeping tables (idempotent)'))
     .exitOverride()
     .action(run(runSchemaApply));
+
+  addVerifyCommand(program, run);
 
   addConnectionOptions(program.command('seed').description('load synthetic demo users (old record format) into Redis'))
     .addOption(new Option('--count <n>', 'how many users (default 1000)'))

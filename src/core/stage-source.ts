@@ -61,6 +61,7 @@ export async function* sampleKeys(
   redis: RedisReadable,
   options: ReadOptions,
   size: number,
+  stats: { seen: number } = { seen: 0 },
   random: () => number = Math.random,
 ): AsyncGenerator<Buffer[]> {
   const reservoir: Buffer[] = [];
@@ -72,6 +73,7 @@ export async function* sampleKeys(
       // SCAN may repeat a key; a repeat inside the reservoir must not count twice.
       if (seen.has(id)) continue;
       n += 1;
+      stats.seen = n;
       if (reservoir.length < size) {
         reservoir.push(key);
         seen.add(id);

@@ -1,0 +1,38 @@
+import { Command, Option } from 'commander';
+import type { ReadOptions } from '../core/stage-source.js';
+import { DEFAULTS, loadWhitelist, Problems, whitelistCredits } from './config.js';
+import type { CliContext } from './context.js';
+
+export interface ReadFlags {
+  batchSize?: string;
+  concurrency?: string;
+  scanCount?: string;
+  maxValueBytes?: string;
+  whitelistFile?: string;
+  whitelistCredits?: string;
+}
+
+/** Flags that decide how Redis is read and mapped: identical for migrate, dry-run and verify. */
+export function addReadOptions(command: Command): Command {
+  return command
+    .addOption(new Option('--batch-size <n>', `records per batch and per PostgreSQL transaction (default ${DEFAULTS.batchSize})`))
+    .addOption(new Option('--concurrency <n>', `Redis read batches in flight (default ${DEFAULTS.concurrency})`))
+    .addOption(new Option('--scan-count <n>', `SCAN COUNT hint (default ${DEFAULTS.scanCount})`))
+    .addOption(new Option('--max-value-bytes <n>', `larger values are rejected unread (default ${DEFAULTS.maxValueBytes})`))
+    .addOption(new Option('--whitelist-file <path>', 'whitelisted emails, one per line, # comments (also env WHITELIST_EMAILS, comma-separated)'))
+    .addOption(new Option('--whitelist-credits <n>', `credits a whitelisted user gets at least (default ${DEFAULTS.whitelistCredits})`));
+}
+
+export function readOptions(flags: ReadFlags, match: string, ctx: CliContext, problems: Problems): ReadOptions {
+  return {
+    match,
+    batchSize: problems.integer('--batch-size', flags.batchSize, DEFAULTS.batchSize, 1, 50_000),
+    concurrency: problems.integer('--concurrency', flags.concurrency, DEFAULTS.concurrency, 1, 64),
+    scanCount: problems.integer('--scan-count', flags.scanCount, DEFAULTS.scanCount, 1, 100_000),
+    maxValueBytes: problems.integer('--max-value-bytes', flags.maxValueBytes, DEFAULTS.maxValueBytes, 64, 512 * 1024 * 1024),
+    mapContext: {
+      whitelist: loadWhitelist(flags.whitelistFile, ctx.env.WHITELIST_EMAILS, problems),
+      whitelistCredits: whitelistCredits(flags.whitelistCredits, problems),
+    },
+  };
+}

@@ -1,0 +1,248 @@
+import { randomBytes } from 'node:crypto';
+import { sql, type Kysely } from 'kysely';
+import type pg from 'pg';
+import { withSession } from '../db/database.js';
+import { canonicalColumns } from '../db/canonical.js';
+import { assertSchema } from '../db/schema.js';
+import type { Logger } from '../log.js';
+import { publicRow, rowFromRecord } from '../compare/compare-rows.js';
+import { money } from '../report/report.js';
+import type { RedisReadable } from '../source/redis-reader.js';
+import { createStage, finishStage, STAGE_TABLE } from '../stage/stage.js';
+import { heldBackRecords, loadFacts, recordOutcomes } from './facts.js';
+import { sampleKeys, stageSource, type Progress, type ReadOptions } from './stage-source.js';
+import { verifyRecord, type Difference } from './verify-record.js';
+
+export interface VerifyOptions extends ReadOptions {
+  /** Rows only in PostgreSQL fail verification too. */
+  readonly strict: boolean;
+  /** Check a uniform random sample of this many keys instead of all. */
+  readonly sample?: number | undefined;
+  /** How many differences to keep for the human outputs (the report gets all of them). */
+  readonly show: number;
+}
+
+export interface VerifyIo {
+  readonly redis: RedisReadable;
+  readonly pool: pg.Pool;
+  readonly log: Logger;
+  readonly progress?: Progress | undefined;
+  /** Receives every difference, in order. */
+  readonly onDifference?: ((difference: Difference) => Promise<void>) | undefined;
+}
+
+type Amount = number | string;
+
+export interface Side {
+  readonly users: number;
+  readonly current_credits: Amount;
+  readonly total_credits_used: Amount;
+}
+
+export interface VerifyReport {
+  readonly run_id: string;
+  readonly command: 'verify';
+  readonly ok: boolean;
+  readonly strict: boolean;
+  readonly sample: { readonly size: number; readonly keys_in_redis: number } | null;
+  readonly started_at: string;
+  readonly finished_at: string;
+  readonly duration_seconds: number;
+  readonly counts: {
+    readonly keys_checked: number;
+    readonly redis_users: number;
+    readonly match: number;
+    readonly mismatch: number;
+    readonly missing: number;
+    readonly not_migratable: number;
+    /** null in sample mode: it cannot be known from a sample. */
+    readonly only_in_postgres: number | null;
+    readonly differences: number;
+  };
+  readonly reasons: Readonly<Record<string, number>>;
+  readonly invariants: {
+    /** Valid Redis records as read (credits before the whitelist rule). */
+    readonly redis: Side & { readonly invalid_records: number; readonly whitelist_topup: Amount };
+    /** Valid records that cannot be migrated (duplicates, email taken), credits after the whitelist rule. */
+    readonly not_migratable: Side;
+    /** redis + whitelist_topup - not_migratable: what PostgreSQL must hold for the migratable users. */
+    readonly expected: Side;
+    readonly postgres_matching: Side;
+    readonly postgres_only: Side | null;
+    readonly postgres_total: Side;
+    /** Users, credits and credits used agree exactly between Redis (+ top-ups) and PostgreSQL. */
+    readonly balanced: boolean;
+  };
+}
+
+/**
+ * Read-only on both sides: stages Redis the way migrate does (same mapping, same whitelist rule), then
+ * compares each expected row with PostgreSQL using the same comparison.
+ */
+export async function verify(options: VerifyOptions, io: VerifyIo): Promise<{ report: VerifyReport; first: Difference[] }> {
+  const started = new Date();
+  const runId = `verify_${started.toISOString().replace(/\D/g, '').slice(0, 14)}_${randomBytes(3).toString('hex')}`;
+  const log = io.log.child({ run: runId, mode: 'verify' });
+  await assertSchema(io.pool);
+  const first: Difference[] = [];
+  let differences = 0;
+  const emit = async (difference: Difference) => {
+    differences++;
+    if (first.length < options.show) first.push(difference);
+    await io.onDifference?.(difference);
+  };
+
+  return withSession(io.pool, async (session) => {
+    try {
+      await createStage(session);
+      const sampled = { seen: 0 };
+      const keys = options.sample === undefined ? undefined : sampleKeys(io.redis, options, options.sample, sampled);
+      const checked = await stageSource(session, options, { ...io, log }, keys);
+      await finishStage(session);
+      await sql`set session characteristics as transaction read only`.execute(session.db);
+
+      const counts = { match: 0, mismatch: 0, missing: 0, not_migratable: 0 };
+      const reasons: Record<string, number> = {};
+      io.progress?.phase('comparing', await pendingCount(session.db));
+      for (let afterSeq = 0; ; ) {
+        const facts = await loadFacts(session.db, afterSeq, options.batchSize);
+        const last = facts[facts.length - 1];
+        if (!last) break;
+        const outcomes = [];
+        for (const fact of facts) {
+          const result = verifyRecord(fact);
+          counts[result.status]++;
+          const where = { key: fact.key, user_id: fact.expected.user_id, email: fact.expected.email };
+          if (result.status === 'mismatch') {
+            for (const d of result.diffs) await emit({ kind: 'mismatch', ...where, ...d });
+          } else if (result.status === 'missing') {
+            await emit({ kind: 'missing', ...where, column: null, expected: 'row', actual: null });
+          } else if (result.status === 'not_migratable') {
+            reasons[result.reason] = (reasons[result.reason] ?? 0) + 1;
+            await emit({ kind: 'not_migratable', ...where, column: null, expected: 'migratable', actual: result.reason, reason: result.reason, detail: result.detail });
+          }
+          outcomes.push({ seq: fact.seq, outcome: result.status, reason: null, detail: null });
+        }
+        await recordOutcomes(session.db, outcomes);
+        io.progress?.advance(facts.length);
+        afterSeq = last.seq;
+      }
+      for await (const held of heldBackRecords(session.db)) {
+        counts.not_migratable++;
+        reasons[held.reason] = (reasons[held.reason] ?? 0) + 1;
+        await emit({
+          kind: 'not_migratable', key: held.key, user_id: held.user_id ?? null, email: (held.redis?.email as string | undefined) ?? null,
+          column: null, expected: 'migratable', actual: held.reason, reason: held.reason, detail: held.detail,
+        });
+      }
+      let onlyInPostgres: number | null = null;
+      if (options.sample === undefined) {
+        onlyInPostgres = 0;
+        for await (const row of rowsOnlyInPostgres(session.db)) {
+          onlyInPostgres++;
+          await emit({ kind: 'only_in_postgres', key: null, user_id: row.user_id, email: row.email, column: null, expected: null, actual: 'row' });
+        }
+      }
+      const invariants = await computeInvariants(session.db, options.sample === undefined);
+      const failures = counts.mismatch + counts.missing + counts.not_migratable + (options.strict ? onlyInPostgres ?? 0 : 0);
+      const finished = new Date();
+      const report: VerifyReport = {
+        run_id: runId,
+        command: 'verify',
+        ok: failures === 0,
+        strict: options.strict,
+        sample: options.sample === undefined ? null : { size: checked, keys_in_redis: sampled.seen },
+        started_at: started.toISOString(),
+        finished_at: finished.toISOString(),
+        duration_seconds: Number(((finished.getTime() - started.getTime()) / 1000).toFixed(3)),
+        counts: {
+          keys_checked: checked,
+          redis_users: invariants.redis.users,
+          ...counts,
+          only_in_postgres: onlyInPostgres,
+          differences,
+        },
+        reasons,
+        invariants,
+      };
+      log.info({ ok: report.ok, counts: report.counts }, 'verify finished');
+      return { report, first };
+    } finally {
+      io.progress?.done();
+    }
+  });
+}
+
+async function pendingCount(db: Kysely<unknown>): Promise<number> {
+  const { rows } = await sql<{ n: string }>`select count(*)::text as n from ${sql.raw(STAGE_TABLE)} where outcome is null`.execute(db);
+  return Number(rows[0]?.n ?? 0);
+}
+
+async function* rowsOnlyInPostgres(db: Kysely<unknown>): AsyncGenerator<{ user_id: string; email: string }> {
+  for (let after = ''; ; ) {
+    const { rows } = await sql<Record<string, unknown>>`
+      select ${canonicalColumns('u', 'a_')} from public.users u
+      where u.user_id > ${after} and not exists (select 1 from ${sql.raw(STAGE_TABLE)} s where s.user_id = u.user_id)
+      order by u.user_id limit 5000`.execute(db);
+    for (const row of rows) {
+      const pub = publicRow(rowFromRecord(row, 'a_'));
+      yield { user_id: String(pub.user_id), email: String(pub.email) };
+    }
+    const last = rows[rows.length - 1];
+    if (!last) return;
+    after = String(last.a_user_id);
+  }
+}
+
+interface SideRow {
+  users: string;
+  credits: string;
+  used: string;
+}
+
+const MIGRATABLE = sql`('match', 'mismatch', 'missing')`;
+
+/**
+ * Credits are money: the invariants close exactly when everything matches. Redis credits + whitelist
+ * top-ups - what is held back as not migratable = what PostgreSQL must hold for those users.
+ */
+async function computeInvariants(db: Kysely<unknown>, whole: boolean): Promise<VerifyReport['invariants']> {
+  const t = sql.raw(STAGE_TABLE);
+  const one = async <R>(query: { execute(db: Kysely<unknown>): Promise<{ rows: R[] }> }) => (await query.execute(db)).rows[0] as R;
+  const redis = await one(sql<SideRow & { invalid: string; topup: string }>`
+    select count(*) filter (where valid)::text as users, count(*) filter (where not valid)::text as invalid,
+      coalesce(sum(source_credits), 0)::text as credits, coalesce(sum(topup), 0)::text as topup,
+      coalesce(sum(total_credits_used), 0)::text as used
+    from ${t}`);
+  const held = await one(sql<SideRow>`
+    select count(*)::text as users, coalesce(sum(current_credits), 0)::text as credits,
+      coalesce(sum(total_credits_used), 0)::text as used
+    from ${t} where valid and outcome not in ${MIGRATABLE}`);
+  const expected = await one(sql<SideRow>`
+    select count(*)::text as users, coalesce(sum(current_credits), 0)::text as credits,
+      coalesce(sum(total_credits_used), 0)::text as used
+    from ${t} where valid and outcome in ${MIGRATABLE}`);
+  const matching = await one(sql<SideRow>`
+    select count(*)::text as users, coalesce(sum(u.current_credits), 0)::text as credits,
+      coalesce(sum(u.total_credits_used), 0)::text as used
+    from public.users u where exists (select 1 from ${t} s where s.valid and s.outcome in ${MIGRATABLE} and s.user_id = u.user_id)`);
+  const total = await one(sql<SideRow>`
+    select count(*)::text as users, coalesce(sum(current_credits), 0)::text as credits,
+      coalesce(sum(total_credits_used), 0)::text as used from public.users`);
+  const only = whole
+    ? await one(sql<SideRow>`
+        select count(*)::text as users, coalesce(sum(u.current_credits), 0)::text as credits,
+          coalesce(sum(u.total_credits_used), 0)::text as used
+        from public.users u where not exists (select 1 from ${t} s where s.user_id = u.user_id)`)
+    : null;
+  const side = (r: SideRow): Side => ({ users: Number(r.users), current_credits: money(BigInt(r.credits)), total_credits_used: money(BigInt(r.used)) });
+  return {
+    redis: { ...side(redis), invalid_records: Number(redis.invalid), whitelist_topup: money(BigInt(redis.topup)) },
+    not_migratable: side(held),
+    expected: side(expected),
+    postgres_matching: side(matching),
+    postgres_only: only ? side(only) : null,
+    postgres_total: side(total),
+    balanced: expected.users === matching.users && expected.credits === matching.credits && expected.used === matching.used,
+  };
+}
