@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import { compareRows, publicRow } from '../../src/compare/compare-rows.js';
+import { decide, type Facts } from '../../src/core/decide.js';
+import { verifyRecord } from '../../src/core/verify-record.js';
+import type { UserRow } from '../../src/map/user-row.js';
+
+const row: UserRow = {
+  user_id: 'u1',
+  email: 'a@example.com',
+  username: null,
+  avatar: null,
+  password_hash: 'hash',
+  current_credits: '10',
+  total_credits_used: '0',
+  signup_bonus_granted: true,
+  current_plan_id: null,
+  plan_renew_at: null,
+  created_at: '2024-01-01T00:00:00.000000Z',
+  last_login: null,
+};
+const changed: UserRow = { ...row, current_credits: '5' };
+const facts = (over: Partial<Facts>): Facts => ({ expected: row, digest: 'd1', actual: null, emailOwner: null, ledger: null, ...over });
+
+describe('decide (migrate)', () => {
+  it.each<[string, Partial<Facts>, object]>([
+    ['new user', {}, { action: 'insert' }],
+    ['email owned by another user_id', { emailOwner: 'u9' }, { action: 'conflict', reason: 'email_taken' }],
+    ['row deleted after the tool wrote it', { ledger: { digest: 'd1', untouched: false } }, { action: 'conflict', reason: 'deleted_in_postgres' }],
+    ['identical, ledger current', { actual: row, ledger: { digest: 'd1', untouched: true } }, { action: 'unchanged', adopt: false }],
+    ['identical, no ledger: adopt', { actual: row }, { action: 'unchanged', adopt: true }],
+    ['identical after both changed alike: refresh ledger', { actual: row, ledger: { digest: 'd0', untouched: false } }, { action: 'unchanged', adopt: true }],
+    ['Redis changed, row untouched: update', { actual: changed, ledger: { digest: 'd0', untouched: true } }, { action: 'update' }],
+    ['app changed, Redis did not: keep', { actual: changed, ledger: { digest: 'd1', untouched: false } }, { action: 'kept_app_change' }],
+    ['both changed: conflict', { actual: changed, ledger: { digest: 'd0', untouched: false } }, { action: 'conflict', reason: 'changed_in_both' }],
+    ['row the tool never wrote differs', { actual: changed }, { action: 'conflict', reason: 'row_not_written_by_tool' }],
+  ])('%s', (_name, over, expected) => {
+    expect(decide(facts(over))).toMatchObject(expected);
+  });
+});
+
+describe('verifyRecord', () => {
+  it.each<[string, Partial<Facts>, object]>([
+    ['match', { actual: row }, { status: 'match' }],
+    ['missing', {}, { status: 'missing' }],
+    ['email taken, no row', { emailOwner: 'u9' }, { status: 'not_migratable', reason: 'email_taken' }],
+    ['mismatch', { actual: changed }, { status: 'mismatch', diffs: [{ column: 'current_credits', expected: '10', actual: '5' }] }],
+  ])('%s', (_name, over, expected) => {
+    expect(verifyRecord(facts(over))).toMatchObject(expected);
+  });
+});
+
+describe('compareRows', () => {
+  it('never reveals a password hash, only whether each side is set', () => {
+    expect(compareRows(row, { ...row, password_hash: 'other' })).toEqual([{ column: 'password_hash', expected: '(set)', actual: '(set)' }]);
+    expect(compareRows(row, { ...row, password_hash: null })).toEqual([{ column: 'password_hash', expected: '(set)', actual: null }]);
+    expect(publicRow(row).password_hash).toBe('(set)');
+  });
+});
