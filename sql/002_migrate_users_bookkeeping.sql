@@ -23,3 +23,21 @@ create table if not exists migrate_users.runs (
   status      text not null default 'running',
   counts      jsonb
 );
+
+-- The row as the tool wrote it (canonical text; the password hash only as a sha256 digest), so reconcile
+-- can show base / Redis / PostgreSQL per column for a user changed on both sides.
+alter table migrate_users.ledger add column if not exists base jsonb;
+-- Set when an operator resolved a conflict in favour of PostgreSQL (`reconcile --take postgres`): the app's
+-- row (or its deletion) stands until Redis changes again.
+alter table migrate_users.ledger add column if not exists postgres_owns boolean not null default false;
+
+-- Every conflict an operator resolved by choosing a side: who won, for which user, in which run.
+create table if not exists migrate_users.resolutions (
+  id            bigint generated always as identity primary key,
+  user_id       text not null,
+  side          text not null check (side in ('redis', 'postgres')),
+  reason        text not null,
+  run_id        text not null,
+  resolved_at   timestamptz not null default now(),
+  redis_digest  text not null
+);

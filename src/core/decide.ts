@@ -1,4 +1,4 @@
-import { compareRows, type ColumnDiff } from '../compare/compare-rows.js';
+import { compareRows, type CellValue, type ColumnDiff } from '../compare/compare-rows.js';
 import type { ConflictReason } from '../map/reasons.js';
 import type { UserRow } from '../map/user-row.js';
 
@@ -9,7 +9,14 @@ export interface Facts {
   readonly actual: UserRow | null;
   /** user_id of another row in PostgreSQL that already holds this email. */
   readonly emailOwner: string | null;
-  readonly ledger: { readonly digest: string; readonly untouched: boolean } | null;
+  readonly ledger: {
+    readonly digest: string;
+    readonly untouched: boolean;
+    /** An operator chose PostgreSQL for this user (`reconcile --take postgres`). */
+    readonly postgresOwns?: boolean;
+    /** The row as the tool last wrote it (password hash as a digest). */
+    readonly base?: Readonly<Record<string, CellValue>> | null;
+  } | null;
 }
 
 export type Decision =
@@ -36,6 +43,7 @@ export function decide(facts: Facts): Decision {
     return conflict('email_taken', `email ${expected.email} belongs to user_id ${facts.emailOwner} in PostgreSQL`);
   }
   if (actual === null) {
+    if (ledger?.postgresOwns && ledger.digest === facts.digest) return { action: 'kept_app_change', diffs: [] };
     if (ledger) return conflict('deleted_in_postgres', 'the tool wrote this user before; the row has since been deleted');
     return { action: 'insert' };
   }

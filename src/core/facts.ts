@@ -20,6 +20,8 @@ interface FactRow extends Record<string, unknown> {
   ledger_digest: string | null;
   untouched: boolean | null;
   email_owner: string | null;
+  postgres_owns: boolean | null;
+  base: Record<string, CellValue> | null;
 }
 
 /** The next `size` staged records still waiting for a decision, by seq. */
@@ -35,7 +37,7 @@ export async function loadFacts(db: Kysely<unknown>, afterSeq: number, size: num
   const { rows } = await sql<FactRow>`
     with s as (${pendingRecords(afterSeq, size)})
     select s.seq, s.key, s.digest, ${canonicalColumns('s', 'e_')}, ${canonicalColumns('u', 'a_')},
-      u.user_id is not null as has_row, l.user_id is not null as has_ledger, l.source_digest as ledger_digest,
+      u.user_id is not null as has_row, l.user_id is not null as has_ledger, l.source_digest as ledger_digest, l.postgres_owns, l.base,
       u.updated_at = l.row_updated_at as untouched,
       (select e.user_id from public.users e where e.email = s.email and e.user_id <> s.user_id limit 1) as email_owner
     from s
@@ -49,7 +51,9 @@ export async function loadFacts(db: Kysely<unknown>, afterSeq: number, size: num
     expected: rowFromRecord(row, 'e_'),
     actual: row.has_row ? rowFromRecord(row, 'a_') : null,
     emailOwner: row.email_owner,
-    ledger: row.has_ledger ? { digest: row.ledger_digest ?? '', untouched: row.untouched === true } : null,
+    ledger: row.has_ledger
+      ? { digest: row.ledger_digest ?? '', untouched: row.untouched === true, postgresOwns: row.postgres_owns === true, base: row.base }
+      : null,
   }));
 }
 

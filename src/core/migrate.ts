@@ -9,11 +9,15 @@ import { createStage, finishStage, STAGE_TABLE } from '../stage/stage.js';
 import { summarise, type MigrateReport, type Mode } from '../report/report.js';
 import type { RecordSink } from '../report/ndjson-file.js';
 import { stageSource, type Progress, type ReadOptions } from './stage-source.js';
-import { processChunk } from './process-chunk.js';
+import { conflictEntry, processChunk, type ClassifiedEntry, type Take } from './process-chunk.js';
 import { heldBackRecords } from './facts.js';
 
 export interface MigrateOptions extends ReadOptions {
   readonly dryRun: boolean;
+  /** reconcile --take: an operator's choice of side for listed users in conflict. */
+  readonly take?: Take | undefined;
+  /** Recorded in migrate_users.runs. */
+  readonly command?: string;
 }
 
 export type { Progress };
@@ -24,7 +28,9 @@ export interface MigrateIo {
   readonly log: Logger;
   /** Receives one entry per record not migrated (rejected or in conflict). */
   readonly rejects?: RecordSink;
-  readonly progress?: Progress;
+  readonly progress?: Progress | undefined;
+  /** Sees every classified record (reconcile lists them per class). */
+  readonly onClassified?: ((entry: ClassifiedEntry) => Promise<void>) | undefined;
 }
 
 /**
@@ -39,7 +45,7 @@ export async function migrate(options: MigrateOptions, io: MigrateIo): Promise<M
   await assertSchema(io.pool);
 
   return withSession(io.pool, async (session) => {
-    if (!options.dryRun) await recordRunStart(session, runId);
+    if (!options.dryRun) await recordRunStart(session, runId, options.command ?? 'migrate');
     try {
       await createStage(session);
       const scanned = await stageSource(session, options, { ...io, log });
@@ -76,10 +82,14 @@ async function classifyAll(session: Session, options: MigrateOptions, io: Migrat
       dryRun: options.dryRun,
       runId,
       log: log.child({ batch }),
+      take: options.take,
     });
-    if (result.size === 0) return;
-    for (const conflict of result.conflicts) await io.rejects?.write(conflict);
-    io.progress?.advance(result.size);
+    if (result.entries.length === 0) return;
+    for (const entry of result.entries) {
+      if (entry.outcome === 'conflict') await io.rejects?.write(conflictEntry(entry));
+      await io.onClassified?.(entry);
+    }
+    io.progress?.advance(result.entries.length);
     afterSeq = result.lastSeq;
   }
 }
@@ -89,8 +99,8 @@ async function listUnmigrated(session: Session, sink: RecordSink | undefined): P
   for await (const entry of heldBackRecords(session.db)) await sink.write(entry);
 }
 
-async function recordRunStart(session: Session, runId: string): Promise<void> {
-  await sql`insert into migrate_users.runs (run_id, command) values (${runId}, 'migrate')`.execute(session.db);
+async function recordRunStart(session: Session, runId: string, command: string): Promise<void> {
+  await sql`insert into migrate_users.runs (run_id, command) values (${runId}, ${command})`.execute(session.db);
 }
 
 async function recordRunEnd(session: Session, runId: string, status: string, counts: object | null): Promise<void> {

@@ -1,9 +1,9 @@
 import { sql, type Kysely } from 'kysely';
 import { pgCode } from '../errors.js';
 import { publicRow, type CellValue, type ColumnDiff } from '../compare/compare-rows.js';
-import { adoptRows, insertRows, updateRows } from '../sink/apply-chunk.js';
+import { adoptRows, insertRows, keepPostgres, logResolutions, updateRows } from '../sink/apply-chunk.js';
 import { decide, type Decision } from './decide.js';
-import { loadFacts, pendingRecords, recordOutcomes } from './facts.js';
+import { loadFacts, pendingRecords, recordOutcomes, type RecordFacts } from './facts.js';
 import type { Logger } from '../log.js';
 
 export type Outcome = 'inserted' | 'updated' | 'unchanged' | 'kept_app_change' | 'conflict';
@@ -19,12 +19,39 @@ export interface ConflictEntry {
   readonly differences: readonly ColumnDiff[];
 }
 
-export interface ChunkResult {
-  readonly lastSeq: number;
-  readonly size: number;
-  readonly conflicts: readonly ConflictEntry[];
+/** Every classified record of a batch, as decided and as written. */
+export interface ClassifiedEntry {
+  readonly fact: RecordFacts;
+  readonly outcome: Outcome;
+  readonly reason: string | null;
+  readonly detail: string | null;
+  readonly diffs: readonly ColumnDiff[];
+  /** Set when an operator's --take decided this record. */
+  readonly resolvedBy?: 'redis' | 'postgres';
 }
 
+export interface ChunkResult {
+  readonly lastSeq: number;
+  readonly entries: readonly ClassifiedEntry[];
+}
+
+/** An operator's choice of side for a list of users (`reconcile --take`). */
+export interface Take {
+  readonly side: 'redis' | 'postgres';
+  readonly users: ReadonlySet<string>;
+}
+
+export interface ChunkOptions {
+  readonly afterSeq: number;
+  readonly size: number;
+  readonly dryRun: boolean;
+  readonly runId: string;
+  readonly log: Logger;
+  readonly take?: Take | undefined;
+}
+
+/** Conflicts an operator may settle by choosing a side; the others need the data fixed at its source. */
+const RESOLVABLE = new Set(['changed_in_both', 'row_not_written_by_tool', 'deleted_in_postgres']);
 /** Errors where the right move is to classify the chunk again: someone else wrote meanwhile. */
 const RETRYABLE = new Set(['23505', '40P01', '40001']);
 const ATTEMPTS = 4;
@@ -33,10 +60,7 @@ const ATTEMPTS = 4;
  * Classifies the next `size` pending staged records against PostgreSQL and, unless `dryRun`, writes them,
  * all in one transaction: the rows' users entries and ledger entries commit together or not at all.
  */
-export async function processChunk(
-  db: Kysely<unknown>,
-  options: { afterSeq: number; size: number; dryRun: boolean; runId: string; log: Logger },
-): Promise<ChunkResult> {
+export async function processChunk(db: Kysely<unknown>, options: ChunkOptions): Promise<ChunkResult> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await db.transaction().execute((trx) => classifyAndWrite(trx, options));
@@ -50,66 +74,90 @@ export async function processChunk(
   }
 }
 
-async function classifyAndWrite(
-  trx: Kysely<unknown>,
-  options: { afterSeq: number; size: number; dryRun: boolean; runId: string },
-): Promise<ChunkResult> {
+type Plan = 'insert' | 'update' | 'force_insert' | 'force_update' | 'keep_postgres' | 'adopt' | 'none';
+
+function plan(fact: RecordFacts, decision: Decision, take: Take | undefined): Plan {
+  if (decision.action === 'insert') return 'insert';
+  if (decision.action === 'update') return 'update';
+  if (decision.action === 'unchanged') return decision.adopt ? 'adopt' : 'none';
+  if (decision.action === 'conflict' && take && RESOLVABLE.has(decision.reason) && take.users.has(fact.expected.user_id)) {
+    if (take.side === 'postgres') return 'keep_postgres';
+    return fact.actual === null ? 'force_insert' : 'force_update';
+  }
+  return 'none';
+}
+
+async function classifyAndWrite(trx: Kysely<unknown>, options: ChunkOptions): Promise<ChunkResult> {
   if (!options.dryRun) {
     // Locks the existing rows of this batch: the live app waits (briefly) instead of racing our write.
     await sql`select 1 from public.users where user_id in (select user_id from (${pendingRecords(options.afterSeq, options.size)}) p)
       order by user_id for update`.execute(trx);
   }
   const facts = await loadFacts(trx, options.afterSeq, options.size);
-  if (facts.length === 0) return { lastSeq: options.afterSeq, size: 0, conflicts: [] };
-  const decisions = facts.map((fact) => ({ fact, decision: decide(fact) }));
+  if (facts.length === 0) return { lastSeq: options.afterSeq, entries: [] };
+  const planned = facts.map((fact) => {
+    const decision = decide(fact);
+    return { fact, decision, plan: plan(fact, decision, options.take) };
+  });
+  const seqs = (...kinds: Plan[]) => planned.filter((p) => kinds.includes(p.plan)).map((p) => p.fact.seq);
 
-  const seqsOf = (test: (d: Decision) => boolean) => decisions.filter((x) => test(x.decision)).map((x) => x.fact.seq);
-  const toInsert = seqsOf((d) => d.action === 'insert');
-  const toUpdate = seqsOf((d) => d.action === 'update');
-  let inserted = new Set(toInsert);
-  let updated = new Set(toUpdate);
+  let written = new Set(seqs('insert', 'update', 'force_insert', 'force_update', 'keep_postgres'));
   if (!options.dryRun) {
-    inserted = await insertRows(trx, toInsert, options.runId);
-    updated = await updateRows(trx, toUpdate, options.runId);
-    await adoptRows(trx, seqsOf((d) => d.action === 'unchanged' && d.adopt), options.runId);
+    written = new Set([
+      ...(await insertRows(trx, seqs('insert', 'force_insert'), options.runId)),
+      ...(await updateRows(trx, seqs('update'), options.runId)),
+      ...(await updateRows(trx, seqs('force_update'), options.runId, true)),
+      ...seqs('keep_postgres'),
+    ]);
+    await keepPostgres(trx, seqs('keep_postgres'), options.runId);
+    await adoptRows(trx, seqs('adopt'), options.runId);
+    await logResolutions(
+      trx,
+      planned
+        .filter((p) => p.plan.startsWith('force') || p.plan === 'keep_postgres')
+        .filter((p) => written.has(p.fact.seq))
+        .map((p) => ({
+          userId: p.fact.expected.user_id,
+          side: p.plan === 'keep_postgres' ? ('postgres' as const) : ('redis' as const),
+          reason: p.decision.action === 'conflict' ? p.decision.reason : '',
+          digest: p.fact.digest,
+        })),
+      options.runId,
+    );
   }
 
-  const conflicts: ConflictEntry[] = [];
-  const outcomes = decisions.map(({ fact, decision }) => {
-    const seq = fact.seq;
-    let outcome: Outcome;
-    let reason: string | null = null;
-    let detail: string | null = null;
-    if (decision.action === 'insert' || decision.action === 'update') {
-      const done = decision.action === 'insert' ? inserted.has(seq) : updated.has(seq);
-      outcome = decision.action === 'insert' ? 'inserted' : 'updated';
-      if (!done) {
-        outcome = 'conflict';
-        reason = 'changed_during_run';
-        detail = 'the app created or changed this row while the tool was writing it; left as the app wrote it';
-      }
-    } else if (decision.action === 'conflict') {
-      outcome = 'conflict';
-      reason = decision.reason;
-      detail = decision.detail;
-    } else {
-      outcome = decision.action;
+  const entries = planned.map(({ fact, decision, plan: p }): ClassifiedEntry => {
+    const diffs = decision.action === 'conflict' || decision.action === 'update' || decision.action === 'kept_app_change' ? decision.diffs : [];
+    const resolvedBy = p.startsWith('force') ? ('redis' as const) : p === 'keep_postgres' ? ('postgres' as const) : undefined;
+    if (p === 'insert' || p === 'update' || p === 'force_insert' || p === 'force_update') {
+      const outcome: Outcome = p.endsWith('insert') ? 'inserted' : 'updated';
+      if (written.has(fact.seq)) return { fact, outcome, reason: null, detail: null, diffs, ...(resolvedBy ? { resolvedBy } : {}) };
+      return {
+        fact,
+        outcome: 'conflict',
+        reason: 'changed_during_run',
+        detail: 'the app created or changed this row while the tool was writing it; left as the app wrote it',
+        diffs,
+      };
     }
-    if (outcome === 'conflict') {
-      conflicts.push({
-        key: fact.key,
-        user_id: fact.expected.user_id,
-        reason: reason ?? '',
-        detail: detail ?? '',
-        redis: publicRow(fact.expected),
-        postgres: fact.actual ? publicRow(fact.actual) : null,
-        differences: decision.action === 'conflict' || decision.action === 'update' ? decision.diffs : [],
-      });
-    }
-    return { seq, outcome, reason, detail };
+    if (p === 'keep_postgres') return { fact, outcome: 'kept_app_change', reason: null, detail: null, diffs, resolvedBy: 'postgres' };
+    if (decision.action === 'conflict') return { fact, outcome: 'conflict', reason: decision.reason, detail: decision.detail, diffs };
+    if (decision.action === 'insert' || decision.action === 'update') throw new Error('unreachable: planned writes handled above');
+    return { fact, outcome: decision.action, reason: null, detail: null, diffs };
   });
 
-  await recordOutcomes(trx, outcomes);
+  await recordOutcomes(trx, entries.map((e) => ({ seq: e.fact.seq, outcome: e.outcome, reason: e.reason, detail: e.detail })));
+  return { lastSeq: facts[facts.length - 1]?.seq ?? options.afterSeq, entries };
+}
 
-  return { lastSeq: facts[facts.length - 1]?.seq ?? options.afterSeq, size: facts.length, conflicts };
+export function conflictEntry(entry: ClassifiedEntry): ConflictEntry {
+  return {
+    key: entry.fact.key,
+    user_id: entry.fact.expected.user_id,
+    reason: entry.reason ?? '',
+    detail: entry.detail ?? '',
+    redis: publicRow(entry.fact.expected),
+    postgres: entry.fact.actual ? publicRow(entry.fact.actual) : null,
+    differences: entry.diffs,
+  };
 }
