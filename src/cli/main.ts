@@ -7,6 +7,7 @@ import { addMigrateOptions, runMigrate } from './migrate-command.js';
 import { runSchemaApply } from './schema-command.js';
 import { runSeed } from './seed-command.js';
 import { addVerifyCommand } from './verify-command.js';
+import { addReconcileCommand } from './reconcile-command.js';
 
 /**
  * The one place that turns errors into exit codes and messages. Returns the exit code; never exits.
@@ -33,6 +34,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     .action(run(runSchemaApply));
 
   addVerifyCommand(program, run);
+  addReconcileCommand(program, run);
 
   addConnectionOptions(program.command('seed').description('load synthetic demo users (old record format) into Redis'))
     .addOption(new Option('--count <n>', 'how many users (default 1000)'))

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { sql } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type pg from 'pg';
 import { withSession, type Session } from '../db/database.js';
 import { assertSchema } from '../db/schema.js';
@@ -31,6 +31,8 @@ export interface MigrateIo {
   readonly progress?: Progress | undefined;
   /** Sees every classified record (reconcile lists them per class). */
   readonly onClassified?: ((entry: ClassifiedEntry) => Promise<void>) | undefined;
+  /** Runs after classification, while the stage still exists (reconcile looks for rows Redis lacks). */
+  readonly withStage?: ((db: Kysely<unknown>) => Promise<void>) | undefined;
 }
 
 /**
@@ -56,6 +58,7 @@ export async function migrate(options: MigrateOptions, io: MigrateIo): Promise<M
         await sql`set session characteristics as transaction read only`.execute(session.db);
       }
       await classifyAll(session, options, io, runId, log);
+      await io.withStage?.(session.db);
       await listUnmigrated(session, io.rejects);
       const report = await summarise(session.db, { run_id: runId, mode, started, scanDuplicates });
       if (!options.dryRun) await recordRunEnd(session, runId, 'finished', report.counts);

@@ -1,42 +1,25 @@
-import { createWriteStream, type WriteStream } from 'node:fs';
-import { once } from 'node:events';
+import { TextFile } from './text-file.js';
 
 export interface RecordSink {
   write(entry: object): Promise<void>;
 }
 
-/**
- * An NDJSON file, created 0600 (it names users' emails: personal data), written with backpressure.
- */
+/** One JSON object per line, in a 0600 file (it names users' emails: personal data). */
 export class NdjsonFile implements RecordSink {
-  private readonly stream: WriteStream;
-  private failure: Error | undefined;
   lines = 0;
 
-  private constructor(path: string) {
-    this.stream = createWriteStream(path, { mode: 0o600, flags: 'w' });
-    this.stream.on('error', (err) => {
-      this.failure ??= err;
-    });
-  }
+  private constructor(private readonly file: TextFile) {}
 
   static async open(path: string): Promise<NdjsonFile> {
-    const file = new NdjsonFile(path);
-    await Promise.race([once(file.stream, 'open'), once(file.stream, 'error').then(([err]) => Promise.reject(err))]);
-    return file;
+    return new NdjsonFile(await TextFile.open(path));
   }
 
   async write(entry: object): Promise<void> {
-    if (this.failure) throw this.failure;
     this.lines++;
-    if (!this.stream.write(`${JSON.stringify(entry)}\n`)) await once(this.stream, 'drain');
+    await this.file.write(`${JSON.stringify(entry)}\n`);
   }
 
-  async close(): Promise<void> {
-    if (this.stream.closed) return;
-    const closed = once(this.stream, 'close');
-    this.stream.end();
-    await closed;
-    if (this.failure) throw this.failure;
+  close(): Promise<void> {
+    return this.file.close();
   }
 }

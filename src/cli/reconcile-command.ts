@@ -1,0 +1,111 @@
+import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { Command, Option } from 'commander';
+import { withPool } from '../db/database.js';
+import { EXIT } from '../errors.js';
+import { reconcile, type ReconcileClass, type ReconcileEntry } from '../core/reconcile.js';
+import type { Take } from '../core/process-chunk.js';
+import { NdjsonFile } from '../report/ndjson-file.js';
+import { CONFLICT_CSV_HEADER, conflictCsvLines, formatReconcileText } from '../report/reconcile-output.js';
+import { csvRow } from '../report/csv.js';
+import { TextFile } from '../report/text-file.js';
+import { Problems } from './config.js';
+import { withRedis } from './connect.js';
+import { addConnectionOptions, setup, type CliContext, type ConnectionFlags } from './context.js';
+import { createProgress } from './progress.js';
+import { addReadOptions, readOptions, type ReadFlags } from './read-options.js';
+
+interface ReconcileFlags extends ConnectionFlags, ReadFlags {
+  apply?: boolean;
+  report?: string;
+  rejects?: string;
+  conflicts?: string;
+  conflictsFormat?: string;
+  take?: string;
+  users?: string;
+  show?: string;
+  progress: boolean;
+}
+
+const CONFLICT_CLASSES: ReadonlySet<ReconcileClass> = new Set(['changed_in_both', 'deleted_in_postgres', 'deleted_in_redis', 'other_conflict']);
+
+export function addReconcileCommand(program: Command, run: (fn: typeof runReconcile) => (...args: unknown[]) => Promise<void>): void {
+  addReadOptions(addConnectionOptions(program.command('reconcile').description('after the cut-over: what drifted on which side; --apply brings across only what is safe')))
+    .option('--apply', 'write the "changed only in Redis" and "only in Redis" users (nothing else)')
+    .addOption(new Option('--report <path>', 'JSON report (migrate\'s format plus "classes" and "remaining")'))
+    .addOption(new Option('--rejects <path>', 'NDJSON of every record not migrated'))
+    .addOption(new Option('--conflicts <path>', 'export the conflicts for review (NDJSON, or CSV when the path ends in .csv)'))
+    .addOption(new Option('--conflicts-format <format>', 'ndjson or csv (default: from the file name)'))
+    .addOption(new Option('--take <side>', 'resolve the conflicts of the users in --users by choosing redis or postgres (needs --apply)'))
+    .addOption(new Option('--users <path>', 'user_ids for --take, one per line, # comments'))
+    .addOption(new Option('--show <n>', 'users listed per class in the summary (default 10)'))
+    .option('--no-progress', 'no progress bar')
+    .exitOverride()
+    .action(run(runReconcile));
+}
+
+export async function runReconcile(flags: ReconcileFlags, ctx: CliContext): Promise<number> {
+  const problems = new Problems();
+  const { conn, log } = setup(flags, ctx, problems);
+  const read = readOptions(flags, conn.match, ctx, problems);
+  const show = problems.integer('--show', flags.show, 10, 0, 10_000);
+  const format = flags.conflictsFormat ?? (flags.conflicts?.toLowerCase().endsWith('.csv') ? 'csv' : 'ndjson');
+  if (format !== 'csv' && format !== 'ndjson') problems.add(`--conflicts-format must be ndjson or csv, got "${format}"`);
+  const take = parseTake(flags, problems);
+  problems.throwIfAny();
+
+  const rejects = flags.rejects ? await NdjsonFile.open(flags.rejects) : undefined;
+  const conflicts = flags.conflicts ? await TextFile.open(flags.conflicts) : undefined;
+  try {
+    if (format === 'csv') await conflicts?.write(csvRow(CONFLICT_CSV_HEADER));
+    const samples = new Map<ReconcileClass, ReconcileEntry[]>();
+    const onEntry = async (entry: ReconcileEntry) => {
+      const list = samples.get(entry.class) ?? [];
+      if (list.length < show) samples.set(entry.class, [...list, entry]);
+      if (conflicts && CONFLICT_CLASSES.has(entry.class) && !entry.resolved_by) {
+        await conflicts.write(format === 'csv' ? conflictCsvLines(entry) : `${JSON.stringify(entry)}\n`);
+      }
+    };
+    const report = await withRedis(conn.redisUrl, log, (redis) =>
+      withPool({ url: conn.databaseUrl, max: 2, log }, (pool) =>
+        reconcile(
+          { ...read, dryRun: !flags.apply, apply: flags.apply === true, take },
+          { redis, pool, log, rejects, onEntry, progress: createProgress(flags.progress) },
+        ),
+      ),
+    );
+    if (flags.report) await writeFile(flags.report, `${JSON.stringify(report, null, 2)}\n`, { mode: 0o600 });
+    ctx.out(formatReconcileText(report, samples));
+    return report.remaining === 0 ? EXIT.ok : EXIT.differences;
+  } finally {
+    await rejects?.close();
+    await conflicts?.close();
+  }
+}
+
+function parseTake(flags: ReconcileFlags, problems: Problems): Take | undefined {
+  if (flags.take === undefined && flags.users === undefined) return undefined;
+  if (flags.take !== 'redis' && flags.take !== 'postgres') {
+    problems.add(`--take must be redis or postgres, got "${flags.take ?? ''}"`);
+    return undefined;
+  }
+  if (!flags.apply) problems.add('--take writes: it needs --apply');
+  if (!flags.users) {
+    problems.add('--take needs --users FILE (the user_ids to resolve)');
+    return undefined;
+  }
+  let text = '';
+  try {
+    text = readFileSync(flags.users, 'utf8');
+  } catch (error) {
+    problems.add(`cannot read --users ${flags.users}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+  }
+  const users = new Set(
+    text
+      .split(/\r?\n/)
+      .map((line) => line.replace(/#.*$/, '').trim())
+      .filter((line) => line.length > 0),
+  );
+  if (text && users.size === 0) problems.add(`--users ${flags.users} lists no user_id`);
+  return { side: flags.take, users };
+}

@@ -1,0 +1,190 @@
+import { sql, type Kysely } from 'kysely';
+import type { CellValue } from '../compare/compare-rows.js';
+import { publicRow, rowFromRecord } from '../compare/compare-rows.js';
+import { canonicalColumns } from '../db/canonical.js';
+import { SECRET_COLUMNS, type UserColumn } from '../map/user-row.js';
+import { money, type MigrateReport } from '../report/report.js';
+import { STAGE_TABLE } from '../stage/stage.js';
+import { migrate, type MigrateIo, type MigrateOptions } from './migrate.js';
+import type { ClassifiedEntry } from './process-chunk.js';
+
+export const CLASSES = [
+  'in_sync',
+  'changed_in_redis',
+  'changed_in_postgres',
+  'changed_in_both',
+  'only_in_redis',
+  'only_in_postgres',
+  'deleted_in_postgres',
+  'deleted_in_redis',
+  'other_conflict',
+  'invalid_in_redis',
+] as const;
+export type ReconcileClass = (typeof CLASSES)[number];
+
+/** Classes that --apply brings across; and classes that need nobody's attention. */
+export const SAFE_TO_APPLY: ReadonlySet<ReconcileClass> = new Set(['changed_in_redis', 'only_in_redis']);
+export const SETTLED: ReadonlySet<ReconcileClass> = new Set(['in_sync', 'changed_in_postgres', 'only_in_postgres']);
+
+export interface ColumnDrift {
+  readonly column: string;
+  readonly base: CellValue | undefined;
+  readonly redis: CellValue | undefined;
+  readonly postgres: CellValue | undefined;
+}
+
+export interface ReconcileEntry {
+  readonly class: ReconcileClass;
+  readonly user_id: string | null;
+  readonly email: string | null;
+  readonly key: string | null;
+  readonly reason: string | null;
+  readonly detail: string | null;
+  readonly columns: readonly ColumnDrift[];
+  readonly applied: boolean;
+  readonly resolved_by?: 'redis' | 'postgres';
+}
+
+export interface ClassTotals {
+  users: number;
+  redis_credits: number | string;
+  postgres_credits: number | string;
+}
+
+export interface ReconcileReport extends MigrateReport {
+  readonly command: 'reconcile';
+  readonly applied: boolean;
+  readonly classes: Readonly<Record<ReconcileClass, ClassTotals>>;
+  /** Users still needing attention: everything but in sync, app-owned, new-app signups and what --apply wrote. */
+  readonly remaining: number;
+}
+
+export interface ReconcileIo extends MigrateIo {
+  /** Receives every user that is not in sync (for --conflicts and the per-class listing). */
+  readonly onEntry?: ((entry: ReconcileEntry) => Promise<void>) | undefined;
+}
+
+/**
+ * reconcile: migrate's own classification (same mapping, comparison, ledger and write path), reported per
+ * class, plus the rows PostgreSQL has and Redis no longer has. Read-only unless `apply`.
+ */
+export async function reconcile(options: MigrateOptions & { apply: boolean }, io: ReconcileIo): Promise<ReconcileReport> {
+  const totals = new Map<ReconcileClass, { users: number; redis: bigint; postgres: bigint }>(
+    CLASSES.map((c) => [c, { users: 0, redis: 0n, postgres: 0n }]),
+  );
+  const count = (c: ReconcileClass, redis: bigint, postgres: bigint) => {
+    const t = totals.get(c);
+    if (!t) return;
+    t.users++;
+    t.redis += redis;
+    t.postgres += postgres;
+  };
+  let remaining = 0;
+  const emit = async (entry: ReconcileEntry) => {
+    if (!SETTLED.has(entry.class) && !entry.applied && !entry.resolved_by) remaining++;
+    if (entry.class !== 'in_sync') await io.onEntry?.(entry);
+  };
+
+  const report = await migrate(
+    { ...options, dryRun: !options.apply, command: 'reconcile' },
+    {
+      ...io,
+      onClassified: async (classified) => {
+        const entry = toEntry(classified, options.apply);
+        count(entry.class, BigInt(classified.fact.expected.current_credits), BigInt(classified.fact.actual?.current_credits ?? 0));
+        await emit(entry);
+      },
+      withStage: async (db) => {
+        for await (const row of rowsMissingFromRedis(db)) {
+          count(row.class, 0n, row.credits);
+          await emit(row.entry);
+        }
+      },
+    },
+  );
+  // Records held back before classification: invalid ones, and valid ones claimed by another key.
+  const invalid = totals.get('invalid_in_redis');
+  const other = totals.get('other_conflict');
+  if (invalid && other) {
+    invalid.users += report.counts.invalid;
+    const duplicates = (report.reasons.duplicate_email ?? 0) + (report.reasons.duplicate_user_id ?? 0);
+    other.users += duplicates;
+    remaining += report.counts.invalid + duplicates;
+  }
+  const classes = Object.fromEntries(
+    CLASSES.map((c) => {
+      const t = totals.get(c) ?? { users: 0, redis: 0n, postgres: 0n };
+      return [c, { users: t.users, redis_credits: money(t.redis), postgres_credits: money(t.postgres) }];
+    }),
+  ) as Record<ReconcileClass, ClassTotals>;
+  return { ...report, command: 'reconcile', applied: options.apply, classes, remaining };
+}
+
+function toEntry(c: ClassifiedEntry, apply: boolean): ReconcileEntry {
+  const base = c.fact.ledger?.base ?? null;
+  const columns = c.diffs.map((d) => ({
+    column: d.column,
+    base: base ? shownBase(d.column, base[d.column]) : undefined,
+    redis: d.expected,
+    postgres: d.actual,
+  }));
+  const written = apply && (c.outcome === 'inserted' || c.outcome === 'updated');
+  const common = {
+    user_id: c.fact.expected.user_id,
+    email: c.fact.expected.email,
+    key: c.fact.key,
+    reason: c.reason,
+    detail: c.detail,
+    columns,
+    applied: written && !c.resolvedBy,
+    ...(c.resolvedBy ? { resolved_by: c.resolvedBy } : {}),
+  };
+  if (c.resolvedBy) return { ...common, class: c.fact.actual === null ? 'deleted_in_postgres' : 'changed_in_both' };
+  switch (c.outcome) {
+    case 'inserted':
+      return { ...common, class: 'only_in_redis' };
+    case 'updated':
+      return { ...common, class: 'changed_in_redis' };
+    case 'unchanged':
+      return { ...common, class: 'in_sync' };
+    case 'kept_app_change':
+      return { ...common, class: 'changed_in_postgres' };
+    default:
+      if (c.reason === 'changed_in_both') return { ...common, class: 'changed_in_both' };
+      if (c.reason === 'deleted_in_postgres') return { ...common, class: 'deleted_in_postgres' };
+      return { ...common, class: 'other_conflict' };
+  }
+}
+
+function shownBase(column: UserColumn, value: CellValue | undefined): CellValue | undefined {
+  return SECRET_COLUMNS.has(column) && value !== null && value !== undefined ? '(set)' : value;
+}
+
+/** PostgreSQL rows with no Redis record: new-app signups, or users the tool wrote whose Redis record is gone. */
+async function* rowsMissingFromRedis(db: Kysely<unknown>) {
+  for (let after = ''; ; ) {
+    const { rows } = await sql<Record<string, unknown> & { had_ledger: boolean; base: Record<string, CellValue> | null }>`
+      select ${canonicalColumns('u', 'a_')}, l.user_id is not null as had_ledger, l.base
+      from public.users u left join migrate_users.ledger l on l.user_id = u.user_id
+      where u.user_id > ${after} and not exists (select 1 from ${sql.raw(STAGE_TABLE)} s where s.user_id = u.user_id)
+      order by u.user_id limit 2000`.execute(db);
+    for (const row of rows) {
+      const pg = publicRow(rowFromRecord(row, 'a_'));
+      const cls: ReconcileClass = row.had_ledger ? 'deleted_in_redis' : 'only_in_postgres';
+      const entry: ReconcileEntry = {
+        class: cls,
+        user_id: String(pg.user_id),
+        email: String(pg.email),
+        key: null,
+        reason: cls,
+        detail: row.had_ledger ? 'the tool migrated this user; the Redis record is gone now' : 'no Redis record: created by the new app',
+        columns: [],
+        applied: false,
+      };
+      yield { class: cls, credits: BigInt(String(pg.current_credits)), entry };
+    }
+    const last = rows[rows.length - 1];
+    if (!last) return;
+    after = String(last.a_user_id);
+  }
+}

@@ -1,0 +1,79 @@
+import type { ReconcileClass, ReconcileEntry, ReconcileReport } from '../core/reconcile.js';
+import { CLASSES, SAFE_TO_APPLY, SETTLED } from '../core/reconcile.js';
+import { csvRow } from './csv.js';
+
+export const CLASS_LABELS: Record<ReconcileClass, string> = {
+  in_sync: 'in sync',
+  changed_in_redis: 'changed only in Redis',
+  changed_in_postgres: 'changed only in PostgreSQL',
+  changed_in_both: 'changed on both sides',
+  only_in_redis: 'only in Redis',
+  only_in_postgres: 'only in PostgreSQL',
+  deleted_in_postgres: 'deleted in PostgreSQL',
+  deleted_in_redis: 'deleted in Redis',
+  other_conflict: 'other conflicts',
+  invalid_in_redis: 'invalid in Redis',
+};
+
+function action(cls: ReconcileClass, applied: boolean): string {
+  if (cls === 'in_sync') return '';
+  if (SAFE_TO_APPLY.has(cls)) return applied ? 'applied' : 'safe to apply (--apply)';
+  if (SETTLED.has(cls)) return cls === 'only_in_postgres' ? 'new-app signups: left alone' : 'the app owns it: left alone';
+  if (cls === 'invalid_in_redis') return 'fix in Redis (see --rejects)';
+  if (cls === 'other_conflict') return 'fix the data (see --rejects)';
+  return 'conflict: review --conflicts, then --take';
+}
+
+const short = (v: unknown) => {
+  const text = v === null ? '∅' : v === undefined ? '?' : String(v);
+  return text.length > 40 ? `${text.slice(0, 39)}…` : text;
+};
+
+export function formatReconcileText(report: ReconcileReport, samples: ReadonlyMap<ReconcileClass, readonly ReconcileEntry[]>): string {
+  const head = report.applied
+    ? `RECONCILE --apply (${report.run_id}): ${report.counts.inserted} inserted, ${report.counts.updated} updated; nothing else written.`
+    : 'RECONCILE (read-only: nothing written).';
+  const rows = [['class', 'users', 'credits in Redis', 'credits in PostgreSQL', 'action']];
+  for (const cls of CLASSES) {
+    const t = report.classes[cls];
+    rows.push([CLASS_LABELS[cls], String(t.users), String(t.redis_credits), String(t.postgres_credits), action(cls, report.applied)]);
+  }
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
+  const table = rows.map((r) => `  ${r.map((v, i) => (i === 0 || i === 4 ? v.padEnd(widths[i] ?? 0) : v.padStart(widths[i] ?? 0))).join('  ')}`.trimEnd());
+  const out = [head, '', ...table, ''];
+  for (const cls of CLASSES) {
+    const list = samples.get(cls) ?? [];
+    if (list.length === 0) continue;
+    out.push(`  ${CLASS_LABELS[cls]} (first ${list.length} of ${report.classes[cls].users}):`);
+    for (const e of list) {
+      const who = `    ${e.user_id ?? e.key ?? '?'} ${e.email ?? ''}`.trimEnd();
+      if (e.columns.length === 0) out.push(`${who}  ${e.detail ?? e.reason ?? ''}`);
+      for (const c of e.columns) {
+        const base = c.base === undefined ? '' : `base ${short(c.base)} | `;
+        out.push(`${who}  ${c.column}: ${base}redis ${short(c.redis)} | postgres ${short(c.postgres)}`);
+      }
+    }
+    out.push('');
+  }
+  out.push(
+    report.remaining === 0 ? '  nothing left to reconcile.' : `  ${report.remaining} users left to reconcile.`,
+    `  time ${report.duration_seconds.toFixed(1)} s`,
+    '',
+  );
+  return out.join('\n');
+}
+
+/** Conflicts for review: one CSV line per differing column (or one per user when no column applies). */
+export const CONFLICT_CSV_HEADER = ['class', 'user_id', 'email', 'key', 'reason', 'column', 'base', 'redis', 'postgres', 'detail'];
+
+export function conflictCsvLines(entry: ReconcileEntry): string {
+  const common = [entry.class, entry.user_id, entry.email, entry.key, entry.reason];
+  if (entry.columns.length === 0) return csvRow([...common, null, null, null, null, entry.detail]);
+  return entry.columns
+    .map((c) => csvRow([...common, c.column, cellText(c.base), cellText(c.redis), cellText(c.postgres), entry.detail]))
+    .join('');
+}
+
+function cellText(value: unknown): string | null {
+  return value === undefined || value === null ? null : String(value);
+}
