@@ -1,0 +1,314 @@
+import { spawn } from 'node:child_process';
+import { createWriteStream, mkdtempSync, readFileSync, rmSync, createReadStream } from 'node:fs';
+import { once } from 'node:events';
+import { cpus, totalmem, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { fileURLToPath } from 'node:url';
+import { writeFile } from 'node:fs/promises';
+import { Command } from 'commander';
+import pg from 'pg';
+import { Redis } from 'ioredis';
+import { from as copyFrom } from 'pg-copy-streams';
+import { applySchema } from '../db/schema.js';
+import { mapRecord } from '../map/map-record.js';
+import { USER_COLUMNS } from '../map/user-row.js';
+import { generateUsers } from '../seed/generate.js';
+import { readValues, scanKeys } from '../source/redis-reader.js';
+import { startDelayProxy, startRedis } from './servers.js';
+
+const BIN = fileURLToPath(new URL('../../bin/migrate-users', import.meta.url));
+const MATCH = 'bench:user:email:*';
+const PREFIX = 'bench:user:email:';
+
+interface Options {
+  users: number;
+  json?: string;
+  skip3n?: boolean;
+  skipSlowLink?: boolean;
+  repeat: number;
+  loopSample: number;
+}
+
+const program = new Command('bench')
+  .option('--users <n>', 'users to migrate', (v) => Number(v), 1_000_000)
+  .option('--json <path>', 'write the figures as JSON here')
+  .option('--skip-3n', 'skip the peak-memory run at 3N')
+  .option('--skip-slow-link', 'skip the run through the 20 ms proxy')
+  .option('--repeat <k>', 'repeat each migrate-users measurement k times and report medians', (v) => Number(v), 1)
+  .option('--loop-sample <n>', 'users for the hand-written loop', (v) => Number(v), 20_000);
+
+const admin = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const log = (text: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${text}\n`);
+
+async function main(): Promise<void> {
+  program.parse();
+  const opts = program.opts<Options>();
+  const n = opts.users;
+  const redis = await startRedis();
+  const dbName = `mu_bench_${process.pid}`;
+  const dbUrl = withDatabase(admin, dbName);
+  await adminQuery(`drop database if exists ${dbName}`);
+  await adminQuery(`create database ${dbName}`);
+  const pool = new pg.Pool({ connectionString: dbUrl, max: 2 });
+  const work = mkdtempSync(join(tmpdir(), 'mu-bench-'));
+  const seconds: Record<string, number> = {};
+  const rss: Record<string, number> = {};
+  try {
+    await applySchema(pool);
+    log(`seeding ${n} users into a throwaway Redis`);
+    await seed(redis.url, n, 1);
+
+    log('COPY baseline');
+    seconds.copy_baseline = await copyBaseline(pool, n, work);
+    log(`  ${seconds.copy_baseline.toFixed(2)} s`);
+    log('Redis read baseline');
+    seconds.redis_read = await redisReadBaseline(redis.url);
+    log(`  ${seconds.redis_read.toFixed(2)} s`);
+    log(`hand-written GET + INSERT loop on ${Math.min(opts.loopSample, n)} users`);
+    const loop = await handLoop(pool, redis.url, Math.min(opts.loopSample, n));
+    seconds.hand_loop_sample = loop;
+
+    const env = { DATABASE_URL: dbUrl, REDIS_URL: redis.url, LOG_LEVEL: 'warn', WHITELIST_EMAILS: 'vip1@demo.test' };
+    const args = ['--match', MATCH, '--no-progress'];
+    const runs: Record<string, { s: number; rss: number }[]> = { migrate: [], rerun: [], dry_run: [], verify: [] };
+    for (let k = 0; k < opts.repeat; k++) {
+      await pool.query('truncate public.users, migrate_users.ledger, migrate_users.runs');
+      log(`migrate (fresh) #${k + 1}`);
+      runs.migrate?.push(await timeCli(args, env));
+      log(`re-run #${k + 1}`);
+      runs.rerun?.push(await timeCli(args, env));
+      log(`dry-run #${k + 1}`);
+      runs.dry_run?.push(await timeCli([...args, '--dry-run'], env));
+      log(`verify #${k + 1}`);
+      runs.verify?.push(await timeCli(['verify', ...args], env));
+    }
+    for (const [name, list] of Object.entries(runs)) {
+      seconds[name] = median(list.map((r) => r.s));
+      rss[name] = Math.max(...list.map((r) => r.rss));
+    }
+    rss.n = rss.migrate ?? 0;
+
+    let slowFraction: number | null = null;
+    if (!opts.skipSlowLink) {
+      log('migrate through a 10 ms-each-way proxy');
+      await pool.query('truncate public.users, migrate_users.ledger, migrate_users.runs');
+      const target = new URL(dbUrl);
+      const proxy = await startDelayProxy({ host: target.hostname, port: Number(target.port || 5432) }, 10);
+      try {
+        target.port = String(proxy.port);
+        const slow = await timeCli(args, { ...env, DATABASE_URL: target.toString() });
+        seconds.slow_link = slow.s;
+        slowFraction = seconds.migrate !== undefined ? seconds.migrate / slow.s : null;
+      } finally {
+        await proxy.stop();
+      }
+    }
+    if (!opts.skip3n) {
+      log(`peak memory at 3N: seeding ${2 * n} more users`);
+      await seed(redis.url, 2 * n, 2, n);
+      await pool.query('truncate public.users, migrate_users.ledger, migrate_users.runs');
+      const big = await timeCli(args, env);
+      seconds.migrate_3n = big.s;
+      rss.n3 = big.rss;
+    }
+
+    const copy = seconds.copy_baseline ?? 1;
+    const result = {
+      users: n,
+      machine: { cpus: cpus().length, cpu_model: cpus()[0]?.model ?? '', memory_gb: Math.round(totalmem() / 2 ** 30), node: process.version },
+      seconds: round(seconds),
+      users_per_second: round(Object.fromEntries(Object.entries(seconds).map(([k, s]) => [k, (k === 'hand_loop_sample' ? Math.min(opts.loopSample, n) : k === 'migrate_3n' ? 3 * n : n) / s]))),
+      ratios: round({
+        migrate: (seconds.migrate ?? 0) / copy,
+        rerun: (seconds.rerun ?? 0) / copy,
+        dry_run: (seconds.dry_run ?? 0) / copy,
+        verify: (seconds.verify ?? 0) / copy,
+        hand_loop: (seconds.hand_loop_sample ?? 0) / Math.min(opts.loopSample, n) / (copy / n),
+      }),
+      peak_rss_mb: { n: rss.n ?? null, n3: rss.n3 ?? null, rerun: rss.rerun ?? null, dry_run: rss.dry_run ?? null, verify: rss.verify ?? null },
+      slow_link_fraction: slowFraction === null ? null : Number(slowFraction.toFixed(3)),
+      repeat: opts.repeat,
+    };
+    printTable(result);
+    if (opts.json) await writeFile(opts.json, `${JSON.stringify(result, null, 2)}\n`);
+  } finally {
+    await pool.end();
+    await redis.stop();
+    await adminQuery(`drop database if exists ${dbName} with (force)`);
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+async function seed(url: string, count: number, seed: number, offset = 0): Promise<void> {
+  const redis = new Redis(url);
+  let pipe = redis.pipeline();
+  let i = 0;
+  for (const entry of generateUsers({ count, prefix: PREFIX, seed })) {
+    // A second data set (for 3N) gets its own emails and user_ids so that it adds users rather than conflicts.
+    const key = offset === 0 ? entry.key : `${PREFIX}s${seed}.${entry.key.slice(PREFIX.length)}`;
+    const value = offset === 0 ? entry.value : entry.value.replace(/"email":"\s*/i, `$&s${seed}.`);
+    if (entry.kind === 'hash') pipe.hset(key, 'json', value);
+    else pipe.set(key, value);
+    if (++i % 5000 === 0) {
+      await pipe.exec();
+      pipe = redis.pipeline();
+    }
+  }
+  await pipe.exec();
+  redis.disconnect();
+}
+
+/** The PostgreSQL ingest limit: the same N mapped rows, COPYed into an empty copy of users (keys, indexes, trigger). */
+async function copyBaseline(pool: pg.Pool, n: number, work: string): Promise<number> {
+  const file = join(work, 'rows.copy');
+  const out = createWriteStream(file);
+  const ctx = { whitelist: new Set(['vip1@demo.test']), whitelistCredits: 100_000n };
+  const emails = new Set<string>();
+  for (const entry of generateUsers({ count: n, prefix: PREFIX, seed: 1 })) {
+    if (entry.kind !== 'string') continue;
+    const mapped = mapRecord(entry.key.slice(PREFIX.length), entry.value, ctx);
+    // Only rows migrate would write: the deliberate duplicate-email twins are held back by it.
+    if (!mapped.ok || emails.has(mapped.row.email)) continue;
+    emails.add(mapped.row.email);
+    const line = USER_COLUMNS.map((c) => {
+      const v = mapped.row[c];
+      if (v === null) return '\\N';
+      if (typeof v === 'boolean') return v ? 't' : 'f';
+      return v.replace(/[\\\n\r\t]/g, (ch) => ({ '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t' })[ch] ?? ch);
+    }).join('\t');
+    if (!out.write(`${line}\n`)) await once(out, 'drain');
+  }
+  out.end();
+  await once(out, 'finish');
+  const client = await pool.connect();
+  try {
+    await client.query('drop table if exists public.users_copy_baseline');
+    await client.query('create table public.users_copy_baseline (like public.users including all)');
+    await client.query(`create trigger users_copy_baseline_updated_at before insert or update on public.users_copy_baseline
+      for each row execute function public.users_set_updated_at()`);
+    const started = process.hrtime.bigint();
+    await pipeline(createReadStream(file), client.query(copyFrom(`copy public.users_copy_baseline (${USER_COLUMNS.join(', ')}) from stdin`)));
+    const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+    await client.query('drop table public.users_copy_baseline');
+    return elapsed;
+  } finally {
+    client.release();
+  }
+}
+
+async function redisReadBaseline(url: string): Promise<number> {
+  const redis = new Redis(url);
+  const started = process.hrtime.bigint();
+  let parsed = 0;
+  const inflight = new Set<Promise<void>>();
+  for await (const keys of scanKeys(redis, { match: MATCH, scanCount: 1000, batchSize: 1000 })) {
+    const p = readValues(redis, keys, PREFIX.length, 1_048_576).then((records) => {
+      for (const r of records) if (r.ok) {
+        try {
+          JSON.parse(r.value);
+          parsed++;
+        } catch {
+          // the deliberately broken records
+        }
+      }
+    });
+    inflight.add(p);
+    void p.finally(() => inflight.delete(p));
+    if (inflight.size >= 4) await Promise.race(inflight);
+  }
+  await Promise.all(inflight);
+  const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+  redis.disconnect();
+  if (parsed === 0) throw new Error('Redis read baseline parsed nothing');
+  return elapsed;
+}
+
+/** The quick script: GET one user, INSERT one row, repeat. */
+async function handLoop(pool: pg.Pool, url: string, sample: number): Promise<number> {
+  const redis = new Redis(url);
+  const keys: string[] = [];
+  for await (const batch of scanKeys(redis, { match: MATCH, scanCount: 1000, batchSize: 1000 })) {
+    keys.push(...batch.map((k) => k.toString()));
+    if (keys.length >= sample) break;
+  }
+  await pool.query('create table public.users_loop (like public.users including all)');
+  const ctx = { whitelist: new Set<string>(), whitelistCredits: 100_000n };
+  const started = process.hrtime.bigint();
+  for (const key of keys.slice(0, sample)) {
+    const value = await redis.get(key);
+    if (value === null) continue;
+    const mapped = mapRecord(key.slice(PREFIX.length), value, ctx);
+    if (!mapped.ok) continue;
+    await pool.query(
+      `insert into public.users_loop (${USER_COLUMNS.join(', ')}) values (${USER_COLUMNS.map((_, i) => `$${i + 1}`).join(', ')}) on conflict do nothing`,
+      USER_COLUMNS.map((c) => mapped.row[c]),
+    );
+  }
+  const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+  await pool.query('drop table public.users_loop');
+  redis.disconnect();
+  return elapsed;
+}
+
+/** Runs the real CLI; wall time and peak RSS (VmHWM, polled from /proc). */
+async function timeCli(args: string[], env: Record<string, string>): Promise<{ s: number; rss: number }> {
+  const started = process.hrtime.bigint();
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  let peak = 0;
+  const poll = setInterval(() => {
+    try {
+      const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
+      const kb = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+      peak = Math.max(peak, kb);
+    } catch {
+      // exited between polls
+    }
+  }, 50);
+  const [code] = (await once(child, 'exit')) as [number | null];
+  clearInterval(poll);
+  const s = Number(process.hrtime.bigint() - started) / 1e9;
+  if (code !== 0 && code !== 1) throw new Error(`migrate-users ${args.join(' ')} exited ${code}: ${stderr.slice(-2000)}`);
+  log(`  ${s.toFixed(2)} s, peak RSS ${(peak / 1024).toFixed(0)} MB (exit ${code})`);
+  return { s, rss: Math.round(peak / 1024) };
+}
+
+function printTable(result: { users: number; seconds: Record<string, number>; users_per_second: Record<string, number>; ratios: Record<string, number>; peak_rss_mb: Record<string, number | null>; slow_link_fraction: number | null }) {
+  const rows = [['measurement', 'seconds', 'users/s', 'x COPY', 'peak RSS MB']];
+  const ratio: Record<string, string> = { copy_baseline: '1.00', migrate: fmt(result.ratios.migrate), rerun: fmt(result.ratios.rerun), dry_run: fmt(result.ratios.dry_run), verify: fmt(result.ratios.verify) };
+  const mem: Record<string, number | null | undefined> = { migrate: result.peak_rss_mb.n, migrate_3n: result.peak_rss_mb.n3, rerun: result.peak_rss_mb.rerun, dry_run: result.peak_rss_mb.dry_run, verify: result.peak_rss_mb.verify };
+  for (const [name, s] of Object.entries(result.seconds)) {
+    rows.push([name, s.toFixed(2), String(Math.round(result.users_per_second[name] ?? 0)), ratio[name] ?? '', mem[name] === undefined || mem[name] === null ? '' : String(mem[name])]);
+  }
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
+  process.stdout.write(`\nmigrate-users benchmark, ${result.users} users\n`);
+  for (const r of rows) process.stdout.write(`  ${r.map((v, i) => (i === 0 ? v.padEnd(widths[i] ?? 0) : v.padStart(widths[i] ?? 0))).join('  ')}\n`);
+  if (result.slow_link_fraction !== null) process.stdout.write(`  slow link (20 ms RTT): ${(result.slow_link_fraction * 100).toFixed(0)}% of loopback users/s\n`);
+}
+
+const fmt = (v: number | undefined) => (v === undefined ? '' : v.toFixed(2));
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0;
+const round = (o: Record<string, number>) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Number(v.toFixed(3))]));
+
+function withDatabase(url: string, name: string): string {
+  const u = new URL(url);
+  u.pathname = `/${name}`;
+  return u.toString();
+}
+
+async function adminQuery(text: string): Promise<void> {
+  const client = new pg.Client({ connectionString: admin });
+  await client.connect();
+  try {
+    await client.query(text);
+  } finally {
+    await client.end();
+  }
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench failed: ${error instanceof Error ? error.stack ?? error.message : String(error)}\n`);
+  process.exitCode = 1;
+});
