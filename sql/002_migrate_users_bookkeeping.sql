@@ -24,9 +24,10 @@ create table if not exists migrate_users.runs (
   counts      jsonb
 );
 
--- The row as the tool wrote it (canonical text; the password hash only as a sha256 digest), so reconcile
--- can show base / Redis / PostgreSQL per column for a user changed on both sides.
-alter table migrate_users.ledger add column if not exists base jsonb;
+-- The row as the tool wrote it, as JSON text (canonical values; the password hash only as a sha256 digest),
+-- so reconcile can show base / Redis / PostgreSQL per column for a user changed on both sides. Text, not
+-- jsonb: building jsonb for every written row cost more than inserting the users row itself.
+alter table migrate_users.ledger add column if not exists base text;
 -- Set when an operator resolved a conflict in favour of PostgreSQL (`reconcile --take postgres`): the app's
 -- row (or its deletion) stands until Redis changes again.
 alter table migrate_users.ledger add column if not exists postgres_owns boolean not null default false;

@@ -9,6 +9,11 @@ const stage = sql.raw(STAGE_TABLE);
 export interface RecordFacts extends Facts {
   readonly seq: number;
   readonly key: string;
+  /** Credits as Redis held them, and what the whitelist rule added. */
+  readonly sourceCredits: bigint;
+  readonly topup: bigint;
+  /** users.updated_at as this batch saw it: writes based on this look are guarded by it. */
+  readonly observedUpdatedAt: string | null;
 }
 
 interface FactRow extends Record<string, unknown> {
@@ -21,23 +26,37 @@ interface FactRow extends Record<string, unknown> {
   untouched: boolean | null;
   email_owner: string | null;
   postgres_owns: boolean | null;
-  base: Record<string, CellValue> | null;
+  base: string | Record<string, CellValue> | null;
+  source_credits: string;
+  topup: string;
+  a_updated_at: string | null;
 }
 
-/** The next `size` staged records still waiting for a decision, by seq. */
+/**
+ * Staged records of seq range (afterSeq, afterSeq + size] still waiting for a decision. Seqs are dense
+ * (1..N as read), so a range is one primary-key range scan; "order by seq limit n" over the remaining rows
+ * made PostgreSQL scan and sort everything left for every batch.
+ */
 export function pendingRecords(afterSeq: number, size: number) {
-  return sql`select * from ${stage} where seq > ${afterSeq} and outcome is null order by seq limit ${size}`;
+  return sql`select * from ${stage} where seq > ${afterSeq} and seq <= ${afterSeq + size} and outcome is null`;
 }
 
 /**
  * What PostgreSQL and the ledger hold for the next batch of staged records, both rows in canonical form.
  * migrate, dry-run and verify all decide from these facts.
  */
-export async function loadFacts(db: Kysely<unknown>, afterSeq: number, size: number): Promise<RecordFacts[]> {
+export async function loadFacts(
+  db: Kysely<unknown>,
+  afterSeq: number,
+  size: number,
+  options: { withBase?: boolean | undefined } = {},
+): Promise<RecordFacts[]> {
   const { rows } = await sql<FactRow>`
     with s as (${pendingRecords(afterSeq, size)})
-    select s.seq, s.key, s.digest, ${canonicalColumns('s', 'e_')}, ${canonicalColumns('u', 'a_')},
-      u.user_id is not null as has_row, l.user_id is not null as has_ledger, l.source_digest as ledger_digest, l.postgres_owns, l.base,
+    select s.seq, s.key, s.digest, s.source_credits::text, s.topup::text, u.updated_at::text as a_updated_at,
+      ${canonicalColumns('s', 'e_')}, ${canonicalColumns('u', 'a_')},
+      u.user_id is not null as has_row, l.user_id is not null as has_ledger, l.source_digest as ledger_digest, l.postgres_owns,
+      ${options.withBase ? sql`l.base` : sql`null`} as base,
       u.updated_at = l.row_updated_at as untouched,
       (select e.user_id from public.users e where e.email = s.email and e.user_id <> s.user_id limit 1) as email_owner
     from s
@@ -48,27 +67,25 @@ export async function loadFacts(db: Kysely<unknown>, afterSeq: number, size: num
     seq: Number(row.seq),
     key: row.key,
     digest: row.digest,
+    sourceCredits: BigInt(row.source_credits),
+    topup: BigInt(row.topup),
+    observedUpdatedAt: row.a_updated_at,
     expected: rowFromRecord(row, 'e_'),
     actual: row.has_row ? rowFromRecord(row, 'a_') : null,
     emailOwner: row.email_owner,
     ledger: row.has_ledger
-      ? { digest: row.ledger_digest ?? '', untouched: row.untouched === true, postgresOwns: row.postgres_owns === true, base: row.base }
+      ? { digest: row.ledger_digest ?? '', untouched: row.untouched === true, postgresOwns: row.postgres_owns === true, base: parseBase(row.base) }
       : null,
   }));
 }
 
-/** Records the outcome of each staged record; the report is computed from these. */
-export async function recordOutcomes(
-  db: Kysely<unknown>,
-  outcomes: readonly { seq: number; outcome: string; reason: string | null; detail: string | null }[],
-): Promise<void> {
-  if (outcomes.length === 0) return;
-  await sql`
-    update ${stage} s set outcome = v.outcome, reason = v.reason, detail = v.detail
-    from unnest(${outcomes.map((o) => o.seq)}::bigint[], ${outcomes.map((o) => o.outcome)}::text[],
-                ${outcomes.map((o) => o.reason)}::text[], ${outcomes.map((o) => o.detail)}::text[])
-      as v(seq, outcome, reason, detail)
-    where s.seq = v.seq`.execute(db);
+function parseBase(base: string | Record<string, CellValue> | null): Record<string, CellValue> | null {
+  if (base === null || typeof base === 'object') return base;
+  try {
+    return JSON.parse(base) as Record<string, CellValue>;
+  } catch {
+    return null;
+  }
 }
 
 export interface HeldBackEntry {

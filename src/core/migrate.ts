@@ -6,7 +6,7 @@ import { assertSchema } from '../db/schema.js';
 import type { Logger } from '../log.js';
 import type { RedisReadable } from '../source/redis-reader.js';
 import { createStage, finishStage, STAGE_TABLE } from '../stage/stage.js';
-import { summarise, type MigrateReport, type Mode } from '../report/report.js';
+import { summarise, Tally, type MigrateReport, type Mode } from '../report/report.js';
 import type { RecordSink } from '../report/ndjson-file.js';
 import { stageSource, type Progress, type ReadOptions } from './stage-source.js';
 import { conflictEntry, processChunk, type ClassifiedEntry, type Take } from './process-chunk.js';
@@ -47,20 +47,23 @@ export async function migrate(options: MigrateOptions, io: MigrateIo): Promise<M
   await assertSchema(io.pool);
 
   return withSession(io.pool, async (session) => {
+    log.info({ match: options.match }, 'run started');
     if (!options.dryRun) await recordRunStart(session, runId, options.command ?? 'migrate');
     try {
       await createStage(session);
       const scanned = await stageSource(session, options, { ...io, log });
       log.info({ scanned }, 'read every key; classifying');
       const { scanDuplicates } = await finishStage(session);
+      log.info({ scanDuplicates }, 'stage indexed; duplicates across keys marked');
       if (options.dryRun) {
         // From here on PostgreSQL itself refuses any write except to this session's TEMP stage.
         await sql`set session characteristics as transaction read only`.execute(session.db);
       }
-      await classifyAll(session, options, io, runId, log);
+      const tally = new Tally();
+      await classifyAll(session, options, io, runId, log, tally, scanned);
       await io.withStage?.(session.db);
       await listUnmigrated(session, io.rejects);
-      const report = await summarise(session.db, { run_id: runId, mode, started, scanDuplicates });
+      const report = await summarise(session.db, { run_id: runId, mode, started, scanDuplicates }, tally);
       if (!options.dryRun) await recordRunEnd(session, runId, 'finished', report.counts);
       log.info({ counts: report.counts }, 'run finished');
       return report;
@@ -73,12 +76,19 @@ export async function migrate(options: MigrateOptions, io: MigrateIo): Promise<M
   });
 }
 
-async function classifyAll(session: Session, options: MigrateOptions, io: MigrateIo, runId: string, log: Logger) {
+async function classifyAll(
+  session: Session,
+  options: MigrateOptions,
+  io: MigrateIo,
+  runId: string,
+  log: Logger,
+  tally: Tally,
+  lastSeq: number,
+) {
   const { rows } = await sql<{ n: string }>`
     select count(*)::text as n from ${sql.raw(STAGE_TABLE)} where outcome is null`.execute(session.db);
   io.progress?.phase(options.dryRun ? 'comparing' : 'writing', Number(rows[0]?.n ?? 0));
-  let afterSeq = 0;
-  for (let batch = 1; ; batch++) {
+  for (let afterSeq = 0, batch = 1; afterSeq < lastSeq; batch++) {
     const result = await processChunk(session.db, {
       afterSeq,
       size: options.batchSize,
@@ -86,9 +96,11 @@ async function classifyAll(session: Session, options: MigrateOptions, io: Migrat
       runId,
       log: log.child({ batch }),
       take: options.take,
+      withBase: io.onClassified !== undefined,
     });
-    if (result.entries.length === 0) return;
     for (const entry of result.entries) {
+      const { fact } = entry;
+      tally.add(entry.outcome, entry.reason, fact.sourceCredits, fact.topup, BigInt(fact.expected.total_credits_used));
       if (entry.outcome === 'conflict') await io.rejects?.write(conflictEntry(entry));
       await io.onClassified?.(entry);
     }

@@ -1,9 +1,10 @@
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 import { pgCode } from '../errors.js';
 import { publicRow, type CellValue, type ColumnDiff } from '../compare/compare-rows.js';
-import { adoptRows, insertRows, keepPostgres, logResolutions, updateRows } from '../sink/apply-chunk.js';
+import { adoptRows, insertRows, keepPostgres, logResolutions, updateRows, type WriteRow } from '../sink/apply-chunk.js';
 import { decide, type Decision } from './decide.js';
-import { loadFacts, pendingRecords, recordOutcomes, type RecordFacts } from './facts.js';
+import { loadFacts, type RecordFacts } from './facts.js';
+import { ledgerBase } from '../map/user-row.js';
 import type { Logger } from '../log.js';
 
 export type Outcome = 'inserted' | 'updated' | 'unchanged' | 'kept_app_change' | 'conflict';
@@ -48,6 +49,8 @@ export interface ChunkOptions {
   readonly runId: string;
   readonly log: Logger;
   readonly take?: Take | undefined;
+  /** Load the ledger's base rows (reconcile shows them; migrate does not need them). */
+  readonly withBase?: boolean | undefined;
 }
 
 /** Conflicts an operator may settle by choosing a side; the others need the data fixed at its source. */
@@ -88,29 +91,31 @@ function plan(fact: RecordFacts, decision: Decision, take: Take | undefined): Pl
 }
 
 async function classifyAndWrite(trx: Kysely<unknown>, options: ChunkOptions): Promise<ChunkResult> {
-  if (!options.dryRun) {
-    // Locks the existing rows of this batch: the live app waits (briefly) instead of racing our write.
-    await sql`select 1 from public.users where user_id in (select user_id from (${pendingRecords(options.afterSeq, options.size)}) p)
-      order by user_id for update`.execute(trx);
-  }
-  const facts = await loadFacts(trx, options.afterSeq, options.size);
-  if (facts.length === 0) return { lastSeq: options.afterSeq, entries: [] };
+  // No row locks: every write below is guarded by the state its decision saw, row by row, so a row the app
+  // changes in between is skipped (and reported) instead of overwritten, and a re-run that changes nothing
+  // writes nothing (FOR UPDATE would write a lock to every row).
+  const facts = await loadFacts(trx, options.afterSeq, options.size, { withBase: options.withBase });
+  if (facts.length === 0) return { lastSeq: options.afterSeq + options.size, entries: [] };
   const planned = facts.map((fact) => {
     const decision = decide(fact);
     return { fact, decision, plan: plan(fact, decision, options.take) };
   });
+  const rows = (...kinds: Plan[]): WriteRow[] =>
+    planned
+      .filter((p) => kinds.includes(p.plan))
+      .map((p) => ({ seq: p.fact.seq, base: ledgerBase(p.fact.expected), observed: p.fact.observedUpdatedAt }));
   const seqs = (...kinds: Plan[]) => planned.filter((p) => kinds.includes(p.plan)).map((p) => p.fact.seq);
 
   let written = new Set(seqs('insert', 'update', 'force_insert', 'force_update', 'keep_postgres'));
   if (!options.dryRun) {
     written = new Set([
-      ...(await insertRows(trx, seqs('insert', 'force_insert'), options.runId)),
-      ...(await updateRows(trx, seqs('update'), options.runId)),
-      ...(await updateRows(trx, seqs('force_update'), options.runId, true)),
+      ...(await insertRows(trx, rows('insert', 'force_insert'), options.runId)),
+      ...(await updateRows(trx, rows('update'), options.runId, 'ledger')),
+      ...(await updateRows(trx, rows('force_update'), options.runId, 'observed')),
       ...seqs('keep_postgres'),
     ]);
     await keepPostgres(trx, seqs('keep_postgres'), options.runId);
-    await adoptRows(trx, seqs('adopt'), options.runId);
+    await adoptRows(trx, rows('adopt'), options.runId);
     await logResolutions(
       trx,
       planned
@@ -146,8 +151,7 @@ async function classifyAndWrite(trx: Kysely<unknown>, options: ChunkOptions): Pr
     return { fact, outcome: decision.action, reason: null, detail: null, diffs };
   });
 
-  await recordOutcomes(trx, entries.map((e) => ({ seq: e.fact.seq, outcome: e.outcome, reason: e.reason, detail: e.detail })));
-  return { lastSeq: facts[facts.length - 1]?.seq ?? options.afterSeq, entries };
+  return { lastSeq: options.afterSeq + options.size, entries };
 }
 
 export function conflictEntry(entry: ClassifiedEntry): ConflictEntry {

@@ -9,7 +9,7 @@ import { publicRow, rowFromRecord } from '../compare/compare-rows.js';
 import { money } from '../report/report.js';
 import type { RedisReadable } from '../source/redis-reader.js';
 import { createStage, finishStage, STAGE_TABLE } from '../stage/stage.js';
-import { heldBackRecords, loadFacts, recordOutcomes } from './facts.js';
+import { heldBackRecords, loadFacts } from './facts.js';
 import { sampleKeys, stageSource, type Progress, type ReadOptions } from './stage-source.js';
 import { verifyRecord, type Difference } from './verify-record.js';
 
@@ -102,16 +102,20 @@ export async function verify(options: VerifyOptions, io: VerifyIo): Promise<{ re
       await sql`set session characteristics as transaction read only`.execute(session.db);
 
       const counts = { match: 0, mismatch: 0, missing: 0, not_migratable: 0 };
+      const sums = { expected: new Sums(), matching: new Sums(), held: new Sums() };
       const reasons: Record<string, number> = {};
       io.progress?.phase('comparing', await pendingCount(session.db));
-      for (let afterSeq = 0; ; ) {
+      for (let afterSeq = 0; afterSeq < checked; afterSeq += options.batchSize) {
         const facts = await loadFacts(session.db, afterSeq, options.batchSize);
-        const last = facts[facts.length - 1];
-        if (!last) break;
-        const outcomes = [];
         for (const fact of facts) {
           const result = verifyRecord(fact);
           counts[result.status]++;
+          if (result.status === 'not_migratable') {
+            sums.held.add(fact.expected.current_credits, fact.expected.total_credits_used);
+          } else {
+            sums.expected.add(fact.expected.current_credits, fact.expected.total_credits_used);
+            if (fact.actual) sums.matching.add(fact.actual.current_credits, fact.actual.total_credits_used);
+          }
           const where = { key: fact.key, user_id: fact.expected.user_id, email: fact.expected.email };
           if (result.status === 'mismatch') {
             for (const d of result.diffs) await emit({ kind: 'mismatch', ...where, ...d });
@@ -121,11 +125,8 @@ export async function verify(options: VerifyOptions, io: VerifyIo): Promise<{ re
             reasons[result.reason] = (reasons[result.reason] ?? 0) + 1;
             await emit({ kind: 'not_migratable', ...where, column: null, expected: 'migratable', actual: result.reason, reason: result.reason, detail: result.detail });
           }
-          outcomes.push({ seq: fact.seq, outcome: result.status, reason: null, detail: null });
         }
-        await recordOutcomes(session.db, outcomes);
         io.progress?.advance(facts.length);
-        afterSeq = last.seq;
       }
       for await (const held of heldBackRecords(session.db)) {
         counts.not_migratable++;
@@ -143,7 +144,7 @@ export async function verify(options: VerifyOptions, io: VerifyIo): Promise<{ re
           await emit({ kind: 'only_in_postgres', key: null, user_id: row.user_id, email: row.email, column: null, expected: null, actual: 'row' });
         }
       }
-      const invariants = await computeInvariants(session.db, options.sample === undefined);
+      const invariants = await computeInvariants(session.db, options.sample === undefined, sums);
       const failures = counts.mismatch + counts.missing + counts.not_migratable + (options.strict ? onlyInPostgres ?? 0 : 0);
       const finished = new Date();
       const report: VerifyReport = {
@@ -200,13 +201,32 @@ interface SideRow {
   used: string;
 }
 
-const MIGRATABLE = sql`('match', 'mismatch', 'missing')`;
+/** Users and credit sums of one side, in BigInt: credits are money. */
+class Sums {
+  users = 0;
+  credits = 0n;
+  used = 0n;
+
+  add(credits: string, used: string): void {
+    this.users++;
+    this.credits += BigInt(credits);
+    this.used += BigInt(used);
+  }
+
+  side(): Side {
+    return { users: this.users, current_credits: money(this.credits), total_credits_used: money(this.used) };
+  }
+}
 
 /**
  * Credits are money: the invariants close exactly when everything matches. Redis credits + whitelist
  * top-ups - what is held back as not migratable = what PostgreSQL must hold for those users.
  */
-async function computeInvariants(db: Kysely<unknown>, whole: boolean): Promise<VerifyReport['invariants']> {
+async function computeInvariants(
+  db: Kysely<unknown>,
+  whole: boolean,
+  sums: { expected: Sums; matching: Sums; held: Sums },
+): Promise<VerifyReport['invariants']> {
   const t = sql.raw(STAGE_TABLE);
   const one = async <R>(query: { execute(db: Kysely<unknown>): Promise<{ rows: R[] }> }) => (await query.execute(db)).rows[0] as R;
   const redis = await one(sql<SideRow & { invalid: string; topup: string }>`
@@ -214,18 +234,15 @@ async function computeInvariants(db: Kysely<unknown>, whole: boolean): Promise<V
       coalesce(sum(source_credits), 0)::text as credits, coalesce(sum(topup), 0)::text as topup,
       coalesce(sum(total_credits_used), 0)::text as used
     from ${t}`);
-  const held = await one(sql<SideRow>`
+  // Valid records held back before classification (duplicates across keys), whitelist rule applied.
+  const duplicates = await one(sql<SideRow>`
     select count(*)::text as users, coalesce(sum(current_credits), 0)::text as credits,
       coalesce(sum(total_credits_used), 0)::text as used
-    from ${t} where valid and outcome not in ${MIGRATABLE}`);
-  const expected = await one(sql<SideRow>`
-    select count(*)::text as users, coalesce(sum(current_credits), 0)::text as credits,
-      coalesce(sum(total_credits_used), 0)::text as used
-    from ${t} where valid and outcome in ${MIGRATABLE}`);
-  const matching = await one(sql<SideRow>`
-    select count(*)::text as users, coalesce(sum(u.current_credits), 0)::text as credits,
-      coalesce(sum(u.total_credits_used), 0)::text as used
-    from public.users u where exists (select 1 from ${t} s where s.valid and s.outcome in ${MIGRATABLE} and s.user_id = u.user_id)`);
+    from ${t} where valid and outcome is not null`);
+  const held = sums.held;
+  held.users += Number(duplicates.users);
+  held.credits += BigInt(duplicates.credits);
+  held.used += BigInt(duplicates.used);
   const total = await one(sql<SideRow>`
     select count(*)::text as users, coalesce(sum(current_credits), 0)::text as credits,
       coalesce(sum(total_credits_used), 0)::text as used from public.users`);
@@ -238,11 +255,14 @@ async function computeInvariants(db: Kysely<unknown>, whole: boolean): Promise<V
   const side = (r: SideRow): Side => ({ users: Number(r.users), current_credits: money(BigInt(r.credits)), total_credits_used: money(BigInt(r.used)) });
   return {
     redis: { ...side(redis), invalid_records: Number(redis.invalid), whitelist_topup: money(BigInt(redis.topup)) },
-    not_migratable: side(held),
-    expected: side(expected),
-    postgres_matching: side(matching),
+    not_migratable: held.side(),
+    expected: sums.expected.side(),
+    postgres_matching: sums.matching.side(),
     postgres_only: only ? side(only) : null,
     postgres_total: side(total),
-    balanced: expected.users === matching.users && expected.credits === matching.credits && expected.used === matching.used,
+    balanced:
+      sums.expected.users === sums.matching.users &&
+      sums.expected.credits === sums.matching.credits &&
+      sums.expected.used === sums.matching.used,
   };
 }

@@ -27,19 +27,3 @@ export const SET_FROM_STAGE = sql.raw(
     .join(', '),
 );
 
-/**
- * The row of `alias` as jsonb in canonical text form, for the ledger's `base`. The password hash is kept
- * only as a digest: enough to tell whether it changed, never the secret itself.
- */
-export function baseJson(alias: string): RawBuilder<unknown> {
-  const parts = USER_COLUMNS.map((column) => {
-    const ref = `${alias}.${column}`;
-    if (column === 'password_hash') {
-      return `'${column}', case when ${ref} is null then null else 'sha256:' || encode(sha256(convert_to(${ref}, 'UTF8')), 'hex') end`;
-    }
-    if (TIMESTAMP_COLUMNS.has(column)) return `'${column}', to_char(${ref} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
-    if (INTEGER_COLUMNS.has(column)) return `'${column}', ${ref}::text`;
-    return `'${column}', ${ref}`;
-  });
-  return sql.raw(`jsonb_build_object(${parts.join(', ')})`);
-}

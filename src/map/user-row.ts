@@ -51,3 +51,10 @@ export function rowDigest(row: UserRow): string {
   }
   return hash.digest('hex').slice(0, 32);
 }
+
+/** The written row as the ledger keeps it: canonical values, the password hash only as a digest. */
+export function ledgerBase(row: UserRow): string {
+  const base: Record<string, string | boolean | null> = { ...row };
+  if (row.password_hash !== null) base.password_hash = `sha256:${createHash('sha256').update(row.password_hash).digest('hex')}`;
+  return JSON.stringify(base);
+}

@@ -45,42 +45,76 @@ interface OutcomeRow {
   outcome: string | null;
   reason: string | null;
   valid: boolean;
-  n: string;
-  source: string;
-  topup: string;
-  used: string;
-  topped: string;
+  n: number;
+  source: bigint;
+  topup: bigint;
+  used: bigint;
+  topped: number;
 }
 
 const MIGRATED = new Set(['inserted', 'updated', 'unchanged', 'kept_app_change']);
 
-/** Counts and credit totals, computed from the stage: one source of truth for every figure in the report. */
+/** Counts and credit sums of classified records, kept in memory per (outcome, reason): a handful of groups. */
+export class Tally {
+  private readonly groups = new Map<string, OutcomeRow>();
+  count = 0;
+
+  add(outcome: string, reason: string | null, sourceCredits: bigint, topup: bigint, used: bigint): void {
+    const key = `${outcome}\u0000${reason ?? ''}`;
+    const row = this.groups.get(key) ?? { outcome, reason, valid: true, n: 0, source: 0n, topup: 0n, used: 0n, topped: 0 };
+    row.n++;
+    row.source += sourceCredits;
+    row.topup += topup;
+    row.used += used;
+    if (topup > 0n) row.topped++;
+    this.groups.set(key, row);
+    this.count++;
+  }
+
+  rows(): OutcomeRow[] {
+    return [...this.groups.values()];
+  }
+}
+
+/**
+ * Counts and credit totals: classified records from the tally, records held back before classification
+ * (invalid, duplicates across keys) from the stage. Every staged record must be in exactly one of the two.
+ */
 export async function summarise(
   db: Kysely<unknown>,
   base: { run_id: string; mode: Mode; started: Date; scanDuplicates: number },
+  tally: Tally,
 ): Promise<MigrateReport> {
-  const { rows } = await sql<OutcomeRow>`
+  const staged = await sql<{ outcome: string | null; reason: string | null; valid: boolean; n: string; source: string; topup: string; used: string; topped: string }>`
     select outcome, reason, valid, count(*)::text as n,
       coalesce(sum(source_credits), 0)::text as source, coalesce(sum(topup), 0)::text as topup,
       coalesce(sum(total_credits_used), 0)::text as used, count(*) filter (where topup > 0)::text as topped
     from ${sql.raw(STAGE_TABLE)} group by outcome, reason, valid`.execute(db);
+  const classifiable = staged.rows.filter((r) => r.outcome === null).reduce((n, r) => n + Number(r.n), 0);
+  if (classifiable !== tally.count) {
+    throw new Error(`internal error: ${classifiable} staged records to classify, ${tally.count} classified`);
+  }
+  const rows: OutcomeRow[] = [
+    ...staged.rows
+      .filter((r) => r.outcome !== null)
+      .map((r) => ({ ...r, n: Number(r.n), source: BigInt(r.source), topup: BigInt(r.topup), used: BigInt(r.used), topped: Number(r.topped) })),
+    ...tally.rows(),
+  ];
 
-  const count = (test: (r: OutcomeRow) => boolean) => rows.filter(test).reduce((n, r) => n + Number(r.n), 0);
+  const count = (test: (r: OutcomeRow) => boolean) => rows.filter(test).reduce((n, r) => n + r.n, 0);
   const total = (test: (r: OutcomeRow) => boolean, pick: (r: OutcomeRow) => bigint) =>
     rows.filter(test).reduce((n, r) => n + pick(r), 0n);
-  const pending = count((r) => r.outcome === null);
-  if (pending > 0) throw new Error(`internal error: ${pending} staged records were left unclassified`);
 
   const reasons: Record<string, number> = {};
-  for (const r of rows) if (r.reason) reasons[r.reason] = (reasons[r.reason] ?? 0) + Number(r.n);
+  for (const r of rows) if (r.reason) reasons[r.reason] = (reasons[r.reason] ?? 0) + r.n;
 
   const byOutcome: Record<string, Credits> = {};
   for (const outcome of [...MIGRATED, 'conflict']) {
     const of = (r: OutcomeRow) => r.outcome === outcome;
     const withTopup = MIGRATED.has(outcome);
     byOutcome[outcome] = {
-      current: money(total(of, (r) => BigInt(r.source) + (withTopup ? BigInt(r.topup) : 0n))),
-      used: money(total(of, (r) => BigInt(r.used))),
+      current: money(total(of, (r) => r.source + (withTopup ? r.topup : 0n))),
+      used: money(total(of, (r) => r.used)),
     };
   }
   const migrated = (r: OutcomeRow) => r.outcome !== null && MIGRATED.has(r.outcome);
@@ -104,20 +138,20 @@ export async function summarise(
       unchanged: count((r) => r.outcome === 'unchanged'),
       kept_app_changes: count((r) => r.outcome === 'kept_app_change'),
       conflicts: count((r) => r.outcome === 'conflict'),
-      whitelist_topups: Number(total(migrated, (r) => BigInt(r.topped))),
+      whitelist_topups: rows.filter(migrated).reduce((n, r) => n + r.topped, 0),
       scan_duplicates: base.scanDuplicates,
     },
     reasons,
     credits: {
       read: {
-        current: money(total((r) => r.valid, (r) => BigInt(r.source))),
-        used: money(total((r) => r.valid, (r) => BigInt(r.used))),
+        current: money(total((r) => r.valid, (r) => r.source)),
+        used: money(total((r) => r.valid, (r) => r.used)),
       },
-      whitelist_topup: money(total(migrated, (r) => BigInt(r.topup))),
+      whitelist_topup: money(total(migrated, (r) => r.topup)),
       by_outcome: byOutcome,
       written: {
-        current: money(total(written, (r) => BigInt(r.source) + BigInt(r.topup))),
-        used: money(total(written, (r) => BigInt(r.used))),
+        current: money(total(written, (r) => r.source + r.topup)),
+        used: money(total(written, (r) => r.used)),
       },
     },
   };

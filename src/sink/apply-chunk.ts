@@ -1,5 +1,5 @@
 import { sql, type Kysely } from 'kysely';
-import { baseJson, COLUMN_LIST, SET_FROM_STAGE } from '../db/canonical.js';
+import { COLUMN_LIST, SET_FROM_STAGE } from '../db/canonical.js';
 import { STAGE_TABLE } from '../stage/stage.js';
 
 const stage = sql.raw(STAGE_TABLE);
@@ -9,16 +9,31 @@ const LEDGER_UPSERT = sql`
     row_updated_at = excluded.row_updated_at, run_id = excluded.run_id, written_at = now(),
     base = excluded.base, postgres_owns = excluded.postgres_owns`;
 
+/** One staged record to write: its seq, the ledger's base text, and updated_at as the decision saw it. */
+export interface WriteRow {
+  readonly seq: number;
+  readonly base: string;
+  readonly observed?: string | null;
+}
+
+/** The staged records of `rows`, each with its base and observed updated_at. */
+function staged(rows: readonly WriteRow[]) {
+  return sql`
+    select st.*, v.base, v.observed from ${stage} st
+    join unnest(${rows.map((r) => r.seq)}::bigint[], ${rows.map((r) => r.base)}::text[], ${rows.map((r) => r.observed ?? null)}::text[])
+      as v(seq, base, observed) on v.seq = st.seq`;
+}
+
 /**
  * The one write path of the tool (migrate, catch-up re-runs and reconcile --apply all use it).
  * Each statement writes users rows and their ledger entries together, and each carries its own guard,
  * so a row the app created or changed meanwhile is skipped (and reported), never overwritten.
  * Returns the stage seqs actually written.
  */
-export async function insertRows(db: Kysely<unknown>, seqs: readonly number[], runId: string): Promise<Set<number>> {
-  if (seqs.length === 0) return new Set();
+export async function insertRows(db: Kysely<unknown>, rows: readonly WriteRow[], runId: string): Promise<Set<number>> {
+  if (rows.length === 0) return new Set();
   const result = await sql<{ seq: string }>`
-    with s as (select * from ${stage} where seq = any(${seqs}::bigint[])),
+    with s as (${staged(rows)}),
     ins as (
       insert into public.users (${COLUMN_LIST})
       select ${COLUMN_LIST} from s
@@ -27,7 +42,7 @@ export async function insertRows(db: Kysely<unknown>, seqs: readonly number[], r
     ),
     led as (
       insert into migrate_users.ledger ${LEDGER_COLUMNS}
-      select ins.user_id, s.key, s.digest, ins.updated_at, ${runId}, ${baseJson('s')}, false
+      select ins.user_id, s.key, s.digest, ins.updated_at, ${runId}, s.base, false
       from ins join s on s.user_id = ins.user_id
       ${LEDGER_UPSERT}
     )
@@ -36,31 +51,31 @@ export async function insertRows(db: Kysely<unknown>, seqs: readonly number[], r
 }
 
 /**
- * Updates rows to the Redis values. Guarded (the default): only rows whose updated_at is still the one the
- * ledger recorded right after the tool's last write. `operatorChoice`: an operator chose Redis for these
- * users (`reconcile --take redis`); the rows are locked by the caller's transaction, so nothing can change
- * between the look the decision was based on and this write.
+ * Updates rows to the Redis values, each only if it is still exactly as the decision saw it:
+ * `guard: 'ledger'` (catch-up) needs updated_at to still be the one recorded right after the tool's last
+ * write; `guard: 'observed'` (an operator's `--take redis`) needs the updated_at this batch observed.
  */
 export async function updateRows(
   db: Kysely<unknown>,
-  seqs: readonly number[],
+  rows: readonly WriteRow[],
   runId: string,
-  operatorChoice = false,
+  guard: 'ledger' | 'observed' = 'ledger',
 ): Promise<Set<number>> {
-  if (seqs.length === 0) return new Set();
-  const guard = operatorChoice
-    ? sql`u.user_id = s.user_id`
-    : sql`u.user_id = s.user_id and u.updated_at = (select l.row_updated_at from migrate_users.ledger l where l.user_id = s.user_id)`;
+  if (rows.length === 0) return new Set();
+  const condition =
+    guard === 'observed'
+      ? sql`u.updated_at = s.observed::timestamptz`
+      : sql`u.updated_at = (select l.row_updated_at from migrate_users.ledger l where l.user_id = s.user_id)`;
   const result = await sql<{ seq: string }>`
-    with s as (select * from ${stage} where seq = any(${seqs}::bigint[])),
+    with s as (${staged(rows)}),
     upd as (
       update public.users u set ${SET_FROM_STAGE}
-      from s where ${guard}
+      from s where u.user_id = s.user_id and ${condition}
       returning u.user_id, u.updated_at, s.seq
     ),
     led as (
       insert into migrate_users.ledger ${LEDGER_COLUMNS}
-      select upd.user_id, s.key, s.digest, upd.updated_at, ${runId}, ${baseJson('s')}, false
+      select upd.user_id, s.key, s.digest, upd.updated_at, ${runId}, s.base, false
       from upd join s on s.seq = upd.seq
       ${LEDGER_UPSERT}
     )
@@ -68,14 +83,17 @@ export async function updateRows(
   return new Set(result.rows.map((r) => Number(r.seq)));
 }
 
-/** Records in the ledger rows found already identical to Redis, so later runs can tell app changes apart. */
-export async function adoptRows(db: Kysely<unknown>, seqs: readonly number[], runId: string): Promise<void> {
-  if (seqs.length === 0) return;
+/**
+ * Records in the ledger rows found already identical to Redis, so later runs can tell app changes apart;
+ * only while the row is still as observed (else the app's version would be taken for the tool's).
+ */
+export async function adoptRows(db: Kysely<unknown>, rows: readonly WriteRow[], runId: string): Promise<void> {
+  if (rows.length === 0) return;
   await sql`
+    with s as (${staged(rows)})
     insert into migrate_users.ledger ${LEDGER_COLUMNS}
-    select u.user_id, s.key, s.digest, u.updated_at, ${runId}, ${baseJson('s')}, false
-    from ${stage} s join public.users u on u.user_id = s.user_id
-    where s.seq = any(${seqs}::bigint[])
+    select u.user_id, s.key, s.digest, u.updated_at, ${runId}, s.base, false
+    from s join public.users u on u.user_id = s.user_id and u.updated_at = s.observed::timestamptz
     ${LEDGER_UPSERT}`.execute(db);
 }
 
