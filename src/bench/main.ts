@@ -14,7 +14,7 @@ import { applySchema } from '../db/schema.js';
 import { mapRecord } from '../map/map-record.js';
 import { USER_COLUMNS } from '../map/user-row.js';
 import { generateUsers } from '../seed/generate.js';
-import { readValues, scanKeys } from '../source/redis-reader.js';
+import { scanKeys, ValueReader } from '../source/redis-reader.js';
 import { startDelayProxy, startRedis } from './servers.js';
 
 const BIN = fileURLToPath(new URL('../../bin/migrate-users', import.meta.url));
@@ -199,11 +199,12 @@ async function copyBaseline(pool: pg.Pool, n: number, work: string): Promise<num
 
 async function redisReadBaseline(url: string): Promise<number> {
   const redis = new Redis(url);
+  const reader = new ValueReader(redis);
   const started = process.hrtime.bigint();
   let parsed = 0;
   const inflight = new Set<Promise<void>>();
   for await (const keys of scanKeys(redis, { match: MATCH, scanCount: 1000, batchSize: 1000 })) {
-    const p = readValues(redis, keys, PREFIX.length, 1_048_576).then((records) => {
+    const p = reader.read(keys, PREFIX.length, 1_048_576).then((records) => {
       for (const r of records) if (r.ok) {
         try {
           JSON.parse(r.value);

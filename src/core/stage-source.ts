@@ -2,7 +2,7 @@ import type { Session } from '../db/database.js';
 import type { Logger } from '../log.js';
 import { mapRecord, type MapContext } from '../map/map-record.js';
 import { rowDigest } from '../map/user-row.js';
-import { readValues, scanKeys, type RedisReadable } from '../source/redis-reader.js';
+import { scanKeys, ValueReader, type RedisReadable } from '../source/redis-reader.js';
 import { StageWriter, type StagedRecord } from '../stage/stage.js';
 import { forEachBounded } from './bounded.js';
 
@@ -35,9 +35,12 @@ export async function stageSource(
   const writer = new StageWriter(session);
   const prefixLength = options.match.length - 1;
   let seq = 0;
+  const reader = new ValueReader(io.redis, (reason) =>
+    io.log.info({ reason }, 'EVAL_RO not available: reading with TYPE + GETRANGE pipelines instead'),
+  );
   io.progress?.phase('reading Redis');
   await forEachBounded(keys, options.concurrency, async (batch) => {
-    const records = await readValues(io.redis, batch, prefixLength, options.maxValueBytes);
+    const records = await reader.read(batch, prefixLength, options.maxValueBytes);
     const staged = records.map((record): StagedRecord => {
       seq += 1;
       if (!record.ok) return { seq, key: record.key, userId: null, reject: record };

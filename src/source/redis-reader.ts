@@ -1,8 +1,8 @@
 import type { Redis } from 'ioredis';
 import type { RejectReason } from '../map/reasons.js';
 
-/** The part of ioredis the reader uses: read-only commands only (SCAN, TYPE, GETRANGE). */
-export type RedisReadable = Pick<Redis, 'scanBuffer' | 'pipeline'>;
+/** The part of ioredis the reader uses: read-only commands only (SCAN, EVAL_RO, TYPE, GETRANGE). */
+export type RedisReadable = Pick<Redis, 'scanBuffer' | 'pipeline' | 'callBuffer'>;
 
 export type SourceRecord =
   | { readonly key: string; readonly ok: true; readonly keyEmail: string; readonly value: string }
@@ -37,46 +37,107 @@ export async function* scanKeys(redis: RedisReadable, options: ScanOptions): Asy
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 
 /**
- * Reads a batch of values in one round trip. TYPE tells a vanished key ("none") from a key of another
- * type (MGET would return nil for both); GETRANGE 0..max never loads more than max+1 bytes of a value
- * that may be up to 512 MB.
+ * Per key, server-side: TYPE tells a vanished key ("none") from one of another type (MGET would return nil
+ * for both), STRLEN keeps a value of up to 512 MB from being sent whole. EVAL_RO refuses any write.
  */
-export async function readValues(
-  redis: RedisReadable,
-  keys: readonly Buffer[],
-  prefixLength: number,
-  maxValueBytes: number,
-): Promise<SourceRecord[]> {
-  const pipeline = redis.pipeline();
-  for (const key of keys) pipeline.type(key).getrangeBuffer(key, 0, maxValueBytes);
-  const results = await pipeline.exec();
-  if (!results || results.length !== keys.length * 2) throw new Error('Redis pipeline returned no results');
-  return keys.map((keyBytes, i) => {
-    const [typeErr, type] = results[2 * i] ?? [];
-    const [valueErr, value] = results[2 * i + 1] ?? [];
-    const key = displayKey(keyBytes);
-    if (key === undefined) {
-      return reject(`hex:${keyBytes.toString('hex')}`, 'key_not_utf8', 'key is not valid UTF-8 (or holds NUL)');
+const READ_SCRIPT = `
+local out = {}
+local max = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local kind = redis.call('TYPE', key).ok
+  if kind ~= 'string' then
+    out[i] = {kind}
+  else
+    local size = redis.call('STRLEN', key)
+    if size > max then out[i] = {kind, size} else out[i] = {kind, redis.call('GET', key)} end
+  end
+end
+return out`;
+
+type Raw = { type: string; value: Buffer | null; tooLarge: boolean };
+
+/**
+ * Reads a batch of values in one round trip: one EVAL_RO of a small read-only script (Redis 7+), or,
+ * where scripting is unavailable or not allowed, a pipeline of TYPE + GETRANGE 0..max per key.
+ */
+export class ValueReader {
+  private scripted = true;
+
+  constructor(
+    private readonly redis: RedisReadable,
+    private readonly onFallback: (reason: string) => void = () => undefined,
+  ) {}
+
+  async read(keys: readonly Buffer[], prefixLength: number, maxValueBytes: number): Promise<SourceRecord[]> {
+    let raw: Raw[] | undefined;
+    if (this.scripted) {
+      try {
+        raw = await this.viaScript(keys, maxValueBytes);
+      } catch (error) {
+        if (!isScriptRefusal(error)) throw error;
+        this.scripted = false;
+        this.onFallback((error as Error).message);
+      }
     }
-    if (typeErr) throw new Error(`TYPE ${key}`, { cause: typeErr });
-    if (type === 'none') return reject(key, 'vanished', 'key disappeared between SCAN and read');
-    if (type !== 'string') return reject(key, 'wrong_type', `key holds a Redis ${String(type)}, not a string`);
-    if (valueErr) {
-      if (/WRONGTYPE/.test(valueErr.message)) return reject(key, 'wrong_type', 'key changed type during the read');
-      throw new Error(`GETRANGE ${key}`, { cause: valueErr });
-    }
-    const bytes = value as Buffer;
-    if (bytes.length > maxValueBytes) {
-      return reject(key, 'value_too_large', `value is over --max-value-bytes (${maxValueBytes} bytes)`);
-    }
-    let text: string;
-    try {
-      text = utf8.decode(bytes);
-    } catch {
-      return reject(key, 'not_utf8', `value is not valid UTF-8 (${bytes.length} bytes)`);
-    }
-    return { key, ok: true, keyEmail: key.slice(prefixLength), value: text };
-  });
+    raw ??= await this.viaPipeline(keys, maxValueBytes);
+    return keys.map((keyBytes, i) => toRecord(keyBytes, raw[i] as Raw, prefixLength, maxValueBytes));
+  }
+
+  private async viaScript(keys: readonly Buffer[], max: number): Promise<Raw[]> {
+    const reply = (await this.redis.callBuffer('EVAL_RO', READ_SCRIPT, keys.length, ...keys, String(max))) as unknown[];
+    if (!Array.isArray(reply) || reply.length !== keys.length) throw new Error('EVAL_RO returned an unexpected reply');
+    return reply.map((entry) => {
+      const [kind, second] = entry as [Buffer, Buffer | number | undefined];
+      const type = kind.toString();
+      if (typeof second === 'number') return { type, value: null, tooLarge: true };
+      return { type, value: second ?? null, tooLarge: false };
+    });
+  }
+
+  private async viaPipeline(keys: readonly Buffer[], max: number): Promise<Raw[]> {
+    const pipeline = this.redis.pipeline();
+    for (const key of keys) pipeline.type(key).getrangeBuffer(key, 0, max);
+    const results = await pipeline.exec();
+    if (!results || results.length !== keys.length * 2) throw new Error('Redis pipeline returned no results');
+    return keys.map((key, i) => {
+      const [typeErr, type] = results[2 * i] ?? [];
+      const [valueErr, value] = results[2 * i + 1] ?? [];
+      if (typeErr) throw new Error(`TYPE ${displayKey(key) ?? 'key'}`, { cause: typeErr });
+      if (valueErr) {
+        // The key changed type between TYPE and GETRANGE.
+        if (/WRONGTYPE/.test(valueErr.message)) return { type: 'changed', value: null, tooLarge: false };
+        throw new Error(`GETRANGE ${displayKey(key) ?? 'key'}`, { cause: valueErr });
+      }
+      const bytes = value as Buffer;
+      return { type: String(type), value: bytes, tooLarge: bytes.length > max };
+    });
+  }
+}
+
+/** Old servers (no EVAL_RO), ACLs without scripting, scripting disabled: fall back, never fail the run. */
+function isScriptRefusal(error: unknown): boolean {
+  const message = error instanceof Error ? error.message : '';
+  return /unknown command|NOPERM|NOSCRIPT|not allowed|disabled|ERR.*script/i.test(message);
+}
+
+function toRecord(keyBytes: Buffer, raw: Raw, prefixLength: number, maxValueBytes: number): SourceRecord {
+  const key = displayKey(keyBytes);
+  if (key === undefined) {
+    return reject(`hex:${keyBytes.toString('hex')}`, 'key_not_utf8', 'key is not valid UTF-8 (or holds NUL)');
+  }
+  if (raw.type === 'none') return reject(key, 'vanished', 'key disappeared between SCAN and read');
+  if (raw.type === 'changed') return reject(key, 'wrong_type', 'key changed type during the read');
+  if (raw.type !== 'string') return reject(key, 'wrong_type', `key holds a Redis ${raw.type}, not a string`);
+  if (raw.tooLarge || raw.value === null) {
+    return reject(key, 'value_too_large', `value is over --max-value-bytes (${maxValueBytes} bytes)`);
+  }
+  let text: string;
+  try {
+    text = utf8.decode(raw.value);
+  } catch {
+    return reject(key, 'not_utf8', `value is not valid UTF-8 (${raw.value.length} bytes)`);
+  }
+  return { key, ok: true, keyEmail: key.slice(prefixLength), value: text };
 }
 
 function displayKey(bytes: Buffer): string | undefined {
