@@ -66,7 +66,7 @@ const ATTEMPTS = 4;
 export async function processChunk(db: Kysely<unknown>, options: ChunkOptions): Promise<ChunkResult> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await db.transaction().execute((trx) => classifyAndWrite(trx, options));
+      return await classifyAndWrite(db, options);
     } catch (error) {
       const code = pgCode(error);
       if (!code || !RETRYABLE.has(code) || attempt >= ATTEMPTS) {
@@ -75,6 +75,20 @@ export async function processChunk(db: Kysely<unknown>, options: ChunkOptions): 
       options.log.warn({ code, attempt, afterSeq: options.afterSeq }, 'concurrent write detected; classifying the batch again');
     }
   }
+}
+
+/**
+ * Runs the batch's write statements: each one writes users rows together with their ledger entries, so
+ * a single statement is atomic on its own; several share one transaction. Over a slow link every round
+ * trip counts, and a batch that only inserts (a fresh run) needs just this one.
+ */
+async function inTransactionIfNeeded(db: Kysely<unknown>, steps: readonly ((db: Kysely<unknown>) => Promise<void>)[]): Promise<void> {
+  const [only] = steps;
+  if (steps.length === 1 && only) return only(db);
+  if (steps.length === 0) return;
+  await db.transaction().execute(async (trx) => {
+    for (const step of steps) await step(trx);
+  });
 }
 
 type Plan = 'insert' | 'update' | 'force_insert' | 'force_update' | 'keep_postgres' | 'adopt' | 'none';
@@ -90,11 +104,11 @@ function plan(fact: RecordFacts, decision: Decision, take: Take | undefined): Pl
   return 'none';
 }
 
-async function classifyAndWrite(trx: Kysely<unknown>, options: ChunkOptions): Promise<ChunkResult> {
+async function classifyAndWrite(db: Kysely<unknown>, options: ChunkOptions): Promise<ChunkResult> {
   // No row locks: every write below is guarded by the state its decision saw, row by row, so a row the app
   // changes in between is skipped (and reported) instead of overwritten, and a re-run that changes nothing
   // writes nothing (FOR UPDATE would write a lock to every row).
-  const facts = await loadFacts(trx, options.afterSeq, options.size, { withBase: options.withBase });
+  const facts = await loadFacts(db, options.afterSeq, options.size, { withBase: options.withBase });
   if (facts.length === 0) return { lastSeq: options.afterSeq + options.size, entries: [] };
   const planned = facts.map((fact) => {
     const decision = decide(fact);
@@ -108,27 +122,35 @@ async function classifyAndWrite(trx: Kysely<unknown>, options: ChunkOptions): Pr
 
   let written = new Set(seqs('insert', 'update', 'force_insert', 'force_update', 'keep_postgres'));
   if (!options.dryRun) {
-    written = new Set([
-      ...(await insertRows(trx, rows('insert', 'force_insert'), options.runId)),
-      ...(await updateRows(trx, rows('update'), options.runId, 'ledger')),
-      ...(await updateRows(trx, rows('force_update'), options.runId, 'observed')),
-      ...seqs('keep_postgres'),
-    ]);
-    await keepPostgres(trx, seqs('keep_postgres'), options.runId);
-    await adoptRows(trx, rows('adopt'), options.runId);
-    await logResolutions(
-      trx,
-      planned
-        .filter((p) => p.plan.startsWith('force') || p.plan === 'keep_postgres')
-        .filter((p) => written.has(p.fact.seq))
-        .map((p) => ({
-          userId: p.fact.expected.user_id,
-          side: p.plan === 'keep_postgres' ? ('postgres' as const) : ('redis' as const),
-          reason: p.decision.action === 'conflict' ? p.decision.reason : '',
-          digest: p.fact.digest,
-        })),
-      options.runId,
-    );
+    const runId = options.runId;
+    const resolutions = planned
+      .filter((p) => p.plan.startsWith('force') || p.plan === 'keep_postgres')
+      .map((p) => ({
+        seq: p.fact.seq,
+        userId: p.fact.expected.user_id,
+        side: p.plan === 'keep_postgres' ? ('postgres' as const) : ('redis' as const),
+        reason: p.decision.action === 'conflict' ? p.decision.reason : '',
+        digest: p.fact.digest,
+      }));
+    const done = new Set<number>();
+    const collect = (seqsWritten: Iterable<number>) => {
+      for (const seq of seqsWritten) done.add(seq);
+    };
+    const inserts = rows('insert', 'force_insert');
+    const updates = rows('update');
+    const forced = rows('force_update');
+    const adopts = rows('adopt');
+    const kept = seqs('keep_postgres');
+    const steps: ((db: Kysely<unknown>) => Promise<void>)[] = [];
+    if (inserts.length > 0) steps.push(async (d) => collect(await insertRows(d, inserts, runId)));
+    if (updates.length > 0) steps.push(async (d) => collect(await updateRows(d, updates, runId, 'ledger')));
+    if (forced.length > 0) steps.push(async (d) => collect(await updateRows(d, forced, runId, 'observed')));
+    if (kept.length > 0) steps.push(async (d) => collect((await keepPostgres(d, kept, runId), kept)));
+    if (adopts.length > 0) steps.push((d) => adoptRows(d, adopts, runId));
+    // Logged in the same transaction as the writes it describes, and only for what was written.
+    if (resolutions.length > 0) steps.push((d) => logResolutions(d, resolutions.filter((r) => done.has(r.seq)), runId));
+    await inTransactionIfNeeded(db, steps);
+    written = done;
   }
 
   const entries = planned.map(({ fact, decision, plan: p }): ClassifiedEntry => {
