@@ -32,7 +32,8 @@ export function isConnectionFailure(error: unknown): boolean {
   for (let e: unknown = error; e instanceof Error; e = e.cause) {
     const code = (e as { code?: unknown }).code;
     if (typeof code === 'string' && (CONNECTION_CODES.has(code) || /^(08|57P0|53)/.test(code))) return true;
-    if (/Connection terminated|connect ETIMEDOUT|Connection is closed|ECONNREFUSED|timeout exceeded when trying to connect/i.test(e.message)) {
+    // node-postgres and ioredis say some of these only in words (no code), e.g. a pooled client whose server died.
+    if (/Connection terminated|not queryable|connect ETIMEDOUT|Connection is closed|ECONNREFUSED|timeout exceeded when trying to connect|terminating connection/i.test(e.message)) {
       return true;
     }
   }

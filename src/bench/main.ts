@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { writeFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Command } from 'commander';
 import pg from 'pg';
 import { Redis } from 'ioredis';
@@ -72,10 +73,21 @@ async function main(): Promise<void> {
     const env = { DATABASE_URL: dbUrl, REDIS_URL: redis.url, LOG_LEVEL: 'warn', WHITELIST_EMAILS: 'vip1@demo.test' };
     const args = ['--match', MATCH, '--no-progress'];
     const runs: Record<string, { s: number; rss: number }[]> = { migrate: [], rerun: [], dry_run: [], verify: [] };
+    log('GET latency of another Redis client: idle');
+    const idle = await probeLatency(redis.url, () => sleep(3000));
+    let during: Latency | undefined;
     for (let k = 0; k < opts.repeat; k++) {
       await pool.query('truncate public.users, migrate_users.ledger, migrate_users.runs');
       log(`migrate (fresh) #${k + 1}`);
-      runs.migrate?.push(await timeCli(args, env));
+      if (k === 0) {
+        let result: { s: number; rss: number } | undefined;
+        during = await probeLatency(redis.url, async () => {
+          result = await timeCli(args, env);
+        });
+        if (result) runs.migrate?.push(result);
+      } else {
+        runs.migrate?.push(await timeCli(args, env));
+      }
       log(`re-run #${k + 1}`);
       runs.rerun?.push(await timeCli(args, env));
       log(`dry-run #${k + 1}`);
@@ -128,9 +140,15 @@ async function main(): Promise<void> {
       }),
       peak_rss_mb: { n: rss.n ?? null, n3: rss.n3 ?? null, rerun: rss.rerun ?? null, dry_run: rss.dry_run ?? null, verify: rss.verify ?? null },
       slow_link_fraction: slowFraction === null ? null : Number(slowFraction.toFixed(3)),
+      redis_get_latency_ms: { idle, during_migrate: during ?? null },
       repeat: opts.repeat,
     };
     printTable(result);
+    if (during) {
+      process.stdout.write(
+        `  GET latency of another Redis client, p50 / p99 / max ms: idle ${idle.p50} / ${idle.p99} / ${idle.max}, during migrate ${during.p50} / ${during.p99} / ${during.max}\n`,
+      );
+    }
     if (opts.json) await writeFile(opts.json, `${JSON.stringify(result, null, 2)}\n`);
   } finally {
     await pool.end();
@@ -287,6 +305,39 @@ function printTable(result: { users: number; seconds: Record<string, number>; us
   process.stdout.write(`\nmigrate-users benchmark, ${result.users} users\n`);
   for (const r of rows) process.stdout.write(`  ${r.map((v, i) => (i === 0 ? v.padEnd(widths[i] ?? 0) : v.padStart(widths[i] ?? 0))).join('  ')}\n`);
   if (result.slow_link_fraction !== null) process.stdout.write(`  slow link (20 ms RTT): ${(result.slow_link_fraction * 100).toFixed(0)}% of loopback users/s\n`);
+}
+
+interface Latency {
+  samples: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+/** Another client's GET latency on the same Redis while `during` runs: one GET every 2 ms. */
+async function probeLatency(url: string, during: () => Promise<void>): Promise<Latency> {
+  const client = new Redis(url);
+  await client.set('bench:probe', 'x');
+  const times: number[] = [];
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const t = process.hrtime.bigint();
+      await client.get('bench:probe');
+      times.push(Number(process.hrtime.bigint() - t) / 1e6);
+      await sleep(2);
+    }
+  })();
+  try {
+    await during();
+  } finally {
+    running = false;
+    await loop;
+    client.disconnect();
+  }
+  const sorted = times.sort((a, b) => a - b);
+  const at = (q: number) => Number((sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0).toFixed(3));
+  return { samples: sorted.length, p50: at(0.5), p99: at(0.99), max: at(1) };
 }
 
 const fmt = (v: number | undefined) => (v === undefined ? '' : v.toFixed(2));

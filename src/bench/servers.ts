@@ -16,35 +16,57 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** A throwaway redis-server on a free loopback port, keeping nothing on disk. */
-export async function startRedis(): Promise<{ url: string; stop: () => Promise<void> }> {
+export interface ThrowawayRedis {
+  readonly url: string;
+  /** Kills the server (SIGKILL: no goodbye to clients) and starts it again on the same port and data. */
+  restart(downMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * A throwaway redis-server on a free loopback port. With `persist`, it keeps an append-only file in its
+ * own temp folder so its data survives `restart()`; otherwise nothing touches the disk.
+ */
+export async function startRedis(options: { persist?: boolean } = {}): Promise<ThrowawayRedis> {
   const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'mu-bench-redis-'));
-  const child: ChildProcess = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
-    stdio: 'ignore',
-  });
+  const dir = mkdtempSync(join(tmpdir(), 'mu-redis-'));
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--dir', dir];
+  args.push('--appendonly', options.persist ? 'yes' : 'no', ...(options.persist ? ['--appendfsync', 'always'] : []));
   const url = `redis://127.0.0.1:${port}`;
-  for (let i = 0; i < 100; i++) {
-    const probe = new Redis(url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
-    probe.on('error', () => undefined);
-    try {
-      await probe.connect();
-      await probe.ping();
-      probe.disconnect();
-      break;
-    } catch {
-      probe.disconnect();
-      await sleep(50);
-    }
-  }
+  let child: ChildProcess = await launch(args, url);
   return {
     url,
+    restart: async (downMs = 500) => {
+      child.kill('SIGKILL');
+      await new Promise((resolve) => child.once('exit', resolve));
+      await sleep(downMs);
+      child = await launch(args, url);
+    },
     stop: async () => {
       child.kill('SIGTERM');
       await new Promise((resolve) => child.once('exit', resolve));
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+async function launch(args: string[], url: string): Promise<ChildProcess> {
+  const child = spawn('redis-server', args, { stdio: 'ignore' });
+  for (let i = 0; i < 100; i++) {
+    const probe = new Redis(url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+    probe.on('error', () => undefined);
+    try {
+      await probe.connect();
+      // Loading the append-only file answers LOADING until done.
+      await probe.get('probe');
+      probe.disconnect();
+      return child;
+    } catch {
+      probe.disconnect();
+      await sleep(50);
+    }
+  }
+  throw new Error(`redis-server did not start at ${url}`);
 }
 
 /**

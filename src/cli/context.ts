@@ -8,6 +8,10 @@ export interface CliContext {
   readonly env: NodeJS.ProcessEnv;
   readonly out: (text: string) => void;
   readonly scrubber: Scrubber;
+  /** Aborted by the first SIGINT / SIGTERM. */
+  readonly signal: AbortSignal;
+  /** 130 after SIGINT, 143 after SIGTERM. */
+  interruptedExitCode(): number;
 }
 
 export interface ConnectionFlags {

@@ -12,8 +12,25 @@ import { addReconcileCommand } from './reconcile-command.js';
 /**
  * The one place that turns errors into exit codes and messages. Returns the exit code; never exits.
  */
+/** Scrubs the URLs main() saw; used by `crashed` too. */
+const scrubber = new Scrubber();
+
+/** Last resort for an error no handler caught: report it without secrets and exit 3, never 0 or 1. */
+export function crashed(error: unknown): never {
+  process.stderr.write(`migrate-users: could not finish (internal error): ${scrubber.scrub(describe(error))}\n`);
+  if (error instanceof Error && error.stack) process.stderr.write(`${scrubber.scrub(error.stack)}\n`);
+  process.exit(EXIT.unfinished);
+}
+
 export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  const ctx: CliContext = { env, out: (text) => process.stdout.write(text), scrubber: new Scrubber() };
+  const interrupt = onSignals();
+  const ctx: CliContext = {
+    env,
+    out: (text) => process.stdout.write(text),
+    scrubber,
+    signal: interrupt.signal,
+    interruptedExitCode: interrupt.exitCode,
+  };
   let code: number = EXIT.ok;
   const run = (fn: (flags: never, ctx: CliContext) => Promise<number>) => async (...args: unknown[]) => {
     const command = args[args.length - 1] as Command;
@@ -48,7 +65,38 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     return code;
   } catch (error) {
     return report(error, ctx);
+  } finally {
+    interrupt.dispose();
   }
+}
+
+/**
+ * First SIGINT / SIGTERM: stop taking new batches, let the ones in flight finish, write the report
+ * (marked interrupted) and exit 130 / 143. Second: exit at once; every committed batch is whole either way.
+ */
+function onSignals() {
+  const controller = new AbortController();
+  let received: NodeJS.Signals | undefined;
+  const handler = (signal: NodeJS.Signals) => {
+    const code = signal === 'SIGINT' ? 130 : 143;
+    if (received) {
+      process.stderr.write(`migrate-users: ${signal} again: stopping now (exit ${code})\n`);
+      process.exit(code);
+    }
+    received = signal;
+    process.stderr.write(`migrate-users: ${signal}: finishing the batches in flight, then stopping (again to stop at once)\n`);
+    controller.abort();
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return {
+    signal: controller.signal,
+    exitCode: () => (received === 'SIGTERM' ? 143 : 130),
+    dispose: () => {
+      process.off('SIGINT', handler);
+      process.off('SIGTERM', handler);
+    },
+  };
 }
 
 function report(error: unknown, ctx: CliContext): number {

@@ -2,7 +2,8 @@ import { writeFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
 import { withPool } from '../db/database.js';
 import { EXIT } from '../errors.js';
-import { migrate } from '../core/migrate.js';
+import { migrate, RunFailedError } from '../core/migrate.js';
+import type { MigrateReport } from '../report/report.js';
 import { NdjsonFile } from '../report/ndjson-file.js';
 import { formatSummary } from '../report/summary.js';
 import { Problems } from './config.js';
@@ -34,15 +35,22 @@ export async function runMigrate(flags: MigrateFlags, ctx: CliContext): Promise<
   problems.throwIfAny();
 
   const rejects = flags.rejects ? await NdjsonFile.open(flags.rejects) : undefined;
+  const writeReport = async (report: MigrateReport) => {
+    if (flags.report) await writeFile(flags.report, `${ctx.scrubber.scrub(JSON.stringify(report, null, 2))}\n`, { mode: 0o600 });
+  };
   try {
     const report = await withRedis(conn.redisUrl, log, (redis) =>
       withPool({ url: conn.databaseUrl, max: 2, log }, (pool) =>
-        migrate(options, { redis, pool, log, rejects, progress: createProgress(flags.progress) }),
+        migrate(options, { redis, pool, log, rejects, progress: createProgress(flags.progress), signal: ctx.signal }),
       ),
     );
-    if (flags.report) await writeFile(flags.report, `${JSON.stringify(report, null, 2)}\n`, { mode: 0o600 });
+    await writeReport(report);
     ctx.out(formatSummary(report));
+    if (report.status === 'interrupted') return ctx.interruptedExitCode();
     return report.counts.invalid + report.counts.conflicts > 0 ? EXIT.differences : EXIT.ok;
+  } catch (error) {
+    if (error instanceof RunFailedError) await writeReport(error.partial);
+    throw error;
   } finally {
     await rejects?.close();
   }

@@ -10,6 +10,9 @@ export interface ReadFlags {
   maxValueBytes?: string;
   whitelistFile?: string;
   whitelistCredits?: string;
+  maxRate?: string;
+  retries?: string;
+  retryDelayMs?: string;
 }
 
 /** Flags that decide how Redis is read and mapped: identical for migrate, dry-run and verify. */
@@ -20,7 +23,10 @@ export function addReadOptions(command: Command): Command {
     .addOption(new Option('--scan-count <n>', `SCAN COUNT hint (default ${DEFAULTS.scanCount})`))
     .addOption(new Option('--max-value-bytes <n>', `larger values are rejected unread (default ${DEFAULTS.maxValueBytes})`))
     .addOption(new Option('--whitelist-file <path>', 'whitelisted emails, one per line, # comments (also env WHITELIST_EMAILS, comma-separated)'))
-    .addOption(new Option('--whitelist-credits <n>', `credits a whitelisted user gets at least (default ${DEFAULTS.whitelistCredits})`));
+    .addOption(new Option('--whitelist-credits <n>', `credits a whitelisted user gets at least (default ${DEFAULTS.whitelistCredits})`))
+    .addOption(new Option('--max-rate <n>', 'read at most n keys per second from Redis (default: no limit)'))
+    .addOption(new Option('--retries <n>', 'retries after a lost or unreachable server (default 5)'))
+    .addOption(new Option('--retry-delay-ms <n>', 'first retry delay, doubled each time up to 30 s, with jitter (default 500)'));
 }
 
 export function readOptions(flags: ReadFlags, match: string, ctx: CliContext, problems: Problems): ReadOptions {
@@ -30,6 +36,11 @@ export function readOptions(flags: ReadFlags, match: string, ctx: CliContext, pr
     concurrency: problems.integer('--concurrency', flags.concurrency, DEFAULTS.concurrency, 1, 64),
     scanCount: problems.integer('--scan-count', flags.scanCount, DEFAULTS.scanCount, 1, 100_000),
     maxValueBytes: problems.integer('--max-value-bytes', flags.maxValueBytes, DEFAULTS.maxValueBytes, 64, 512 * 1024 * 1024),
+    maxRate: problems.integer('--max-rate', flags.maxRate, 0, 0, 10_000_000),
+    retry: {
+      retries: problems.integer('--retries', flags.retries, 5, 0, 100),
+      baseDelayMs: problems.integer('--retry-delay-ms', flags.retryDelayMs, 500, 1, 60_000),
+    },
     mapContext: {
       whitelist: loadWhitelist(flags.whitelistFile, ctx.env.WHITELIST_EMAILS, problems),
       whitelistCredits: whitelistCredits(flags.whitelistCredits, problems),

@@ -70,12 +70,13 @@ export async function runReconcile(flags: ReconcileFlags, ctx: CliContext): Prom
       withPool({ url: conn.databaseUrl, max: 2, log }, (pool) =>
         reconcile(
           { ...read, dryRun: !flags.apply, apply: flags.apply === true, take },
-          { redis, pool, log, rejects, onEntry, progress: createProgress(flags.progress) },
+          { redis, pool, log, rejects, onEntry, progress: createProgress(flags.progress), signal: ctx.signal },
         ),
       ),
     );
     if (flags.report) await writeFile(flags.report, `${JSON.stringify(report, null, 2)}\n`, { mode: 0o600 });
     ctx.out(formatReconcileText(report, samples));
+    if (report.status === 'interrupted') return ctx.interruptedExitCode();
     return report.remaining === 0 ? EXIT.ok : EXIT.differences;
   } finally {
     await rejects?.close();

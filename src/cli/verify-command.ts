@@ -53,7 +53,7 @@ export async function runVerify(flags: VerifyFlags, ctx: CliContext): Promise<nu
       withPool({ url: conn.databaseUrl, max: 2, log }, (pool) =>
         verify(
           { ...read, strict: flags.strict === true, sample, show },
-          { redis, pool, log, progress: createProgress(flags.progress), onDifference: report ? (d) => report.item(d) : undefined },
+          { redis, pool, log, progress: createProgress(flags.progress), signal: ctx.signal, onDifference: report ? (d) => report.item(d) : undefined },
         ),
       ),
     );
@@ -62,6 +62,7 @@ export async function runVerify(flags: VerifyFlags, ctx: CliContext): Promise<nu
     if (flags.markdown) await writeFile(flags.markdown, markdown, { flag: 'a' });
     if (flags.junit) await writeFile(flags.junit, formatVerifyJunit(result.report, result.first));
     ctx.out(format === 'markdown' ? markdown : formatVerifyText(result.report, result.first));
+    if (result.report.interrupted) return ctx.interruptedExitCode();
     return result.report.ok ? EXIT.ok : EXIT.differences;
   } catch (error) {
     // A partial report must never read as a pass.

@@ -5,6 +5,7 @@ import { rowDigest } from '../map/user-row.js';
 import { scanKeys, ValueReader, type RedisReadable } from '../source/redis-reader.js';
 import { StageWriter, type StagedRecord } from '../stage/stage.js';
 import { forEachBounded } from './bounded.js';
+import { NO_RETRY, RetryCounter, withRetries, type RetryPolicy } from './retry.js';
 
 /** How the source is read: shared by migrate, dry-run and verify. */
 export interface ReadOptions {
@@ -14,6 +15,9 @@ export interface ReadOptions {
   readonly scanCount: number;
   readonly maxValueBytes: number;
   readonly mapContext: MapContext;
+  /** Keys per second at most (0 = no limit): how gentle to be with production Redis. */
+  readonly maxRate?: number | undefined;
+  readonly retry?: RetryPolicy | undefined;
 }
 
 export interface Progress {
@@ -26,11 +30,43 @@ export interface Progress {
  * Reads every key batch from `keys` (all of SCAN by default), maps each value with the one mapping, and
  * streams the results into the session's stage. Returns how many records were staged.
  */
+export interface SourceIo {
+  readonly redis: RedisReadable;
+  readonly log: Logger;
+  readonly progress?: Progress | undefined;
+  readonly signal?: AbortSignal | undefined;
+  readonly retries?: RetryCounter | undefined;
+}
+
+/** SCAN over the whole keyspace, started over from cursor 0 if Redis is lost and comes back. */
+export async function* scanSource(options: ReadOptions, io: SourceIo): AsyncGenerator<Buffer[]> {
+  const counter = io.retries ?? new RetryCounter();
+  let epoch = 0;
+  const onReady = () => epoch++;
+  io.redis.on('ready', onReady);
+  try {
+    yield* scanKeys(
+      io.redis,
+      {
+        ...options,
+        connectionEpoch: () => epoch,
+        onRestart: () => {
+          counter.count++;
+          io.log.warn('Redis connection was lost mid-scan: scanning again from the start');
+        },
+      },
+      (what, fn) => withRetries(what, options.retry ?? NO_RETRY, counter, io.log, fn, io.signal),
+    );
+  } finally {
+    io.redis.off('ready', onReady);
+  }
+}
+
 export async function stageSource(
   session: Session,
   options: ReadOptions,
-  io: { redis: RedisReadable; log: Logger; progress?: Progress | undefined },
-  keys: AsyncIterable<Buffer[]> = scanKeys(io.redis, options),
+  io: SourceIo,
+  keys: AsyncIterable<Buffer[]> = scanSource(options, io),
 ): Promise<number> {
   const writer = new StageWriter(session);
   const prefixLength = options.match.length - 1;
@@ -39,8 +75,14 @@ export async function stageSource(
     io.log.info({ reason }, 'EVAL_RO not available: reading with TYPE + GETRANGE pipelines instead'),
   );
   io.progress?.phase('reading Redis');
-  await forEachBounded(keys, options.concurrency, async (batch) => {
-    const records = await reader.read(batch, prefixLength, options.maxValueBytes);
+  const limiter = new RateLimiter(options.maxRate ?? 0);
+  const counter = io.retries ?? new RetryCounter();
+  const source = stopOnAbort(keys, io.signal);
+  await forEachBounded(source, options.concurrency, async (batch) => {
+    await limiter.take(batch.length);
+    const records = await withRetries('reading values', options.retry ?? NO_RETRY, counter, io.log, () =>
+      reader.read(batch, prefixLength, options.maxValueBytes),
+    );
     const staged = records.map((record): StagedRecord => {
       seq += 1;
       if (!record.ok) return { seq, key: record.key, userId: null, reject: record };
@@ -91,4 +133,28 @@ export async function* sampleKeys(
     }
   }
   for (let i = 0; i < reservoir.length; i += options.batchSize) yield reservoir.slice(i, i + options.batchSize);
+}
+
+/** Stops pulling batches once the run is interrupted: batches already read still finish. */
+async function* stopOnAbort<T>(source: AsyncIterable<T>, signal: AbortSignal | undefined): AsyncGenerator<T> {
+  for await (const item of source) {
+    if (signal?.aborted) return;
+    yield item;
+  }
+}
+
+/** At most `perSecond` keys per second, averaged from the start (0 = unlimited). */
+class RateLimiter {
+  private readonly started = Date.now();
+  private taken = 0;
+
+  constructor(private readonly perSecond: number) {}
+
+  async take(count: number): Promise<void> {
+    if (this.perSecond <= 0) return;
+    this.taken += count;
+    const due = this.started + (this.taken / this.perSecond) * 1000;
+    const wait = due - Date.now();
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+  }
 }

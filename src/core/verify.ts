@@ -27,6 +27,7 @@ export interface VerifyIo {
   readonly pool: pg.Pool;
   readonly log: Logger;
   readonly progress?: Progress | undefined;
+  readonly signal?: AbortSignal | undefined;
   /** Receives every difference, in order. */
   readonly onDifference?: ((difference: Difference) => Promise<void>) | undefined;
 }
@@ -43,6 +44,8 @@ export interface VerifyReport {
   readonly run_id: string;
   readonly command: 'verify';
   readonly ok: boolean;
+  /** Stopped by a signal before every key was compared: never ok. */
+  readonly interrupted: boolean;
   readonly strict: boolean;
   readonly sample: { readonly size: number; readonly keys_in_redis: number } | null;
   readonly started_at: string;
@@ -105,7 +108,7 @@ export async function verify(options: VerifyOptions, io: VerifyIo): Promise<{ re
       const sums = { expected: new Sums(), matching: new Sums(), held: new Sums() };
       const reasons: Record<string, number> = {};
       io.progress?.phase('comparing', await pendingCount(session.db));
-      for (let afterSeq = 0; afterSeq < checked; afterSeq += options.batchSize) {
+      for (let afterSeq = 0; afterSeq < checked && !io.signal?.aborted; afterSeq += options.batchSize) {
         const facts = await loadFacts(session.db, afterSeq, options.batchSize);
         for (const fact of facts) {
           const result = verifyRecord(fact);
@@ -145,12 +148,14 @@ export async function verify(options: VerifyOptions, io: VerifyIo): Promise<{ re
         }
       }
       const invariants = await computeInvariants(session.db, options.sample === undefined, sums);
+      const interrupted = io.signal?.aborted === true;
       const failures = counts.mismatch + counts.missing + counts.not_migratable + (options.strict ? onlyInPostgres ?? 0 : 0);
       const finished = new Date();
       const report: VerifyReport = {
         run_id: runId,
         command: 'verify',
-        ok: failures === 0,
+        ok: failures === 0 && !interrupted,
+        interrupted,
         strict: options.strict,
         sample: options.sample === undefined ? null : { size: checked, keys_in_redis: sampled.seen },
         started_at: started.toISOString(),
@@ -171,7 +176,7 @@ export async function verify(options: VerifyOptions, io: VerifyIo): Promise<{ re
     } finally {
       io.progress?.done();
     }
-  });
+  }, log);
 }
 
 async function pendingCount(db: Kysely<unknown>): Promise<number> {

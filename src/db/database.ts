@@ -32,8 +32,12 @@ export async function withPool<T>(options: PoolOptions, fn: (pool: pg.Pool) => P
 }
 
 /** One dedicated connection, seen through kysely. Everything run on `db` goes to this one session. */
-export async function withSession<T>(pool: pg.Pool, fn: (session: Session) => Promise<T>): Promise<T> {
+export async function withSession<T>(pool: pg.Pool, fn: (session: Session) => Promise<T>, log?: Logger): Promise<T> {
   const client = await pool.connect();
+  // A checked-out client whose server goes away between queries emits 'error'; the pool only listens on
+  // idle ones, and an unheard 'error' crashes the process. The next query on it then fails, and is retried.
+  const onError = (err: Error) => log?.warn({ err: describe(err) }, 'PostgreSQL session lost');
+  client.on('error', onError);
   const single: PostgresPool = {
     // pg's Client keeps its state on `this`: delegate calls rather than wrapping the object.
     connect: async () =>
@@ -52,6 +56,7 @@ export async function withSession<T>(pool: pg.Pool, fn: (session: Session) => Pr
     throw error;
   } finally {
     await db.destroy().catch(() => undefined);
+    client.off('error', onError);
     // A session that failed mid-transaction is not returned to the pool for reuse.
     client.release(broken);
   }

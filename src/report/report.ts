@@ -9,9 +9,15 @@ export interface Credits {
 }
 
 /** The JSON report (`--report`). Field names are a contract: see README "Report format". */
+export type RunStatus = 'finished' | 'interrupted' | 'failed';
+
 export interface MigrateReport {
   readonly run_id: string;
   readonly mode: Mode;
+  /** finished; interrupted (Ctrl-C / SIGTERM: committed batches stay); failed (a server lost, retries spent). */
+  readonly status: RunStatus;
+  /** Connection losses survived by retrying. */
+  readonly retries: number;
   readonly started_at: string;
   readonly finished_at: string;
   readonly duration_seconds: number;
@@ -27,6 +33,8 @@ export interface MigrateReport {
     readonly conflicts: number;
     readonly whitelist_topups: number;
     readonly scan_duplicates: number;
+    /** Read but not decided because the run was interrupted or failed (0 when finished). */
+    readonly pending: number;
   };
   readonly reasons: Readonly<Record<string, number>>;
   readonly credits: {
@@ -74,33 +82,52 @@ export class Tally {
   rows(): OutcomeRow[] {
     return [...this.groups.values()];
   }
+
+  counts(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const row of this.groups.values()) if (row.outcome) out[row.outcome] = (out[row.outcome] ?? 0) + row.n;
+    return out;
+  }
+}
+
+interface ReportBase {
+  run_id: string;
+  mode: Mode;
+  started: Date;
+  scanDuplicates: number;
+  status: RunStatus;
+  retries: { count: number };
+}
+
+/** What a run that could not finish had done: the decisions made (and, in apply mode, committed). */
+export function partialReport(base: ReportBase, tally: Tally): MigrateReport {
+  return build(base, tally.rows(), 0);
 }
 
 /**
  * Counts and credit totals: classified records from the tally, records held back before classification
  * (invalid, duplicates across keys) from the stage. Every staged record must be in exactly one of the two.
  */
-export async function summarise(
-  db: Kysely<unknown>,
-  base: { run_id: string; mode: Mode; started: Date; scanDuplicates: number },
-  tally: Tally,
-): Promise<MigrateReport> {
+export async function summarise(db: Kysely<unknown>, base: ReportBase, tally: Tally): Promise<MigrateReport> {
   const staged = await sql<{ outcome: string | null; reason: string | null; valid: boolean; n: string; source: string; topup: string; used: string; topped: string }>`
     select outcome, reason, valid, count(*)::text as n,
       coalesce(sum(source_credits), 0)::text as source, coalesce(sum(topup), 0)::text as topup,
       coalesce(sum(total_credits_used), 0)::text as used, count(*) filter (where topup > 0)::text as topped
     from ${sql.raw(STAGE_TABLE)} group by outcome, reason, valid`.execute(db);
   const classifiable = staged.rows.filter((r) => r.outcome === null).reduce((n, r) => n + Number(r.n), 0);
-  if (classifiable !== tally.count) {
+  if (base.status === 'finished' && classifiable !== tally.count) {
     throw new Error(`internal error: ${classifiable} staged records to classify, ${tally.count} classified`);
   }
-  const rows: OutcomeRow[] = [
+  const held: OutcomeRow[] = [
     ...staged.rows
       .filter((r) => r.outcome !== null)
       .map((r) => ({ ...r, n: Number(r.n), source: BigInt(r.source), topup: BigInt(r.topup), used: BigInt(r.used), topped: Number(r.topped) })),
-    ...tally.rows(),
   ];
+  const pending = classifiable - tally.count;
+  return build(base, [...held, ...tally.rows()], pending);
+}
 
+function build(base: ReportBase, rows: readonly OutcomeRow[], pending: number): MigrateReport {
   const count = (test: (r: OutcomeRow) => boolean) => rows.filter(test).reduce((n, r) => n + r.n, 0);
   const total = (test: (r: OutcomeRow) => boolean, pick: (r: OutcomeRow) => bigint) =>
     rows.filter(test).reduce((n, r) => n + pick(r), 0n);
@@ -121,17 +148,19 @@ export async function summarise(
   const written = (r: OutcomeRow) => r.outcome === 'inserted' || r.outcome === 'updated';
   const finished = new Date();
   const seconds = (finished.getTime() - base.started.getTime()) / 1000;
-  const scanned = count(() => true);
+  const scanned = count(() => true) + pending;
   return {
     run_id: base.run_id,
     mode: base.mode,
+    status: base.status,
+    retries: base.retries.count,
     started_at: base.started.toISOString(),
     finished_at: finished.toISOString(),
     duration_seconds: Number(seconds.toFixed(3)),
     users_per_second: seconds > 0 ? Math.round(scanned / seconds) : scanned,
     counts: {
       scanned,
-      valid: count((r) => r.valid),
+      valid: count((r) => r.valid) + pending,
       invalid: count((r) => !r.valid),
       inserted: count((r) => r.outcome === 'inserted'),
       updated: count((r) => r.outcome === 'updated'),
@@ -140,6 +169,7 @@ export async function summarise(
       conflicts: count((r) => r.outcome === 'conflict'),
       whitelist_topups: rows.filter(migrated).reduce((n, r) => n + r.topped, 0),
       scan_duplicates: base.scanDuplicates,
+      pending,
     },
     reasons,
     credits: {

@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import type { RejectReason } from '../map/reasons.js';
 
 /** The part of ioredis the reader uses: read-only commands only (SCAN, EVAL_RO, TYPE, GETRANGE). */
-export type RedisReadable = Pick<Redis, 'scanBuffer' | 'pipeline' | 'callBuffer'>;
+export type RedisReadable = Pick<Redis, 'scanBuffer' | 'pipeline' | 'callBuffer' | 'on' | 'off'>;
 
 export type SourceRecord =
   | { readonly key: string; readonly ok: true; readonly keyEmail: string; readonly value: string }
@@ -13,17 +13,45 @@ export interface ScanOptions {
   /** SCAN's COUNT: how much work Redis does per call (a hint, not a page size). */
   readonly scanCount: number;
   readonly batchSize: number;
+  /** Called when a lost connection made the scan start over from cursor 0. */
+  readonly onRestart?: (() => void) | undefined;
+  /** Changes whenever the client (re)connects: a cursor from an earlier connection may belong to a server
+   * that has restarted since, and continuing it could skip keys. */
+  readonly connectionEpoch?: (() => number) | undefined;
 }
 
 /**
  * Yields key batches. SCAN may return a key twice and pages may be empty; only cursor "0" ends it.
- * Duplicates are removed later, across the whole run, in the staging table.
+ * Duplicates are removed later, across the whole run, in the staging table. If the server is lost mid-scan
+ * (a restart invalidates the cursor) and `retry` allows, the scan starts over from cursor 0: keys seen twice
+ * are dropped by that same de-duplication.
  */
-export async function* scanKeys(redis: RedisReadable, options: ScanOptions): AsyncGenerator<Buffer[]> {
+export async function* scanKeys(
+  redis: RedisReadable,
+  options: ScanOptions,
+  retry: (what: string, fn: () => Promise<[Buffer, Buffer[]]>) => Promise<[Buffer, Buffer[]]> = (_w, fn) => fn(),
+): AsyncGenerator<Buffer[]> {
   let cursor = '0';
   let pending: Buffer[] = [];
+  let epoch = options.connectionEpoch?.();
   do {
-    const [next, keys] = await redis.scanBuffer(cursor, 'MATCH', options.match, 'COUNT', options.scanCount);
+    let restarted = false;
+    if (options.connectionEpoch && options.connectionEpoch() !== epoch) {
+      epoch = options.connectionEpoch();
+      if (cursor !== '0') {
+        cursor = '0';
+        options.onRestart?.();
+      }
+    }
+    const [next, keys] = await retry('SCAN', async () => {
+      try {
+        return await redis.scanBuffer(restarted ? '0' : cursor, 'MATCH', options.match, 'COUNT', options.scanCount);
+      } catch (error) {
+        restarted = true;
+        throw error;
+      }
+    });
+    if (restarted) options.onRestart?.();
     cursor = next.toString();
     for (const key of keys) pending.push(key);
     while (pending.length >= options.batchSize) {

@@ -1,0 +1,50 @@
+import { describe, expect, it } from 'vitest';
+import { isConnectionFailure } from '../../src/errors.js';
+import { backoffMs } from '../../src/core/retry.js';
+import { Scrubber, redactUrl } from '../../src/redact.js';
+import { csvCell } from '../../src/report/csv.js';
+
+describe('isConnectionFailure', () => {
+  it.each([
+    ['refused', Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' })],
+    ['terminated by an administrator', Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' })],
+    ['a pooled client whose server died', new Error('Client has encountered a connection error and is not queryable')],
+    ['wrapped', new Error('processing records', { cause: new Error('Connection terminated unexpectedly') })],
+    ['ioredis', new Error('Connection is closed.')],
+  ])('retries: %s', (_name, error) => expect(isConnectionFailure(error)).toBe(true));
+
+  it.each([
+    ['a unique violation', Object.assign(new Error('duplicate key'), { code: '23505' })],
+    ['permission denied', Object.assign(new Error('permission denied for table users'), { code: '42501' })],
+    ['a bug', new TypeError('x is undefined')],
+  ])('does not retry: %s', (_name, error) => expect(isConnectionFailure(error)).toBe(false));
+});
+
+describe('backoffMs', () => {
+  it('doubles from the base, caps at 30 s, and jitters by ±50%', () => {
+    const policy = { retries: 5, baseDelayMs: 500 };
+    expect([1, 2, 3].map((a) => backoffMs(policy, a, () => 0.5))).toEqual([500, 1000, 2000]);
+    expect(backoffMs(policy, 20, () => 0.5)).toBe(30_000);
+    expect(backoffMs(policy, 1, () => 0)).toBe(250);
+    expect(backoffMs(policy, 1, () => 0.999)).toBe(750);
+  });
+});
+
+describe('secrets and spreadsheets', () => {
+  it('strips passwords from URLs and from any text, raw or percent-encoded', () => {
+    expect(redactUrl('postgres://app:p%40ss@db.example.com:5432/x')).toBe('postgres://app:***@db.example.com:5432/x');
+    const scrubber = new Scrubber();
+    scrubber.addUrl('postgres://app:p%40ss-word@db.example.com/x');
+    expect(scrubber.scrub('failed: postgres://app:p%40ss-word@db/x and p@ss-word')).toBe('failed: postgres://app:***@db/x and ***');
+  });
+
+  it('escapes CSV cells a spreadsheet would run, but not numbers', () => {
+    expect(csvCell('=1+2')).toBe("'=1+2");
+    expect(csvCell('+cmd')).toBe("'+cmd");
+    expect(csvCell('-x')).toBe("'-x");
+    expect(csvCell('@SUM(A1)')).toBe("'@SUM(A1)");
+    expect(csvCell('-5')).toBe('-5');
+    expect(csvCell('a,"b"')).toBe('"a,""b"""');
+    expect(csvCell(null)).toBe('');
+  });
+});
