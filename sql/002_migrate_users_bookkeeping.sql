@@ -42,3 +42,13 @@ create table if not exists migrate_users.resolutions (
   resolved_at   timestamptz not null default now(),
   redis_digest  text not null
 );
+
+-- Resume after a crash or an interrupt: a writing run stages Redis into an UNLOGGED table of its own
+-- (stage_table) and records how many records it holds once complete (stage_rows), what configuration
+-- produced it (config_digest), and the last batch committed (last_seq). The next run with the same
+-- configuration continues from there instead of reading Redis again. Correctness never depends on it.
+alter table migrate_users.runs add column if not exists stage_table text;
+alter table migrate_users.runs add column if not exists stage_rows bigint;
+alter table migrate_users.runs add column if not exists last_seq bigint;
+alter table migrate_users.runs add column if not exists config_digest text;
+alter table migrate_users.runs add column if not exists resumed_from text;

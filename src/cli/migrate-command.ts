@@ -14,6 +14,7 @@ import { addReadOptions, readOptions, type ReadFlags } from './read-options.js';
 
 interface MigrateFlags extends ConnectionFlags, ReadFlags {
   dryRun?: boolean;
+  restart?: boolean;
   report?: string;
   rejects?: string;
   progress: boolean;
@@ -23,6 +24,7 @@ export function addMigrateOptions(command: Command): Command {
   return addReadOptions(
     addConnectionOptions(command).option('--dry-run', 'read, validate, map and compare everything; write nothing to PostgreSQL'),
   )
+    .option('--restart', 'ignore the checkpoint of an interrupted run: read Redis afresh')
     .addOption(new Option('--report <path>', 'write the JSON report here'))
     .addOption(new Option('--rejects <path>', 'write one NDJSON line per record not migrated here'))
     .option('--no-progress', 'no progress bar (none is shown when stderr is not a terminal or CI is set)');
@@ -31,7 +33,7 @@ export function addMigrateOptions(command: Command): Command {
 export async function runMigrate(flags: MigrateFlags, ctx: CliContext): Promise<number> {
   const problems = new Problems();
   const { conn, log } = setup(flags, ctx, problems);
-  const options = { ...readOptions(flags, conn.match, ctx, problems), dryRun: flags.dryRun === true };
+  const options = { ...readOptions(flags, conn.match, ctx, problems), dryRun: flags.dryRun === true, restart: flags.restart === true };
   problems.throwIfAny();
 
   const rejects = flags.rejects ? await NdjsonFile.open(flags.rejects) : undefined;

@@ -5,7 +5,8 @@ import { withSession, type Session } from '../db/database.js';
 import { assertSchema } from '../db/schema.js';
 import type { Logger } from '../log.js';
 import type { RedisReadable } from '../source/redis-reader.js';
-import { createStage, finishStage, STAGE_TABLE } from '../stage/stage.js';
+import { attachStage, createStage, dropStage, finishStage, STAGE_TABLE, type Stage } from '../stage/stage.js';
+import { configDigest, dropLeftoverStages, findResumable, recordStage, takeOverStage, type Resumable } from './checkpoint.js';
 import { partialReport, summarise, Tally, type MigrateReport, type Mode } from '../report/report.js';
 import type { RecordSink } from '../report/ndjson-file.js';
 import { stageSource, type Progress, type ReadOptions } from './stage-source.js';
@@ -20,6 +21,8 @@ export interface MigrateOptions extends ReadOptions {
   readonly take?: Take | undefined;
   /** Recorded in migrate_users.runs. */
   readonly command?: string;
+  /** Ignore the checkpoint of an unfinished run and read Redis afresh. */
+  readonly restart?: boolean | undefined;
 }
 
 export type { Progress };
@@ -75,32 +78,72 @@ async function runOnce(options: MigrateOptions, io: MigrateIo, retries: RetryCou
   return withSession(io.pool, async (session) => {
     log.info({ match: options.match }, 'run started');
     if (!options.dryRun) await takeWriteLock(session);
+    let stage: Stage | undefined;
+    const checkpoint = { lastSeq: 0, savedAt: Date.now() };
     try {
-      if (!options.dryRun) await recordRunStart(session, runId, options.command ?? 'migrate');
-      await createStage(session);
-      const scanned = await stageSource(session, options, { ...io, log, retries });
       const interrupted = () => io.signal?.aborted === true;
+      let lastSeq: number;
+      let resumed: Resumable | undefined;
+      if (options.dryRun) {
+        stage = await createStage(session);
+        lastSeq = await stageSource(session, stage, options, { ...io, log, retries });
+      } else {
+        const command = options.command ?? 'migrate';
+        const digest = configDigest({ ...options, command });
+        resumed = options.restart ? undefined : await findResumable(session.db, digest);
+        await recordRunStart(session, runId, command, digest);
+        if (resumed) {
+          stage = { table: resumed.stageTable, persistent: true };
+          await attachStage(session, stage);
+          await takeOverStage(session.db, resumed, runId);
+          checkpoint.lastSeq = resumed.lastSeq;
+          lastSeq = resumed.maxSeq;
+          log.info({ resumedFrom: resumed.runId, afterSeq: resumed.lastSeq }, 'resuming an unfinished run: Redis is not read again');
+        } else {
+          await dropLeftoverStages(session.db);
+          stage = await createStage(session, runId);
+          await recordStage(session.db, runId, { table: stage.table });
+          lastSeq = await stageSource(session, stage, options, { ...io, log, retries });
+        }
+      }
       if (!interrupted()) {
-        log.info({ scanned }, 'read every key; classifying');
-        base.scanDuplicates = (await finishStage(session)).scanDuplicates;
-        log.info({ scanDuplicates: base.scanDuplicates }, 'stage indexed; duplicates across keys marked');
+        if (!resumed) {
+          log.info({ scanned: lastSeq }, 'read every key; classifying');
+          base.scanDuplicates = (await finishStage(session, stage)).scanDuplicates;
+          log.info({ scanDuplicates: base.scanDuplicates }, 'stage indexed; duplicates across keys marked');
+          if (stage.persistent) await recordStage(session.db, runId, { rows: await stageRows(session.db) });
+        }
         if (options.dryRun) {
           // From here on PostgreSQL itself refuses any write except to this session's TEMP stage.
           await sql`set session characteristics as transaction read only`.execute(session.db);
         }
-        await classifyAll(session, options, io, runId, log, tally, scanned);
+        const save = stage.persistent ? (seq: number) => saveCheckpoint(session.db, runId, checkpoint, seq) : undefined;
+        await classifyAll(session, options, io, runId, log, tally, { from: checkpoint.lastSeq, to: lastSeq, save });
       }
       if (!interrupted()) await io.withStage?.(session.db);
       await listUnmigrated(session, io.rejects);
-      const report = await summarise(session.db, { ...base, status: interrupted() ? 'interrupted' : 'finished' }, tally);
-      if (!options.dryRun) await recordRunEnd(session, runId, report.status, report.counts);
+      const status = interrupted() ? 'interrupted' : 'finished';
+      const report = await summarise(
+        session.db,
+        { ...base, status, resumedFrom: resumed?.runId ?? null, resumedSkipped: resumed ? await doneBefore(session.db, resumed.lastSeq) : 0 },
+        tally,
+      );
+      if (!options.dryRun) {
+        await recordStage(session.db, runId, { lastSeq: checkpoint.lastSeq });
+        await recordRunEnd(session, runId, report.status, report.counts);
+        // A finished run needs no checkpoint: its stage goes. An interrupted one keeps it for the next run.
+        if (status === 'finished' && stage.persistent) {
+          await dropStage(session.db, stage.table);
+          await sql`update migrate_users.runs set stage_table = null where run_id = ${runId}`.execute(session.db);
+        }
+      }
       log.info({ status: report.status, counts: report.counts }, 'run ended');
       return report;
     } catch (error) {
       // On a fresh connection: the session may be the thing that died.
-      if (!options.dryRun) await recordRunFailed(io.pool, runId, tally.counts()).catch(() => undefined);
+      if (!options.dryRun) await recordRunFailed(io.pool, runId, tally.counts(), checkpoint.lastSeq).catch(() => undefined);
       if (error instanceof RunFailedError) throw error;
-      const partial = partialReport({ ...base, status: 'failed' }, tally);
+      const partial = partialReport({ ...base, status: 'failed', resumedFrom: null, resumedSkipped: 0 }, tally);
       // Retried by `migrate` if the cause is a lost connection; otherwise reported with what was done.
       throw new RunFailedError(partial, error);
     } finally {
@@ -108,6 +151,26 @@ async function runOnce(options: MigrateOptions, io: MigrateIo, retries: RetryCou
       io.progress?.done();
     }
   }, log);
+}
+
+/** Saves how far the committed batches reach, at most every 2 s: a stale checkpoint only costs time. */
+async function saveCheckpoint(db: Kysely<unknown>, runId: string, checkpoint: { lastSeq: number; savedAt: number }, seq: number) {
+  checkpoint.lastSeq = seq;
+  if (Date.now() - checkpoint.savedAt < 2000) return;
+  checkpoint.savedAt = Date.now();
+  await recordStage(db, runId, { lastSeq: seq });
+}
+
+async function stageRows(db: Kysely<unknown>): Promise<number> {
+  const { rows } = await sql<{ n: string }>`select count(*)::text as n from ${sql.raw(STAGE_TABLE)}`.execute(db);
+  return Number(rows[0]?.n ?? 0);
+}
+
+/** Records a resumed run skips: decided and committed by the run it resumes. */
+async function doneBefore(db: Kysely<unknown>, lastSeq: number): Promise<number> {
+  const { rows } = await sql<{ n: string }>`
+    select count(*)::text as n from ${sql.raw(STAGE_TABLE)} where seq <= ${lastSeq} and outcome is null`.execute(db);
+  return Number(rows[0]?.n ?? 0);
 }
 
 /**
@@ -136,12 +199,12 @@ async function classifyAll(
   runId: string,
   log: Logger,
   tally: Tally,
-  lastSeq: number,
+  range: { from: number; to: number; save?: ((seq: number) => Promise<void>) | undefined },
 ) {
   const { rows } = await sql<{ n: string }>`
     select count(*)::text as n from ${sql.raw(STAGE_TABLE)} where outcome is null`.execute(session.db);
   io.progress?.phase(options.dryRun ? 'comparing' : 'writing', Number(rows[0]?.n ?? 0));
-  for (let afterSeq = 0, batch = 1; afterSeq < lastSeq && !io.signal?.aborted; batch++) {
+  for (let afterSeq = range.from, batch = 1; afterSeq < range.to && !io.signal?.aborted; batch++) {
     const result = await processChunk(session.db, {
       afterSeq,
       size: options.batchSize,
@@ -159,6 +222,7 @@ async function classifyAll(
     }
     io.progress?.advance(result.entries.length);
     afterSeq = result.lastSeq;
+    await range.save?.(afterSeq);
   }
 }
 
@@ -167,8 +231,8 @@ async function listUnmigrated(session: Session, sink: RecordSink | undefined): P
   for await (const entry of heldBackRecords(session.db)) await sink.write(entry);
 }
 
-async function recordRunStart(session: Session, runId: string, command: string): Promise<void> {
-  await sql`insert into migrate_users.runs (run_id, command) values (${runId}, ${command})`.execute(session.db);
+async function recordRunStart(session: Session, runId: string, command: string, digest: string): Promise<void> {
+  await sql`insert into migrate_users.runs (run_id, command, config_digest) values (${runId}, ${command}, ${digest})`.execute(session.db);
 }
 
 async function recordRunEnd(session: Session, runId: string, status: string, counts: object | null): Promise<void> {
@@ -177,9 +241,9 @@ async function recordRunEnd(session: Session, runId: string, status: string, cou
     where run_id = ${runId}`.execute(session.db);
 }
 
-async function recordRunFailed(pool: pg.Pool, runId: string, counts: object): Promise<void> {
-  await pool.query(`update migrate_users.runs set finished_at = now(), status = 'failed', counts = $2::jsonb where run_id = $1`, [
-    runId,
-    JSON.stringify(counts),
-  ]);
+async function recordRunFailed(pool: pg.Pool, runId: string, counts: object, lastSeq: number): Promise<void> {
+  await pool.query(
+    `update migrate_users.runs set finished_at = now(), status = 'failed', counts = $2::jsonb, last_seq = greatest(last_seq, $3) where run_id = $1`,
+    [runId, JSON.stringify(counts), lastSeq],
+  );
 }

@@ -3,7 +3,7 @@ import type { Logger } from '../log.js';
 import { mapRecord, type MapContext } from '../map/map-record.js';
 import { rowDigest } from '../map/user-row.js';
 import { scanKeys, ValueReader, type RedisReadable } from '../source/redis-reader.js';
-import { StageWriter, type StagedRecord } from '../stage/stage.js';
+import { StageWriter, type Stage, type StagedRecord } from '../stage/stage.js';
 import { forEachBounded } from './bounded.js';
 import { NO_RETRY, RetryCounter, withRetries, type RetryPolicy } from './retry.js';
 
@@ -64,11 +64,12 @@ export async function* scanSource(options: ReadOptions, io: SourceIo): AsyncGene
 
 export async function stageSource(
   session: Session,
+  stage: Stage,
   options: ReadOptions,
   io: SourceIo,
   keys: AsyncIterable<Buffer[]> = scanSource(options, io),
 ): Promise<number> {
-  const writer = new StageWriter(session);
+  const writer = new StageWriter(session, stage);
   const prefixLength = options.match.length - 1;
   let seq = 0;
   const reader = new ValueReader(io.redis, (reason) =>

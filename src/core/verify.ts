@@ -97,11 +97,11 @@ export async function verify(options: VerifyOptions, io: VerifyIo): Promise<{ re
 
   return withSession(io.pool, async (session) => {
     try {
-      await createStage(session);
+      const stage = await createStage(session);
       const sampled = { seen: 0 };
       const keys = options.sample === undefined ? undefined : sampleKeys(io.redis, options, options.sample, sampled);
-      const checked = await stageSource(session, options, { ...io, log }, keys);
-      await finishStage(session);
+      const checked = await stageSource(session, stage, options, { ...io, log }, keys);
+      await finishStage(session, stage);
       await sql`set session characteristics as transaction read only`.execute(session.db);
 
       const counts = { match: 0, mismatch: 0, missing: 0, not_migratable: 0 };

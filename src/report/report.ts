@@ -18,6 +18,8 @@ export interface MigrateReport {
   readonly status: RunStatus;
   /** Connection losses survived by retrying. */
   readonly retries: number;
+  /** The unfinished run this one resumed (its stage and checkpoint), or null. */
+  readonly resumed_from: string | null;
   readonly started_at: string;
   readonly finished_at: string;
   readonly duration_seconds: number;
@@ -35,6 +37,8 @@ export interface MigrateReport {
     readonly scan_duplicates: number;
     /** Read but not decided because the run was interrupted or failed (0 when finished). */
     readonly pending: number;
+    /** Records a resumed run skipped: already decided and committed by the run it resumed. */
+    readonly resumed_skipped: number;
   };
   readonly reasons: Readonly<Record<string, number>>;
   readonly credits: {
@@ -97,6 +101,8 @@ interface ReportBase {
   scanDuplicates: number;
   status: RunStatus;
   retries: { count: number };
+  resumedFrom: string | null;
+  resumedSkipped: number;
 }
 
 /** What a run that could not finish had done: the decisions made (and, in apply mode, committed). */
@@ -115,7 +121,7 @@ export async function summarise(db: Kysely<unknown>, base: ReportBase, tally: Ta
       coalesce(sum(total_credits_used), 0)::text as used, count(*) filter (where topup > 0)::text as topped
     from ${sql.raw(STAGE_TABLE)} group by outcome, reason, valid`.execute(db);
   const classifiable = staged.rows.filter((r) => r.outcome === null).reduce((n, r) => n + Number(r.n), 0);
-  if (base.status === 'finished' && classifiable !== tally.count) {
+  if (base.status === 'finished' && classifiable !== tally.count + base.resumedSkipped) {
     throw new Error(`internal error: ${classifiable} staged records to classify, ${tally.count} classified`);
   }
   const held: OutcomeRow[] = [
@@ -123,7 +129,7 @@ export async function summarise(db: Kysely<unknown>, base: ReportBase, tally: Ta
       .filter((r) => r.outcome !== null)
       .map((r) => ({ ...r, n: Number(r.n), source: BigInt(r.source), topup: BigInt(r.topup), used: BigInt(r.used), topped: Number(r.topped) })),
   ];
-  const pending = classifiable - tally.count;
+  const pending = classifiable - tally.count - base.resumedSkipped;
   return build(base, [...held, ...tally.rows()], pending);
 }
 
@@ -148,19 +154,20 @@ function build(base: ReportBase, rows: readonly OutcomeRow[], pending: number): 
   const written = (r: OutcomeRow) => r.outcome === 'inserted' || r.outcome === 'updated';
   const finished = new Date();
   const seconds = (finished.getTime() - base.started.getTime()) / 1000;
-  const scanned = count(() => true) + pending;
+  const scanned = count(() => true) + pending + base.resumedSkipped;
   return {
     run_id: base.run_id,
     mode: base.mode,
     status: base.status,
     retries: base.retries.count,
+    resumed_from: base.resumedFrom,
     started_at: base.started.toISOString(),
     finished_at: finished.toISOString(),
     duration_seconds: Number(seconds.toFixed(3)),
     users_per_second: seconds > 0 ? Math.round(scanned / seconds) : scanned,
     counts: {
       scanned,
-      valid: count((r) => r.valid) + pending,
+      valid: count((r) => r.valid) + pending + base.resumedSkipped,
       invalid: count((r) => !r.valid),
       inserted: count((r) => r.outcome === 'inserted'),
       updated: count((r) => r.outcome === 'updated'),
@@ -170,6 +177,7 @@ function build(base: ReportBase, rows: readonly OutcomeRow[], pending: number): 
       whitelist_topups: rows.filter(migrated).reduce((n, r) => n + r.topped, 0),
       scan_duplicates: base.scanDuplicates,
       pending,
+      resumed_skipped: base.resumedSkipped,
     },
     reasons,
     credits: {

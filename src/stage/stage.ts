@@ -1,17 +1,24 @@
 import { once } from 'node:events';
-import { sql } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import { from as copyFrom } from 'pg-copy-streams';
 import type { Session } from '../db/database.js';
 import type { UserRow } from '../map/user-row.js';
 import { USER_COLUMNS } from '../map/user-row.js';
 
 /**
- * Every scanned key lands here first, valid or not: a TEMP table in the run's own session, so a
- * dry-run writes nothing persistent and memory stays flat however many users there are. Duplicates
- * across the whole keyspace (SCAN repeats, emails differing only by case, a user_id under two
- * emails) are then found with set-based SQL, not with an in-memory map.
+ * Every scanned key lands here first, valid or not, so memory stays flat however many users there are,
+ * and duplicates across the whole keyspace (SCAN repeats, emails differing only by case, a user_id under
+ * two emails) are found with set-based SQL, not with an in-memory map. Queries always name `mu_stage`:
+ * for dry-run and verify it is a TEMP table (nothing persistent is written); for a writing run it is a
+ * TEMP view over an UNLOGGED table in migrate_users, which survives a crash so the next run can resume.
  */
 export const STAGE_TABLE = 'mu_stage';
+
+export interface Stage {
+  /** The table COPY and indexes go to: mu_stage itself, or migrate_users.stage_<run>. */
+  readonly table: string;
+  readonly persistent: boolean;
+}
 
 export interface StagedRecord {
   readonly seq: number;
@@ -25,9 +32,11 @@ const STAGE_COLUMNS = [
   'seq', 'key', 'valid', 'outcome', 'reason', 'detail', ...USER_COLUMNS, 'source_credits', 'topup', 'digest',
 ] as const;
 
-export async function createStage(session: Session): Promise<void> {
+/** A TEMP stage (dry-run, verify), or a persistent one named after the run (writing runs). */
+export async function createStage(session: Session, persistentFor?: string): Promise<Stage> {
+  const table = persistentFor ? `migrate_users.stage_${persistentFor.replace(/[^a-z0-9_]/g, '')}` : STAGE_TABLE;
   await sql`
-    create temp table ${sql.raw(STAGE_TABLE)} (
+    create ${sql.raw(persistentFor ? 'unlogged' : 'temp')} table ${sql.raw(table)} (
       seq bigint primary key,
       key text not null,
       valid boolean not null,
@@ -50,6 +59,20 @@ export async function createStage(session: Session): Promise<void> {
       topup bigint,
       digest text
     )`.execute(session.db);
+  const stage = { table, persistent: persistentFor !== undefined };
+  if (stage.persistent) await attachStage(session, stage);
+  return stage;
+}
+
+/** Makes `mu_stage` name a persistent stage in this session (a new run's, or an interrupted run's). */
+export async function attachStage(session: Session, stage: Stage): Promise<void> {
+  await sql`create temp view ${sql.raw(STAGE_TABLE)} as select * from ${sql.raw(stage.table)}`.execute(session.db);
+}
+
+export async function dropStage(db: Kysely<unknown>, table: string): Promise<void> {
+  if (!/^migrate_users\.stage_[a-z0-9_]+$/.test(table)) throw new Error(`refusing to drop ${table}: not a stage table`);
+  // cascade: this session's mu_stage view depends on it (the only kind of object that can).
+  await sql`drop table if exists ${sql.raw(table)} cascade`.execute(db);
 }
 
 /** Streams records into the stage with COPY, honouring backpressure so memory stays bounded. */
@@ -57,8 +80,8 @@ export class StageWriter {
   private readonly stream;
   private failure: Error | undefined;
 
-  constructor(session: Session) {
-    this.stream = session.client.query(copyFrom(`copy ${STAGE_TABLE} (${STAGE_COLUMNS.join(', ')}) from stdin`));
+  constructor(session: Session, stage: Stage) {
+    this.stream = session.client.query(copyFrom(`copy ${stage.table} (${STAGE_COLUMNS.join(', ')}) from stdin`));
     this.stream.on('error', (err: Error) => {
       this.failure ??= err;
     });
@@ -115,9 +138,9 @@ export interface StageSummary {
  * After the scan: drops SCAN's repeated keys (keeping the first read), indexes, and marks valid records
  * whose email or user_id is claimed by another key: neither side is migrated, the operator decides.
  */
-export async function finishStage(session: Session): Promise<StageSummary> {
+export async function finishStage(session: Session, stage: Stage): Promise<StageSummary> {
   const db = session.db;
-  const t = sql.raw(STAGE_TABLE);
+  const t = sql.raw(stage.table);
   // SCAN rarely repeats a key: find the repeats with one hash aggregate, delete only those.
   const removed = await sql`
     delete from ${t} s using (

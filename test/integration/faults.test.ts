@@ -14,6 +14,7 @@ import { createTestDatabase, type TestDatabase } from '../helpers/servers.js';
 const MATCH = 'user:email:*';
 interface Counts {
   scanned: number;
+  resumed_skipped: number;
   inserted: number;
   updated: number;
   unchanged: number;
@@ -108,7 +109,7 @@ describe('faults', () => {
     const final = await runCli(['--match', MATCH, '--no-progress', '--report', join(dir, 'final.json')], env());
     expect(final.code, `kills after ${delays.join(', ')} ms; ${final.stderr}`).toBe(0);
     const report = JSON.parse(readFileSync(join(dir, 'final.json'), 'utf8')) as { counts: Counts };
-    expect(report.counts.inserted + report.counts.unchanged).toBe(20_000);
+    expect(report.counts.inserted + report.counts.unchanged + report.counts.resumed_skipped).toBe(20_000);
     await expectExact(20_000, total);
   });
 
@@ -129,11 +130,56 @@ describe('faults', () => {
     const runs = await db.query<{ status: string }>('select status from migrate_users.runs');
     expect(runs).toEqual([{ status: 'interrupted' }]);
 
-    const rest = await runCli(['--match', MATCH, '--no-progress', '--report', join(dir, 'rest.json')], env());
+    // The re-run resumes from the checkpoint: Redis is not read again, done records are skipped.
+    const rest = await runCli(['--match', MATCH, '--no-progress', '--report', join(dir, 'rest.json')], env({ LOG_LEVEL: 'info' }));
     expect(rest.code).toBe(0);
-    const after = JSON.parse(readFileSync(join(dir, 'rest.json'), 'utf8')) as { counts: Counts };
-    expect(after.counts.unchanged).toBe(report.counts.inserted);
+    expect(rest.stderr).toContain('resuming an unfinished run');
+    const after = JSON.parse(readFileSync(join(dir, 'rest.json'), 'utf8')) as { resumed_from: string | null; counts: Counts };
+    expect(after.resumed_from).toMatch(/^run_/);
+    expect(after.counts.resumed_skipped).toBe(report.counts.inserted);
     expect(after.counts.inserted).toBe(20_000 - report.counts.inserted);
+    expect(after.counts.unchanged).toBe(0);
+    await expectExact(20_000, total);
+    // Finished: the checkpoint's stage table is gone.
+    expect(await db.query(`select tablename from pg_tables where schemaname = 'migrate_users' and tablename like 'stage%'`)).toEqual([]);
+  });
+
+  it('--restart ignores the checkpoint; a stale or deleted checkpoint only costs time', { timeout: 120_000 }, async () => {
+    const total = await seed(20_000);
+    const interrupt = async () => {
+      const run = start(['--batch-size', '200'], { LOG_LEVEL: 'info' });
+      await until(() => run.stderr().includes('read every key'), 'the writing phase');
+      await sleep(300);
+      run.child.kill('SIGINT');
+      expect(await run.exit).toBe(130);
+    };
+    await interrupt();
+    const restarted = await runCli(['--match', MATCH, '--no-progress', '--restart', '--report', join(dir, 'restart.json')], env());
+    expect(restarted.code).toBe(0);
+    const fresh = JSON.parse(readFileSync(join(dir, 'restart.json'), 'utf8')) as { resumed_from: string | null; counts: Counts };
+    expect(fresh.resumed_from).toBeNull();
+    expect(fresh.counts.scanned).toBe(20_000);
+    await expectExact(20_000, total);
+
+    // A checkpoint claiming nothing was done (stale): the resumed run re-checks those users, writes nothing twice.
+    await db.query('truncate users, migrate_users.ledger');
+    await interrupt();
+    await db.query(`update migrate_users.runs set last_seq = 0 where stage_table is not null`);
+    const stale = await runCli(['--match', MATCH, '--no-progress', '--report', join(dir, 'stale.json')], env());
+    expect(stale.code).toBe(0);
+    const staleReport = JSON.parse(readFileSync(join(dir, 'stale.json'), 'utf8')) as { counts: Counts };
+    expect(staleReport.counts.resumed_skipped).toBe(0);
+    expect(staleReport.counts.unchanged).toBeGreaterThan(0);
+    await expectExact(20_000, total);
+
+    // A deleted checkpoint (the stage table dropped): a fresh run.
+    await db.query('truncate users, migrate_users.ledger');
+    await interrupt();
+    const [row] = await db.query<{ t: string }>(`select stage_table as t from migrate_users.runs where stage_table is not null`);
+    await db.query(`drop table ${row?.t ?? 'missing'}`);
+    const gone = await runCli(['--match', MATCH, '--no-progress', '--report', join(dir, 'gone.json')], env());
+    expect(gone.code).toBe(0);
+    expect((JSON.parse(readFileSync(join(dir, 'gone.json'), 'utf8')) as { resumed_from: string | null }).resumed_from).toBeNull();
     await expectExact(20_000, total);
   });
 

@@ -1,0 +1,73 @@
+import { createHash } from 'node:crypto';
+import { sql, type Kysely } from 'kysely';
+import { dropStage } from '../stage/stage.js';
+import type { Take } from './process-chunk.js';
+import type { ReadOptions } from './stage-source.js';
+
+/**
+ * What a resumed run continues from: an interrupted or failed writing run whose stage is complete and
+ * intact. Only a run with the same configuration qualifies (the stage holds rows mapped under it).
+ */
+export interface Resumable {
+  readonly runId: string;
+  readonly stageTable: string;
+  readonly lastSeq: number;
+  readonly maxSeq: number;
+}
+
+export function configDigest(options: ReadOptions & { command: string; take?: Take | undefined }): string {
+  return createHash('sha256')
+    .update(
+      JSON.stringify({
+        command: options.command,
+        match: options.match,
+        maxValueBytes: options.maxValueBytes,
+        whitelist: [...options.mapContext.whitelist].sort(),
+        whitelistCredits: options.mapContext.whitelistCredits.toString(),
+        take: options.take ? { side: options.take.side, users: [...options.take.users].sort() } : null,
+      }),
+    )
+    .digest('hex');
+}
+
+/** Called under the write lock: no other writing run is alive, so any unfinished run is a dead one. */
+export async function findResumable(db: Kysely<unknown>, digest: string): Promise<Resumable | undefined> {
+  const { rows } = await sql<{ run_id: string; stage_table: string; stage_rows: string; last_seq: string | null }>`
+    select run_id, stage_table, stage_rows::text, last_seq::text from migrate_users.runs
+    where stage_table is not null and stage_rows is not null and status <> 'finished' and config_digest = ${digest}
+    order by started_at desc limit 1`.execute(db);
+  const run = rows[0];
+  if (!run) return undefined;
+  const exists = await sql<{ t: string | null }>`select to_regclass(${run.stage_table})::text as t`.execute(db);
+  if (!exists.rows[0]?.t) return undefined;
+  // An UNLOGGED table comes back empty after a PostgreSQL crash: then it is no checkpoint at all.
+  const size = await sql<{ n: string; max: string | null }>`
+    select count(*)::text as n, max(seq)::text as max from ${sql.raw(run.stage_table)}`.execute(db);
+  if (size.rows[0]?.n !== run.stage_rows) return undefined;
+  return { runId: run.run_id, stageTable: run.stage_table, lastSeq: Number(run.last_seq ?? 0), maxSeq: Number(size.rows[0]?.max ?? 0) };
+}
+
+/** Stage tables no run can resume from any more (another configuration, or --restart). */
+export async function dropLeftoverStages(db: Kysely<unknown>): Promise<void> {
+  const { rows } = await sql<{ t: string }>`
+    select 'migrate_users.' || tablename as t from pg_tables where schemaname = 'migrate_users' and tablename like 'stage\\_%'`.execute(db);
+  for (const { t } of rows) await dropStage(db, t);
+  await sql`update migrate_users.runs set stage_table = null where stage_table is not null`.execute(db);
+}
+
+export async function recordStage(db: Kysely<unknown>, runId: string, values: { table?: string; rows?: number; lastSeq?: number; resumedFrom?: string }) {
+  await sql`
+    update migrate_users.runs set
+      stage_table = coalesce(${values.table ?? null}, stage_table),
+      stage_rows = coalesce(${values.rows ?? null}::bigint, stage_rows),
+      last_seq = coalesce(${values.lastSeq ?? null}::bigint, last_seq),
+      resumed_from = coalesce(${values.resumedFrom ?? null}, resumed_from)
+    where run_id = ${runId}`.execute(db);
+}
+
+/** Hands an interrupted run's stage to the run resuming it. */
+export async function takeOverStage(db: Kysely<unknown>, from: Resumable, runId: string): Promise<void> {
+  await sql`update migrate_users.runs set stage_table = null where run_id = ${from.runId}`.execute(db);
+  const { rows } = await sql<{ n: string }>`select count(*)::text as n from ${sql.raw(from.stageTable)}`.execute(db);
+  await recordStage(db, runId, { table: from.stageTable, rows: Number(rows[0]?.n ?? 0), lastSeq: from.lastSeq, resumedFrom: from.runId });
+}
