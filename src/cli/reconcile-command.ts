@@ -17,7 +17,6 @@ import { addReadOptions, readOptions, type ReadFlags } from './read-options.js';
 
 interface ReconcileFlags extends ConnectionFlags, ReadFlags {
   apply?: boolean;
-  restart?: boolean;
   report?: string;
   rejects?: string;
   conflicts?: string;
@@ -33,7 +32,6 @@ const CONFLICT_CLASSES: ReadonlySet<ReconcileClass> = new Set(['changed_in_both'
 export function addReconcileCommand(program: Command, run: (fn: typeof runReconcile) => (...args: unknown[]) => Promise<void>): void {
   addReadOptions(addConnectionOptions(program.command('reconcile').description('after the cut-over: what drifted on which side; --apply brings across only what is safe')))
     .option('--apply', 'write the "changed only in Redis" and "only in Redis" users (nothing else)')
-    .option('--restart', 'with --apply: ignore the checkpoint of an interrupted run')
     .addOption(new Option('--report <path>', 'JSON report (migrate\'s format plus "classes" and "remaining")'))
     .addOption(new Option('--rejects <path>', 'NDJSON of every record not migrated'))
     .addOption(new Option('--conflicts <path>', 'export the conflicts for review (NDJSON, or CSV when the path ends in .csv)'))
@@ -71,7 +69,7 @@ export async function runReconcile(flags: ReconcileFlags, ctx: CliContext): Prom
     const report = await withRedis(conn.redisUrl, log, (redis) =>
       withPool({ url: conn.databaseUrl, max: 2, log }, (pool) =>
         reconcile(
-          { ...read, dryRun: !flags.apply, apply: flags.apply === true, take, restart: flags.restart === true },
+          { ...read, dryRun: !flags.apply, apply: flags.apply === true, take },
           { redis, pool, log, rejects, onEntry, progress: createProgress(flags.progress), signal: ctx.signal },
         ),
       ),

@@ -88,6 +88,22 @@ function parseBase(base: string | Record<string, CellValue> | null): Record<stri
   }
 }
 
+/**
+ * Records conflict outcomes in the stage. Only conflicts (rare): the report counts them from the stage, so a
+ * run that resumes an interrupted one still reports the conflicts the interrupted run found.
+ */
+export async function recordConflicts(
+  db: Kysely<unknown>,
+  conflicts: readonly { seq: number; reason: string; detail: string }[],
+): Promise<void> {
+  if (conflicts.length === 0) return;
+  await sql`
+    update ${stage} s set outcome = 'conflict', reason = v.reason, detail = v.detail
+    from unnest(${conflicts.map((c) => c.seq)}::bigint[], ${conflicts.map((c) => c.reason)}::text[], ${conflicts.map((c) => c.detail)}::text[])
+      as v(seq, reason, detail)
+    where s.seq = v.seq`.execute(db);
+}
+
 export interface HeldBackEntry {
   readonly key: string;
   readonly reason: string;
@@ -97,13 +113,17 @@ export interface HeldBackEntry {
   readonly redis?: Record<string, CellValue>;
 }
 
-/** Records held back before classification: rejected as invalid, or claimed by another key. */
-export async function* heldBackRecords(db: Kysely<unknown>): AsyncGenerator<HeldBackEntry> {
+/**
+ * Records held back before classification: rejected as invalid, or claimed by another key; and, for a run
+ * resuming an interrupted one, the conflicts the interrupted run found up to its checkpoint.
+ */
+export async function* heldBackRecords(db: Kysely<unknown>, conflictsUpTo = 0): AsyncGenerator<HeldBackEntry> {
   for (let afterSeq = 0; ; ) {
     const { rows } = await sql<Record<string, unknown> & { seq: string; key: string; reason: string; detail: string; user_id: string | null; valid: boolean }>`
       select s.seq, s.key, s.reason, s.detail, s.user_id, s.valid, ${canonicalColumns('s', 'e_')}
       from ${stage} s
-      where s.seq > ${afterSeq} and (s.outcome = 'rejected' or s.reason in ('duplicate_email', 'duplicate_user_id'))
+      where s.seq > ${afterSeq}
+        and (s.outcome = 'rejected' or s.reason in ('duplicate_email', 'duplicate_user_id') or (s.outcome = 'conflict' and s.seq <= ${conflictsUpTo}))
       order by s.seq limit 5000`.execute(db);
     for (const row of rows) {
       yield {

@@ -11,7 +11,7 @@ import { partialReport, summarise, Tally, type MigrateReport, type Mode } from '
 import type { RecordSink } from '../report/ndjson-file.js';
 import { stageSource, type Progress, type ReadOptions } from './stage-source.js';
 import { conflictEntry, processChunk, type ClassifiedEntry, type Take } from './process-chunk.js';
-import { heldBackRecords } from './facts.js';
+import { heldBackRecords, recordConflicts } from './facts.js';
 import { NO_RETRY, RetryCounter, withRetries } from './retry.js';
 import { UnfinishedError } from '../errors.js';
 
@@ -121,7 +121,7 @@ async function runOnce(options: MigrateOptions, io: MigrateIo, retries: RetryCou
         await classifyAll(session, options, io, runId, log, tally, { from: checkpoint.lastSeq, to: lastSeq, save });
       }
       if (!interrupted()) await io.withStage?.(session.db);
-      await listUnmigrated(session, io.rejects);
+      await listUnmigrated(session, io.rejects, resumed?.lastSeq ?? 0);
       const status = interrupted() ? 'interrupted' : 'finished';
       const report = await summarise(
         session.db,
@@ -214,10 +214,16 @@ async function classifyAll(
       take: options.take,
       withBase: io.onClassified !== undefined,
     });
+    const conflicts = result.entries.filter((e) => e.outcome === 'conflict');
+    await recordConflicts(session.db, conflicts.map((e) => ({ seq: e.fact.seq, reason: e.reason ?? '', detail: e.detail ?? '' })));
     for (const entry of result.entries) {
       const { fact } = entry;
-      tally.add(entry.outcome, entry.reason, fact.sourceCredits, fact.topup, BigInt(fact.expected.total_credits_used));
-      if (entry.outcome === 'conflict') await io.rejects?.write(conflictEntry(entry));
+      // Conflicts are counted from the stage (recorded above), everything else from the tally.
+      if (entry.outcome !== 'conflict') {
+        tally.add(entry.outcome, entry.reason, fact.sourceCredits, fact.topup, BigInt(fact.expected.total_credits_used));
+      } else {
+        await io.rejects?.write(conflictEntry(entry));
+      }
       await io.onClassified?.(entry);
     }
     io.progress?.advance(result.entries.length);
@@ -226,9 +232,9 @@ async function classifyAll(
   }
 }
 
-async function listUnmigrated(session: Session, sink: RecordSink | undefined): Promise<void> {
+async function listUnmigrated(session: Session, sink: RecordSink | undefined, conflictsUpTo: number): Promise<void> {
   if (!sink) return;
-  for await (const entry of heldBackRecords(session.db)) await sink.write(entry);
+  for await (const entry of heldBackRecords(session.db, conflictsUpTo)) await sink.write(entry);
 }
 
 async function recordRunStart(session: Session, runId: string, command: string, digest: string): Promise<void> {

@@ -86,7 +86,8 @@ export async function reconcile(options: MigrateOptions & { apply: boolean }, io
   };
 
   const report = await migrate(
-    { ...options, dryRun: !options.apply, command: 'reconcile' },
+    // Never resumes: the per-class accounting needs every user classified in this run.
+    { ...options, dryRun: !options.apply, command: 'reconcile', restart: true },
     {
       ...io,
       onClassified: async (classified) => {

@@ -144,6 +144,29 @@ describe('faults', () => {
     expect(await db.query(`select tablename from pg_tables where schemaname = 'migrate_users' and tablename like 'stage%'`)).toEqual([]);
   });
 
+  it('a resumed run still reports the conflicts the interrupted run found, and exits 1', { timeout: 120_000 }, async () => {
+    await seed(20_000);
+    // 200 users, spread over the keyspace, whose email a new-app signup already took.
+    await db.query(`insert into users (user_id, email, current_credits, signup_bonus_granted)
+      select 'app_' || i, 'u' || (i * 100) || '@example.com', 1, true from generate_series(1, 200) as i`);
+    const first = start(['--batch-size', '200', '--report', join(dir, 'first.json')], { LOG_LEVEL: 'info' });
+    await until(() => first.stderr().includes('read every key'), 'the writing phase');
+    await sleep(400);
+    first.child.kill('SIGINT');
+    expect(await first.exit).toBe(130);
+    const before = JSON.parse(readFileSync(join(dir, 'first.json'), 'utf8')) as { counts: Counts };
+    expect(before.counts.conflicts).toBeGreaterThan(0);
+
+    const rejects = join(dir, 'rejects.ndjson');
+    const rest = await runCli(['--match', MATCH, '--no-progress', '--report', join(dir, 'rest.json'), '--rejects', rejects], env());
+    expect(rest.code).toBe(1);
+    const after = JSON.parse(readFileSync(join(dir, 'rest.json'), 'utf8')) as { resumed_from: string | null; counts: Counts };
+    expect(after.resumed_from).toMatch(/^run_/);
+    expect(after.counts.conflicts).toBe(200);
+    const lines = readFileSync(rejects, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { reason: string });
+    expect(lines.filter((l) => l.reason === 'email_taken')).toHaveLength(200);
+  });
+
   it('--restart ignores the checkpoint; a stale or deleted checkpoint only costs time', { timeout: 120_000 }, async () => {
     const total = await seed(20_000);
     const interrupt = async () => {

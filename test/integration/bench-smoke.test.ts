@@ -1,0 +1,42 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { ADMIN_DATABASE_URL } from '../helpers/servers.js';
+
+const BENCH = fileURLToPath(new URL('../../dist/bench/main.js', import.meta.url));
+
+/** Keeps `npm run bench` from rotting: a tiny run must produce every figure of the JSON contract. Not a timing test. */
+describe('npm run bench (smoke)', () => {
+  it('runs end to end on 3,000 users and writes the JSON figures', { timeout: 180_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mu-bench-smoke-'));
+    try {
+      const json = join(dir, 'bench.json');
+      const child = spawn(process.execPath, [BENCH, '--users', '3000', '--loop-sample', '300', '--json', json], {
+        env: { ...process.env, BENCH_DATABASE_URL: ADMIN_DATABASE_URL },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let output = '';
+      child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+      const [code] = (await once(child, 'exit')) as [number];
+      expect(code, output).toBe(0);
+      expect(output).toContain('migrate-users benchmark, 3000 users');
+      const figures = JSON.parse(readFileSync(json, 'utf8')) as Record<string, Record<string, unknown> | number>;
+      expect(figures.users).toBe(3000);
+      for (const key of ['copy_baseline', 'redis_read', 'hand_loop_sample', 'migrate', 'rerun', 'dry_run', 'verify', 'slow_link', 'migrate_3n']) {
+        expect((figures.seconds as Record<string, number>)[key], key).toBeGreaterThan(0);
+      }
+      for (const key of ['migrate', 'rerun', 'dry_run', 'verify']) expect((figures.ratios as Record<string, number>)[key], key).toBeGreaterThan(0);
+      expect((figures.peak_rss_mb as Record<string, number>).n).toBeGreaterThan(0);
+      expect((figures.peak_rss_mb as Record<string, number>).n3).toBeGreaterThan(0);
+      expect(figures.slow_link_fraction).toBeGreaterThan(0);
+      expect(figures.redis_get_latency_ms).toMatchObject({ idle: { samples: expect.any(Number) }, during_migrate: { samples: expect.any(Number) } });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
