@@ -22,5 +22,6 @@ run node bin/migrate-users seed --count "$COUNT" --match "$MATCH" --force || exi
 run node bin/migrate-users --dry-run --match "$MATCH" --report demo-dry-run.json --rejects demo-rejects.ndjson
 run node bin/migrate-users --match "$MATCH" --report demo-report.json --rejects demo-rejects.ndjson
 run node bin/migrate-users --match "$MATCH"
+run node bin/migrate-users verify --match "$MATCH" --show 5
 echo
 echo "Reports: demo-dry-run.json, demo-report.json; records not migrated: demo-rejects.ndjson"
