@@ -38,7 +38,10 @@ export async function findResumable(db: Kysely<unknown>, digest: string): Promis
     order by started_at desc limit 1`.execute(db);
   const run = rows[0];
   if (!run) return undefined;
-  const exists = await sql<{ t: string | null }>`select to_regclass(${run.stage_table})::text as t`.execute(db);
+  // Only a stage this role owns (a run under another role left it; it cannot be read or dropped from here).
+  const exists = await sql<{ t: string | null }>`
+    select c.oid::regclass::text as t from pg_class c
+    where c.oid = to_regclass(${run.stage_table}) and pg_get_userbyid(c.relowner) = current_user`.execute(db);
   if (!exists.rows[0]?.t) return undefined;
   // An UNLOGGED table comes back empty after a PostgreSQL crash: then it is no checkpoint at all.
   const size = await sql<{ n: string; max: string | null }>`
@@ -50,9 +53,12 @@ export async function findResumable(db: Kysely<unknown>, digest: string): Promis
 /** Stage tables no run can resume from any more (another configuration, or --restart). */
 export async function dropLeftoverStages(db: Kysely<unknown>): Promise<void> {
   const { rows } = await sql<{ t: string }>`
-    select 'migrate_users.' || tablename as t from pg_tables where schemaname = 'migrate_users' and tablename like 'stage\\_%'`.execute(db);
-  for (const { t } of rows) await dropStage(db, t);
-  await sql`update migrate_users.runs set stage_table = null where stage_table is not null`.execute(db);
+    select 'migrate_users.' || tablename as t from pg_tables
+    where schemaname = 'migrate_users' and tablename like 'stage\\_%' and tableowner = current_user`.execute(db);
+  for (const { t } of rows) {
+    await dropStage(db, t);
+    await sql`update migrate_users.runs set stage_table = null where stage_table = ${t}`.execute(db);
+  }
 }
 
 export async function recordStage(db: Kysely<unknown>, runId: string, values: { table?: string; rows?: number; lastSeq?: number; resumedFrom?: string }) {
