@@ -17,8 +17,16 @@ export function createLogger(level: string, scrubber: Scrubber, destination: num
         },
       },
       hooks: {
+        // Strings, and string fields of logged objects (e.g. `{ err: describe(error) }`), lose any secret.
         logMethod(args, method) {
-          method.apply(this, args.map((a) => (typeof a === 'string' ? scrubber.scrub(a) : a)) as Parameters<typeof method>);
+          const clean = args.map((a) => {
+            if (typeof a === 'string') return scrubber.scrub(a);
+            if (a && typeof a === 'object' && !(a instanceof Error)) {
+              return Object.fromEntries(Object.entries(a).map(([k, v]) => [k, typeof v === 'string' ? scrubber.scrub(v) : v]));
+            }
+            return a;
+          });
+          method.apply(this, clean as Parameters<typeof method>);
         },
       },
     },

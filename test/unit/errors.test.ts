@@ -48,3 +48,26 @@ describe('secrets and spreadsheets', () => {
     expect(csvCell(null)).toBe('');
   });
 });
+
+describe('logs', () => {
+  it('never carry a password: not in messages, string fields, or errors', async () => {
+    const { mkdtempSync, openSync, readFileSync, closeSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const { createLogger } = await import('../../src/log.js');
+    const file = join(mkdtempSync(join(tmpdir(), 'mu-log-')), 'log.ndjson');
+    const fd = openSync(file, 'w');
+    const scrubber = new Scrubber();
+    scrubber.addUrl('postgres://app:Hunter2-Secret@db.example.com/x');
+    const log = createLogger('info', scrubber, fd);
+    log.info('connecting to postgres://app:Hunter2-Secret@db.example.com/x');
+    log.warn({ err: 'failed: password Hunter2-Secret rejected', attempt: 1 }, 'retrying');
+    log.error({ err: new Error('boom at postgres://app:Hunter2-Secret@h/x') }, 'failed');
+    log.info({ password_hash: '$2b$12$abc', user: { password: 'x' } }, 'record');
+    closeSync(fd);
+    const text = readFileSync(file, 'utf8');
+    expect(text.split('\n').filter(Boolean)).toHaveLength(4);
+    expect(text).not.toContain('Hunter2-Secret');
+    expect(text).not.toContain('$2b$12$abc');
+  });
+});
