@@ -270,10 +270,14 @@ async function handLoop(pool: pg.Pool, url: string, sample: number): Promise<num
   return elapsed;
 }
 
+/** Longest a single CLI run may take before the benchmark gives up on it (BENCH_STEP_TIMEOUT_S). */
+const STEP_TIMEOUT_MS = Number(process.env.BENCH_STEP_TIMEOUT_S ?? 3600) * 1000;
+
 /** Runs the real CLI; wall time and peak RSS (VmHWM, polled from /proc). */
 async function timeCli(args: string[], env: Record<string, string>): Promise<{ s: number; rss: number }> {
   const started = process.hrtime.bigint();
   const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const deadline = setTimeout(() => child.kill('SIGKILL'), STEP_TIMEOUT_MS);
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   let peak = 0;
@@ -286,8 +290,10 @@ async function timeCli(args: string[], env: Record<string, string>): Promise<{ s
       // exited between polls
     }
   }, 50);
-  const [code] = (await once(child, 'exit')) as [number | null];
+  const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
   clearInterval(poll);
+  clearTimeout(deadline);
+  if (signal === 'SIGKILL') throw new Error(`migrate-users ${args.join(' ')} took over ${STEP_TIMEOUT_MS / 1000} s: ${stderr.slice(-2000)}`);
   const s = Number(process.hrtime.bigint() - started) / 1e9;
   if (code !== 0 && code !== 1) throw new Error(`migrate-users ${args.join(' ')} exited ${code}: ${stderr.slice(-2000)}`);
   log(`  ${s.toFixed(2)} s, peak RSS ${(peak / 1024).toFixed(0)} MB (exit ${code})`);

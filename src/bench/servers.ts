@@ -37,17 +37,23 @@ export async function startRedis(options: { persist?: boolean } = {}): Promise<T
   return {
     url,
     restart: async (downMs = 500) => {
-      child.kill('SIGKILL');
-      await new Promise((resolve) => child.once('exit', resolve));
+      await end(child, 'SIGKILL');
       await sleep(downMs);
       child = await launch(args, url);
     },
     stop: async () => {
-      child.kill('SIGTERM');
-      await new Promise((resolve) => child.once('exit', resolve));
+      await end(child, 'SIGTERM');
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Ends a child and waits for it, without waiting forever for one that has already gone. */
+async function end(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill(signal);
+  await Promise.race([exited, sleep(10_000)]);
 }
 
 async function launch(args: string[], url: string): Promise<ChildProcess> {
@@ -79,11 +85,17 @@ export async function startDelayProxy(target: { host: string; port: number }, de
     let chain = Promise.resolve();
     from.on('data', (chunk: Buffer) => {
       const due = Date.now() + delayMs;
-      chain = chain.then(async () => {
-        const wait = due - Date.now();
-        if (wait > 0) await sleep(wait);
-        if (!to.destroyed) to.write(chunk);
-      });
+      chain = chain
+        .then(async () => {
+          const wait = due - Date.now();
+          if (wait > 0) await sleep(wait);
+          if (!to.destroyed) to.write(chunk);
+        })
+        // A failed write must end the connection, not silently stall every later chunk.
+        .catch(() => {
+          to.destroy();
+          from.destroy();
+        });
     });
     from.on('end', () => void chain.then(() => to.end()));
     from.on('error', () => to.destroy());

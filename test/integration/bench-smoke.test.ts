@@ -11,18 +11,21 @@ const BENCH = fileURLToPath(new URL('../../dist/bench/main.js', import.meta.url)
 
 /** Keeps `npm run bench` from rotting: a tiny run must produce every figure of the JSON contract. Not a timing test. */
 describe('npm run bench (smoke)', () => {
-  it('runs end to end on 3,000 users and writes the JSON figures', { timeout: 180_000 }, async () => {
+  it('runs end to end on 3,000 users and writes the JSON figures', { timeout: 300_000 }, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'mu-bench-smoke-'));
     try {
       const json = join(dir, 'bench.json');
       const child = spawn(process.execPath, [BENCH, '--users', '3000', '--loop-sample', '300', '--json', json], {
-        env: { ...process.env, BENCH_DATABASE_URL: ADMIN_DATABASE_URL },
+        env: { ...process.env, BENCH_DATABASE_URL: ADMIN_DATABASE_URL, BENCH_STEP_TIMEOUT_S: '90' },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let output = '';
       child.stdout.on('data', (d: Buffer) => (output += d.toString()));
       child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+      // Fail with the bench's own output (which step, how long) rather than a mute test timeout.
+      const guard = setTimeout(() => child.kill('SIGTERM'), 240_000);
       const [code] = (await once(child, 'exit')) as [number];
+      clearTimeout(guard);
       expect(code, output).toBe(0);
       expect(output).toContain('migrate-users benchmark, 3000 users');
       const figures = JSON.parse(readFileSync(json, 'utf8')) as Record<string, Record<string, unknown> | number>;
