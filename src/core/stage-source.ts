@@ -26,10 +26,6 @@ export interface Progress {
   done(): void;
 }
 
-/**
- * Reads every key batch from `keys` (all of SCAN by default), maps each value with the one mapping, and
- * streams the results into the session's stage. Returns how many records were staged.
- */
 export interface SourceIo {
   readonly redis: RedisReadable;
   readonly log: Logger;
@@ -62,6 +58,10 @@ export async function* scanSource(options: ReadOptions, io: SourceIo): AsyncGene
   }
 }
 
+/**
+ * Reads every key batch from `keys` (all of SCAN by default), maps each value with the one mapping, and
+ * streams the results into the session's stage. Returns how many records were staged.
+ */
 export async function stageSource(
   session: Session,
   stage: Stage,

@@ -31,34 +31,44 @@ export async function* scanKeys(
   options: ScanOptions,
   retry: (what: string, fn: () => Promise<[Buffer, Buffer[]]>) => Promise<[Buffer, Buffer[]]> = (_w, fn) => fn(),
 ): AsyncGenerator<Buffer[]> {
+  const epoch = options.connectionEpoch ?? (() => 0);
   let cursor = '0';
   let pending: Buffer[] = [];
-  let epoch = options.connectionEpoch?.();
-  do {
-    let restarted = false;
-    if (options.connectionEpoch && options.connectionEpoch() !== epoch) {
-      epoch = options.connectionEpoch();
-      if (cursor !== '0') {
-        cursor = '0';
-        options.onRestart?.();
-      }
+  let more = true;
+  let seen = epoch();
+  while (more) {
+    // A reconnect while this generator waited for its consumer: the cursor belongs to the old connection.
+    if (epoch() !== seen && cursor !== '0') {
+      options.onRestart?.();
+      cursor = '0';
     }
+    const before = epoch();
+    let failed = false;
     const [next, keys] = await retry('SCAN', async () => {
       try {
-        return await redis.scanBuffer(restarted ? '0' : cursor, 'MATCH', options.match, 'COUNT', options.scanCount);
+        return await redis.scanBuffer(failed ? '0' : cursor, 'MATCH', options.match, 'COUNT', options.scanCount);
       } catch (error) {
-        restarted = true;
+        failed = true;
         throw error;
       }
     });
-    if (restarted) options.onRestart?.();
-    cursor = next.toString();
     for (const key of keys) pending.push(key);
+    // A reconnect during the call (ioredis may resend a command with the old cursor to a server that has
+    // restarted since) makes the returned cursor meaningless, even a "0": go on from the start instead.
+    seen = epoch();
+    if (failed || seen !== before) {
+      options.onRestart?.();
+      cursor = '0';
+      more = true;
+    } else {
+      cursor = next.toString();
+      more = cursor !== '0';
+    }
     while (pending.length >= options.batchSize) {
       yield pending.slice(0, options.batchSize);
       pending = pending.slice(options.batchSize);
     }
-  } while (cursor !== '0');
+  }
   if (pending.length > 0) yield pending;
 }
 
