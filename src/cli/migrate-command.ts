@@ -42,7 +42,7 @@ export async function runMigrate(flags: MigrateFlags, ctx: CliContext): Promise<
   };
   try {
     const report = await withRedis(conn.redisUrl, log, (redis) =>
-      withPool({ url: conn.databaseUrl, max: 2, log }, (pool) =>
+      withPool({ url: conn.databaseUrl, max: 3, log }, (pool) =>
         migrate(options, { redis, pool, log, rejects, progress: createProgress(flags.progress), signal: ctx.signal }),
       ),
     );

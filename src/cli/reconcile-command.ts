@@ -67,7 +67,7 @@ export async function runReconcile(flags: ReconcileFlags, ctx: CliContext): Prom
       }
     };
     const report = await withRedis(conn.redisUrl, log, (redis) =>
-      withPool({ url: conn.databaseUrl, max: 2, log }, (pool) =>
+      withPool({ url: conn.databaseUrl, max: 3, log }, (pool) =>
         reconcile(
           { ...read, dryRun: !flags.apply, apply: flags.apply === true, take },
           { redis, pool, log, rejects, onEntry, progress: createProgress(flags.progress), signal: ctx.signal },

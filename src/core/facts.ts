@@ -1,10 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 import { canonicalColumns } from '../db/canonical.js';
 import { publicRow, rowFromRecord, type CellValue } from '../compare/compare-rows.js';
-import { STAGE_TABLE } from '../stage/stage.js';
 import type { Facts } from './decide.js';
-
-const stage = sql.raw(STAGE_TABLE);
 
 export interface RecordFacts extends Facts {
   readonly seq: number;
@@ -37,8 +34,8 @@ interface FactRow extends Record<string, unknown> {
  * (1..N as read), so a range is one primary-key range scan; "order by seq limit n" over the remaining rows
  * made PostgreSQL scan and sort everything left for every batch.
  */
-export function pendingRecords(afterSeq: number, size: number) {
-  return sql`select * from ${stage} where seq > ${afterSeq} and seq <= ${afterSeq + size} and outcome is null`;
+export function pendingRecords(stage: string, afterSeq: number, size: number) {
+  return sql`select * from ${sql.raw(stage)} where seq > ${afterSeq} and seq <= ${afterSeq + size} and outcome is null`;
 }
 
 /**
@@ -47,12 +44,13 @@ export function pendingRecords(afterSeq: number, size: number) {
  */
 export async function loadFacts(
   db: Kysely<unknown>,
+  stage: string,
   afterSeq: number,
   size: number,
   options: { withBase?: boolean | undefined } = {},
 ): Promise<RecordFacts[]> {
   const { rows } = await sql<FactRow>`
-    with s as (${pendingRecords(afterSeq, size)})
+    with s as (${pendingRecords(stage, afterSeq, size)})
     select s.seq, s.key, s.digest, s.source_credits::text, s.topup::text, u.updated_at::text as a_updated_at,
       ${canonicalColumns('s', 'e_')}, ${canonicalColumns('u', 'a_')},
       u.user_id is not null as has_row, l.user_id is not null as has_ledger, l.source_digest as ledger_digest, l.postgres_owns,
@@ -94,11 +92,12 @@ function parseBase(base: string | Record<string, CellValue> | null): Record<stri
  */
 export async function recordConflicts(
   db: Kysely<unknown>,
+  stage: string,
   conflicts: readonly { seq: number; reason: string; detail: string }[],
 ): Promise<void> {
   if (conflicts.length === 0) return;
   await sql`
-    update ${stage} s set outcome = 'conflict', reason = v.reason, detail = v.detail
+    update ${sql.raw(stage)} s set outcome = 'conflict', reason = v.reason, detail = v.detail
     from unnest(${conflicts.map((c) => c.seq)}::bigint[], ${conflicts.map((c) => c.reason)}::text[], ${conflicts.map((c) => c.detail)}::text[])
       as v(seq, reason, detail)
     where s.seq = v.seq`.execute(db);
@@ -117,11 +116,11 @@ export interface HeldBackEntry {
  * Records held back before classification: rejected as invalid, or claimed by another key; and, for a run
  * resuming an interrupted one, the conflicts the interrupted run found up to its checkpoint.
  */
-export async function* heldBackRecords(db: Kysely<unknown>, conflictsUpTo = 0): AsyncGenerator<HeldBackEntry> {
+export async function* heldBackRecords(db: Kysely<unknown>, stage: string, conflictsUpTo = 0): AsyncGenerator<HeldBackEntry> {
   for (let afterSeq = 0; ; ) {
     const { rows } = await sql<Record<string, unknown> & { seq: string; key: string; reason: string; detail: string; user_id: string | null; valid: boolean }>`
       select s.seq, s.key, s.reason, s.detail, s.user_id, s.valid, ${canonicalColumns('s', 'e_')}
-      from ${stage} s
+      from ${sql.raw(stage)} s
       where s.seq > ${afterSeq}
         and (s.outcome = 'rejected' or s.reason in ('duplicate_email', 'duplicate_user_id') or (s.outcome = 'conflict' and s.seq <= ${conflictsUpTo}))
       order by s.seq limit 5000`.execute(db);

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import type pg from 'pg';
-import { withSession, type Session } from '../db/database.js';
+import { inOneTransaction, tryAdvisoryLock, withSession, type HeldLock, type Session } from '../db/database.js';
 import { assertSchema } from '../db/schema.js';
 import type { Logger } from '../log.js';
 import type { RedisReadable } from '../source/redis-reader.js';
-import { attachStage, createStage, dropStage, finishStage, STAGE_TABLE, type Stage } from '../stage/stage.js';
+import { createStage, dropStage, finishStage, type Stage } from '../stage/stage.js';
 import { configDigest, dropLeftoverStages, findResumable, recordStage, takeOverStage, type Resumable } from './checkpoint.js';
 import { partialReport, summarise, Tally, type MigrateReport, type Mode } from '../report/report.js';
 import type { RecordSink } from '../report/ndjson-file.js';
@@ -37,7 +37,7 @@ export interface MigrateIo {
   /** Sees every classified record (reconcile lists them per class). */
   readonly onClassified?: ((entry: ClassifiedEntry) => Promise<void>) | undefined;
   /** Runs after classification, while the stage still exists (reconcile looks for rows Redis lacks). */
-  readonly withStage?: ((db: Kysely<unknown>) => Promise<void>) | undefined;
+  readonly withStage?: ((db: Kysely<unknown>, stage: string) => Promise<void>) | undefined;
   /** Aborted by the first Ctrl-C / SIGTERM: no new batches; what is committed stays committed. */
   readonly signal?: AbortSignal | undefined;
 }
@@ -54,12 +54,13 @@ export class RunFailedError extends Error {
   }
 }
 
-const WRITE_LOCK = sql`hashtext('migrate-users:write')`;
+const WRITE_LOCK = `hashtext('migrate-users:write')`;
 
 /**
  * migrate and dry-run. Phase 1 streams every key into the session's stage table; phase 2 classifies the
- * stage in batches against PostgreSQL and (unless dry-run) writes each batch atomically. A lost PostgreSQL
- * session takes the TEMP stage with it, so the whole run is retried (every batch is atomic and idempotent).
+ * stage in batches against PostgreSQL and (unless dry-run) writes each batch atomically. A dry-run is one
+ * read-only transaction around a TEMP stage; a lost PostgreSQL session takes it along, so the whole run is
+ * retried (every batch is atomic and idempotent). A writing run resumes from its persistent stage.
  */
 export async function migrate(options: MigrateOptions, io: MigrateIo): Promise<MigrateReport> {
   const retries = new RetryCounter();
@@ -77,7 +78,16 @@ async function runOnce(options: MigrateOptions, io: MigrateIo, retries: RetryCou
 
   return withSession(io.pool, async (session) => {
     log.info({ match: options.match }, 'run started');
-    if (!options.dryRun) await takeWriteLock(session);
+    const lock = options.dryRun ? undefined : await takeWriteLock(io.pool, log);
+    try {
+      return options.dryRun ? await inOneTransaction(session, () => body(session)) : await body(session, lock);
+    } finally {
+      await lock?.release();
+      io.progress?.done();
+    }
+  }, log);
+
+  async function body(session: Session, lock?: HeldLock): Promise<MigrateReport> {
     let stage: Stage | undefined;
     const checkpoint = { lastSeq: 0, savedAt: Date.now() };
     try {
@@ -94,7 +104,6 @@ async function runOnce(options: MigrateOptions, io: MigrateIo, retries: RetryCou
         await recordRunStart(session, runId, command, digest);
         if (resumed) {
           stage = { table: resumed.stageTable, persistent: true };
-          await attachStage(session, stage);
           await takeOverStage(session.db, resumed, runId);
           checkpoint.lastSeq = resumed.lastSeq;
           lastSeq = resumed.maxSeq;
@@ -103,29 +112,33 @@ async function runOnce(options: MigrateOptions, io: MigrateIo, retries: RetryCou
           await dropLeftoverStages(session.db);
           stage = await createStage(session, runId);
           await recordStage(session.db, runId, { table: stage.table });
-          lastSeq = await stageSource(session, stage, options, { ...io, log, retries });
+          const into = stage;
+          lastSeq = await inOneTransaction(session, () => stageSource(session, into, options, { ...io, log, retries }));
         }
       }
       if (!interrupted()) {
         if (!resumed) {
           log.info({ scanned: lastSeq }, 'read every key; classifying');
-          base.scanDuplicates = (await finishStage(session, stage)).scanDuplicates;
+          const done = stage;
+          const finish = () => finishStage(session, done);
+          base.scanDuplicates = (options.dryRun ? await finish() : await inOneTransaction(session, finish)).scanDuplicates;
           log.info({ scanDuplicates: base.scanDuplicates }, 'stage indexed; duplicates across keys marked');
-          if (stage.persistent) await recordStage(session.db, runId, { rows: await stageRows(session.db) });
+          if (stage.persistent) await recordStage(session.db, runId, { rows: await stageRows(session.db, stage.table) });
         }
         if (options.dryRun) {
-          // From here on PostgreSQL itself refuses any write except to this session's TEMP stage.
-          await sql`set session characteristics as transaction read only`.execute(session.db);
+          // From here on PostgreSQL itself refuses any write except to the TEMP stage.
+          await sql`set transaction read only`.execute(session.db);
         }
         const save = stage.persistent ? (seq: number) => saveCheckpoint(session.db, runId, checkpoint, seq) : undefined;
-        await classifyAll(session, options, io, runId, log, tally, { from: checkpoint.lastSeq, to: lastSeq, save });
+        await classifyAll(session, stage.table, options, io, runId, log, tally, { from: checkpoint.lastSeq, to: lastSeq, save, lock });
       }
-      if (!interrupted()) await io.withStage?.(session.db);
-      await listUnmigrated(session, io.rejects, resumed?.lastSeq ?? 0);
+      if (!interrupted()) await io.withStage?.(session.db, stage.table);
+      await listUnmigrated(session, stage.table, io.rejects, resumed?.lastSeq ?? 0);
       const status = interrupted() ? 'interrupted' : 'finished';
       const report = await summarise(
         session.db,
-        { ...base, status, resumedFrom: resumed?.runId ?? null, resumedSkipped: resumed ? await doneBefore(session.db, resumed.lastSeq) : 0 },
+        stage.table,
+        { ...base, status, resumedFrom: resumed?.runId ?? null, resumedSkipped: resumed ? await doneBefore(session.db, stage.table, resumed.lastSeq) : 0 },
         tally,
       );
       if (!options.dryRun) {
@@ -146,11 +159,8 @@ async function runOnce(options: MigrateOptions, io: MigrateIo, retries: RetryCou
       const partial = partialReport({ ...base, status: 'failed', resumedFrom: null, resumedSkipped: 0 }, tally);
       // Retried by `migrate` if the cause is a lost connection; otherwise reported with what was done.
       throw new RunFailedError(partial, error);
-    } finally {
-      if (!options.dryRun) await sql`select pg_advisory_unlock(${WRITE_LOCK})`.execute(session.db).catch(() => undefined);
-      io.progress?.done();
     }
-  }, log);
+  }
 }
 
 /** Saves how far the committed batches reach, at most every 2 s: a stale checkpoint only costs time. */
@@ -161,30 +171,31 @@ async function saveCheckpoint(db: Kysely<unknown>, runId: string, checkpoint: { 
   await recordStage(db, runId, { lastSeq: seq });
 }
 
-async function stageRows(db: Kysely<unknown>): Promise<number> {
-  const { rows } = await sql<{ n: string }>`select count(*)::text as n from ${sql.raw(STAGE_TABLE)}`.execute(db);
+async function stageRows(db: Kysely<unknown>, stage: string): Promise<number> {
+  const { rows } = await sql<{ n: string }>`select count(*)::text as n from ${sql.raw(stage)}`.execute(db);
   return Number(rows[0]?.n ?? 0);
 }
 
 /** Records a resumed run skips: decided and committed by the run it resumes. */
-async function doneBefore(db: Kysely<unknown>, lastSeq: number): Promise<number> {
+async function doneBefore(db: Kysely<unknown>, stage: string, lastSeq: number): Promise<number> {
   const { rows } = await sql<{ n: string }>`
-    select count(*)::text as n from ${sql.raw(STAGE_TABLE)} where seq <= ${lastSeq} and outcome is null`.execute(db);
+    select count(*)::text as n from ${sql.raw(stage)} where seq <= ${lastSeq} and outcome is null`.execute(db);
   return Number(rows[0]?.n ?? 0);
 }
 
 /**
- * One writing run at a time per database (migrate, reconcile --apply): a session-level advisory lock, held
- * by this run's own session and released with it, even if the process dies. Dry-run and verify do not take it.
+ * One writing run at a time per database (migrate, reconcile --apply): an advisory lock held by an open
+ * transaction on a connection of its own, released with it, even if the process dies. Dry-run and verify
+ * do not take it.
  */
-async function takeWriteLock(session: Session): Promise<void> {
-  const { rows } = await sql<{ locked: boolean }>`select pg_try_advisory_lock(${WRITE_LOCK}) as locked`.execute(session.db);
-  if (rows[0]?.locked) return;
-  const holder = await sql<{ pid: number; started: string; app: string }>`
-    select a.pid, a.backend_start::text as started, a.application_name as app
+async function takeWriteLock(pool: pg.Pool, log: Logger): Promise<HeldLock> {
+  const lock = await tryAdvisoryLock(pool, WRITE_LOCK, log);
+  if (lock) return lock;
+  const holder = await pool.query<{ pid: number; started: string }>(`
+    select a.pid, a.backend_start::text as started
     from pg_locks l join pg_stat_activity a on a.pid = l.pid
     where l.locktype = 'advisory' and l.granted and l.objid = (${WRITE_LOCK}::bigint & 4294967295)::oid
-    limit 1`.execute(session.db);
+    limit 1`);
   const who = holder.rows[0];
   throw new UnfinishedError(
     `another migrate-users run is writing to this database${who ? ` (PostgreSQL backend pid ${who.pid}, connected since ${who.started})` : ''}: ` +
@@ -194,18 +205,23 @@ async function takeWriteLock(session: Session): Promise<void> {
 
 async function classifyAll(
   session: Session,
+  stage: string,
   options: MigrateOptions,
   io: MigrateIo,
   runId: string,
   log: Logger,
   tally: Tally,
-  range: { from: number; to: number; save?: ((seq: number) => Promise<void>) | undefined },
+  range: { from: number; to: number; save?: ((seq: number) => Promise<void>) | undefined; lock?: HeldLock | undefined },
 ) {
   const { rows } = await sql<{ n: string }>`
-    select count(*)::text as n from ${sql.raw(STAGE_TABLE)} where outcome is null`.execute(session.db);
+    select count(*)::text as n from ${sql.raw(stage)} where outcome is null`.execute(session.db);
   io.progress?.phase(options.dryRun ? 'comparing' : 'writing', Number(rows[0]?.n ?? 0));
   for (let afterSeq = range.from, batch = 1; afterSeq < range.to && !io.signal?.aborted; batch++) {
+    const lost = range.lock?.lost();
+    // Retried as a lost connection: the next attempt takes the lock again before writing anything.
+    if (lost) throw new Error('the write lock was lost with its connection', { cause: lost });
     const result = await processChunk(session.db, {
+      stage,
       afterSeq,
       size: options.batchSize,
       dryRun: options.dryRun,
@@ -215,7 +231,7 @@ async function classifyAll(
       withBase: io.onClassified !== undefined,
     });
     const conflicts = result.entries.filter((e) => e.outcome === 'conflict');
-    await recordConflicts(session.db, conflicts.map((e) => ({ seq: e.fact.seq, reason: e.reason ?? '', detail: e.detail ?? '' })));
+    await recordConflicts(session.db, stage, conflicts.map((e) => ({ seq: e.fact.seq, reason: e.reason ?? '', detail: e.detail ?? '' })));
     for (const entry of result.entries) {
       const { fact } = entry;
       // Conflicts are counted from the stage (recorded above), everything else from the tally.
@@ -232,9 +248,9 @@ async function classifyAll(
   }
 }
 
-async function listUnmigrated(session: Session, sink: RecordSink | undefined, conflictsUpTo: number): Promise<void> {
+async function listUnmigrated(session: Session, stage: string, sink: RecordSink | undefined, conflictsUpTo: number): Promise<void> {
   if (!sink) return;
-  for await (const entry of heldBackRecords(session.db, conflictsUpTo)) await sink.write(entry);
+  for await (const entry of heldBackRecords(session.db, stage, conflictsUpTo)) await sink.write(entry);
 }
 
 async function recordRunStart(session: Session, runId: string, command: string, digest: string): Promise<void> {

@@ -43,6 +43,8 @@ export interface Take {
 }
 
 export interface ChunkOptions {
+  /** The stage table of the run. */
+  readonly stage: string;
   readonly afterSeq: number;
   readonly size: number;
   readonly dryRun: boolean;
@@ -64,11 +66,20 @@ const ATTEMPTS = 4;
  * all in one transaction: the rows' users entries and ledger entries commit together or not at all.
  */
 export async function processChunk(db: Kysely<unknown>, options: ChunkOptions): Promise<ChunkResult> {
+  let size = options.size;
   for (let attempt = 1; ; attempt++) {
     try {
-      return await classifyAndWrite(db, options);
+      return await classifyAndWrite(db, { ...options, size });
     } catch (error) {
       const code = pgCode(error);
+      // A server-side statement_timeout (Supabase sets them per role) cut a batch: nothing of it was
+      // written; smaller batches go on, and only a single record that still times out fails the run.
+      if (code === '57014' && size > 1) {
+        size = Math.max(1, Math.floor(size / 2));
+        options.log.warn({ afterSeq: options.afterSeq, size }, 'a batch hit the statement timeout; trying it in smaller batches');
+        attempt--;
+        continue;
+      }
       if (!code || !RETRYABLE.has(code) || attempt >= ATTEMPTS) {
         throw new Error(`processing records after seq ${options.afterSeq}`, { cause: error });
       }
@@ -108,7 +119,7 @@ async function classifyAndWrite(db: Kysely<unknown>, options: ChunkOptions): Pro
   // No row locks: every write below is guarded by the state its decision saw, row by row, so a row the app
   // changes in between is skipped (and reported) instead of overwritten, and a re-run that changes nothing
   // writes nothing (FOR UPDATE would write a lock to every row).
-  const facts = await loadFacts(db, options.afterSeq, options.size, { withBase: options.withBase });
+  const facts = await loadFacts(db, options.stage, options.afterSeq, options.size, { withBase: options.withBase });
   if (facts.length === 0) return { lastSeq: options.afterSeq + options.size, entries: [] };
   const planned = facts.map((fact) => {
     const decision = decide(fact);
@@ -122,7 +133,7 @@ async function classifyAndWrite(db: Kysely<unknown>, options: ChunkOptions): Pro
 
   let written = new Set(seqs('insert', 'update', 'force_insert', 'force_update', 'keep_postgres'));
   if (!options.dryRun) {
-    const runId = options.runId;
+    const { runId, stage } = options;
     const resolutions = planned
       .filter((p) => p.plan.startsWith('force') || p.plan === 'keep_postgres')
       .map((p) => ({
@@ -142,11 +153,11 @@ async function classifyAndWrite(db: Kysely<unknown>, options: ChunkOptions): Pro
     const adopts = rows('adopt');
     const kept = seqs('keep_postgres');
     const steps: ((db: Kysely<unknown>) => Promise<void>)[] = [];
-    if (inserts.length > 0) steps.push(async (d) => collect(await insertRows(d, inserts, runId)));
-    if (updates.length > 0) steps.push(async (d) => collect(await updateRows(d, updates, runId, 'ledger')));
-    if (forced.length > 0) steps.push(async (d) => collect(await updateRows(d, forced, runId, 'observed')));
-    if (kept.length > 0) steps.push(async (d) => collect((await keepPostgres(d, kept, runId), kept)));
-    if (adopts.length > 0) steps.push((d) => adoptRows(d, adopts, runId));
+    if (inserts.length > 0) steps.push(async (d) => collect(await insertRows(d, stage, inserts, runId)));
+    if (updates.length > 0) steps.push(async (d) => collect(await updateRows(d, stage, updates, runId, 'ledger')));
+    if (forced.length > 0) steps.push(async (d) => collect(await updateRows(d, stage, forced, runId, 'observed')));
+    if (kept.length > 0) steps.push(async (d) => collect((await keepPostgres(d, stage, kept, runId), kept)));
+    if (adopts.length > 0) steps.push((d) => adoptRows(d, stage, adopts, runId));
     // Logged in the same transaction as the writes it describes, and only for what was written.
     if (resolutions.length > 0) steps.push((d) => logResolutions(d, resolutions.filter((r) => done.has(r.seq)), runId));
     await inTransactionIfNeeded(db, steps);

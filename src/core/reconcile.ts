@@ -4,7 +4,6 @@ import { publicRow, rowFromRecord } from '../compare/compare-rows.js';
 import { canonicalColumns } from '../db/canonical.js';
 import { SECRET_COLUMNS, type UserColumn } from '../map/user-row.js';
 import { money, type MigrateReport } from '../report/report.js';
-import { STAGE_TABLE } from '../stage/stage.js';
 import { migrate, type MigrateIo, type MigrateOptions } from './migrate.js';
 import type { ClassifiedEntry } from './process-chunk.js';
 
@@ -95,8 +94,8 @@ export async function reconcile(options: MigrateOptions & { apply: boolean }, io
         count(entry.class, BigInt(classified.fact.expected.current_credits), BigInt(classified.fact.actual?.current_credits ?? 0));
         await emit(entry);
       },
-      withStage: async (db) => {
-        for await (const row of rowsMissingFromRedis(db)) {
+      withStage: async (db, stage) => {
+        for await (const row of rowsMissingFromRedis(db, stage)) {
           count(row.class, 0n, row.credits);
           await emit(row.entry);
         }
@@ -162,12 +161,12 @@ function shownBase(column: UserColumn, value: CellValue | undefined): CellValue 
 }
 
 /** PostgreSQL rows with no Redis record: new-app signups, or users the tool wrote whose Redis record is gone. */
-async function* rowsMissingFromRedis(db: Kysely<unknown>) {
+async function* rowsMissingFromRedis(db: Kysely<unknown>, stage: string) {
   for (let after = ''; ; ) {
     const { rows } = await sql<Record<string, unknown> & { had_ledger: boolean; base: Record<string, CellValue> | null }>`
       select ${canonicalColumns('u', 'a_')}, l.user_id is not null as had_ledger, l.base
       from public.users u left join migrate_users.ledger l on l.user_id = u.user_id
-      where u.user_id > ${after} and not exists (select 1 from ${sql.raw(STAGE_TABLE)} s where s.user_id = u.user_id)
+      where u.user_id > ${after} and not exists (select 1 from ${sql.raw(stage)} s where s.user_id = u.user_id)
       order by u.user_id limit 2000`.execute(db);
     for (const row of rows) {
       const pg = publicRow(rowFromRecord(row, 'a_'));

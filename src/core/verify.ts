@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import type pg from 'pg';
-import { withSession } from '../db/database.js';
+import { inOneTransaction, withSession } from '../db/database.js';
 import { canonicalColumns } from '../db/canonical.js';
 import { assertSchema } from '../db/schema.js';
 import type { Logger } from '../log.js';
@@ -95,21 +95,23 @@ export async function verify(options: VerifyOptions, io: VerifyIo): Promise<{ re
     await io.onDifference?.(difference);
   };
 
-  return withSession(io.pool, async (session) => {
+  // One read-only transaction around a TEMP stage: nothing persistent is written, and a pooler in
+  // transaction mode keeps the same server connection throughout.
+  return withSession(io.pool, (session) => inOneTransaction(session, async () => {
     try {
       const stage = await createStage(session);
       const sampled = { seen: 0 };
       const keys = options.sample === undefined ? undefined : sampleKeys(io.redis, options, options.sample, sampled);
       const checked = await stageSource(session, stage, options, { ...io, log }, keys);
       await finishStage(session, stage);
-      await sql`set session characteristics as transaction read only`.execute(session.db);
+      await sql`set transaction read only`.execute(session.db);
 
       const counts = { match: 0, mismatch: 0, missing: 0, not_migratable: 0 };
       const sums = { expected: new Sums(), matching: new Sums(), held: new Sums() };
       const reasons: Record<string, number> = {};
       io.progress?.phase('comparing', await pendingCount(session.db));
       for (let afterSeq = 0; afterSeq < checked && !io.signal?.aborted; afterSeq += options.batchSize) {
-        const facts = await loadFacts(session.db, afterSeq, options.batchSize);
+        const facts = await loadFacts(session.db, stage.table, afterSeq, options.batchSize);
         for (const fact of facts) {
           const result = verifyRecord(fact);
           counts[result.status]++;
@@ -131,7 +133,7 @@ export async function verify(options: VerifyOptions, io: VerifyIo): Promise<{ re
         }
         io.progress?.advance(facts.length);
       }
-      for await (const held of heldBackRecords(session.db)) {
+      for await (const held of heldBackRecords(session.db, stage.table)) {
         counts.not_migratable++;
         reasons[held.reason] = (reasons[held.reason] ?? 0) + 1;
         await emit({
@@ -177,7 +179,7 @@ export async function verify(options: VerifyOptions, io: VerifyIo): Promise<{ re
     } finally {
       io.progress?.done();
     }
-  }, log);
+  }), log);
 }
 
 async function pendingCount(db: Kysely<unknown>): Promise<number> {

@@ -4,7 +4,7 @@ import type { Logger } from '../log.js';
 import { describe } from '../errors.js';
 
 export interface Session {
-  /** The raw client: COPY needs it, and the staging table is a TEMP table living in this session only. */
+  /** The raw client: COPY needs it. */
   readonly client: pg.PoolClient;
   readonly db: Kysely<unknown>;
 }
@@ -60,4 +60,68 @@ export async function withSession<T>(pool: pg.Pool, fn: (session: Session) => Pr
     // A session that failed mid-transaction is not returned to the pool for reuse.
     client.release(broken);
   }
+}
+
+/**
+ * Runs `fn` as one transaction of the session. Behind a pooler in transaction mode (Supavisor on 6543,
+ * PgBouncer) only an open transaction keeps the same server connection, so anything that must outlive a
+ * statement (a TEMP stage, a long COPY) lives inside one. The tool's own long statements must not be cut
+ * by a statement_timeout meant for app queries: SET LOCAL lifts it for this transaction only, which every
+ * pooler allows (a plain SET would leak to other clients of a pooled server connection).
+ */
+export async function inOneTransaction<T>(session: Session, fn: () => Promise<T>): Promise<T> {
+  await session.client.query('begin; set local statement_timeout = 0');
+  try {
+    const result = await fn();
+    await session.client.query('commit');
+    return result;
+  } catch (error) {
+    await session.client.query('rollback').catch(() => undefined);
+    throw error;
+  }
+}
+
+/** A transaction-level advisory lock, held by an open transaction on a connection of its own. */
+export interface HeldLock {
+  /** Set if the lock's connection was lost: the lock is gone with it. */
+  readonly lost: () => Error | undefined;
+  release(): Promise<void>;
+}
+
+/**
+ * Takes `key` (an SQL expression of a bigint) for as long as the returned lock is held, or returns the
+ * rows of `whoQuery` run on the same connection when another holds it. A session-level lock would stay on a
+ * pooled server connection after the run in transaction mode; an open transaction pins its connection and
+ * ends, lock and all, when the process or its connection dies.
+ */
+export async function tryAdvisoryLock(pool: pg.Pool, key: string, log: Logger): Promise<HeldLock | undefined> {
+  const client = await pool.connect();
+  let lost: Error | undefined;
+  const onError = (err: Error) => {
+    lost ??= err;
+    log.warn({ err: describe(err) }, 'the connection holding the write lock was lost');
+  };
+  client.on('error', onError);
+  try {
+    await client.query('begin; set local idle_in_transaction_session_timeout = 0');
+    const { rows } = await client.query<{ locked: boolean }>(`select pg_try_advisory_xact_lock(${key}) as locked`);
+    if (!rows[0]?.locked) {
+      await client.query('rollback');
+      client.off('error', onError);
+      client.release();
+      return undefined;
+    }
+  } catch (error) {
+    client.off('error', onError);
+    client.release(error instanceof Error ? error : new Error(String(error)));
+    throw error;
+  }
+  return {
+    lost: () => lost,
+    release: async () => {
+      const failed = await client.query('commit').then(() => undefined, (error: unknown) => (error instanceof Error ? error : new Error(String(error))));
+      client.off('error', onError);
+      client.release(failed ?? lost);
+    },
+  };
 }

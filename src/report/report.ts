@@ -1,5 +1,4 @@
 import { sql, type Kysely } from 'kysely';
-import { STAGE_TABLE } from '../stage/stage.js';
 
 export type Mode = 'dry-run' | 'apply';
 
@@ -114,12 +113,12 @@ export function partialReport(base: ReportBase, tally: Tally): MigrateReport {
  * Counts and credit totals: classified records from the tally, records held back before classification
  * (invalid, duplicates across keys) from the stage. Every staged record must be in exactly one of the two.
  */
-export async function summarise(db: Kysely<unknown>, base: ReportBase, tally: Tally): Promise<MigrateReport> {
+export async function summarise(db: Kysely<unknown>, stage: string, base: ReportBase, tally: Tally): Promise<MigrateReport> {
   const staged = await sql<{ outcome: string | null; reason: string | null; valid: boolean; n: string; source: string; topup: string; used: string; topped: string }>`
     select outcome, reason, valid, count(*)::text as n,
       coalesce(sum(source_credits), 0)::text as source, coalesce(sum(topup), 0)::text as topup,
       coalesce(sum(total_credits_used), 0)::text as used, count(*) filter (where topup > 0)::text as topped
-    from ${sql.raw(STAGE_TABLE)} group by outcome, reason, valid`.execute(db);
+    from ${sql.raw(stage)} group by outcome, reason, valid`.execute(db);
   const classifiable = staged.rows.filter((r) => r.outcome === null).reduce((n, r) => n + Number(r.n), 0);
   if (base.status === 'finished' && classifiable !== tally.count + base.resumedSkipped) {
     throw new Error(`internal error: ${classifiable} staged records to classify, ${tally.count} classified`);

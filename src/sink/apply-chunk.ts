@@ -1,8 +1,6 @@
 import { sql, type Kysely } from 'kysely';
 import { COLUMN_LIST, SET_FROM_STAGE } from '../db/canonical.js';
-import { STAGE_TABLE } from '../stage/stage.js';
 
-const stage = sql.raw(STAGE_TABLE);
 const LEDGER_COLUMNS = sql`(user_id, source_key, source_digest, row_updated_at, run_id, base, postgres_owns)`;
 const LEDGER_UPSERT = sql`
   on conflict (user_id) do update set source_key = excluded.source_key, source_digest = excluded.source_digest,
@@ -17,9 +15,9 @@ export interface WriteRow {
 }
 
 /** The staged records of `rows`, each with its base and observed updated_at. */
-function staged(rows: readonly WriteRow[]) {
+function staged(stage: string, rows: readonly WriteRow[]) {
   return sql`
-    select st.*, v.base, v.observed from ${stage} st
+    select st.*, v.base, v.observed from ${sql.raw(stage)} st
     join unnest(${rows.map((r) => r.seq)}::bigint[], ${rows.map((r) => r.base)}::text[], ${rows.map((r) => r.observed ?? null)}::text[])
       as v(seq, base, observed) on v.seq = st.seq`;
 }
@@ -30,10 +28,10 @@ function staged(rows: readonly WriteRow[]) {
  * so a row the app created or changed meanwhile is skipped (and reported), never overwritten.
  * Returns the stage seqs actually written.
  */
-export async function insertRows(db: Kysely<unknown>, rows: readonly WriteRow[], runId: string): Promise<Set<number>> {
+export async function insertRows(db: Kysely<unknown>, stage: string, rows: readonly WriteRow[], runId: string): Promise<Set<number>> {
   if (rows.length === 0) return new Set();
   const result = await sql<{ seq: string }>`
-    with s as (${staged(rows)}),
+    with s as (${staged(stage, rows)}),
     ins as (
       insert into public.users (${COLUMN_LIST})
       select ${COLUMN_LIST} from s
@@ -57,6 +55,7 @@ export async function insertRows(db: Kysely<unknown>, rows: readonly WriteRow[],
  */
 export async function updateRows(
   db: Kysely<unknown>,
+  stage: string,
   rows: readonly WriteRow[],
   runId: string,
   guard: 'ledger' | 'observed' = 'ledger',
@@ -67,7 +66,7 @@ export async function updateRows(
       ? sql`u.updated_at = s.observed::timestamptz`
       : sql`u.updated_at = (select l.row_updated_at from migrate_users.ledger l where l.user_id = s.user_id)`;
   const result = await sql<{ seq: string }>`
-    with s as (${staged(rows)}),
+    with s as (${staged(stage, rows)}),
     upd as (
       update public.users u set ${SET_FROM_STAGE}
       from s where u.user_id = s.user_id and ${condition}
@@ -87,10 +86,10 @@ export async function updateRows(
  * Records in the ledger rows found already identical to Redis, so later runs can tell app changes apart;
  * only while the row is still as observed (else the app's version would be taken for the tool's).
  */
-export async function adoptRows(db: Kysely<unknown>, rows: readonly WriteRow[], runId: string): Promise<void> {
+export async function adoptRows(db: Kysely<unknown>, stage: string, rows: readonly WriteRow[], runId: string): Promise<void> {
   if (rows.length === 0) return;
   await sql`
-    with s as (${staged(rows)})
+    with s as (${staged(stage, rows)})
     insert into migrate_users.ledger ${LEDGER_COLUMNS}
     select u.user_id, s.key, s.digest, u.updated_at, ${runId}, s.base, false
     from s join public.users u on u.user_id = s.user_id and u.updated_at = s.observed::timestamptz
@@ -101,12 +100,12 @@ export async function adoptRows(db: Kysely<unknown>, rows: readonly WriteRow[], 
  * An operator chose PostgreSQL for these users: the ledger takes the current Redis record as seen, and a
  * row_updated_at no row can have, so the app's row (or its deletion) stands until Redis changes again.
  */
-export async function keepPostgres(db: Kysely<unknown>, seqs: readonly number[], runId: string): Promise<void> {
+export async function keepPostgres(db: Kysely<unknown>, stage: string, seqs: readonly number[], runId: string): Promise<void> {
   if (seqs.length === 0) return;
   await sql`
     insert into migrate_users.ledger ${LEDGER_COLUMNS}
     select s.user_id, s.key, s.digest, '-infinity'::timestamptz, ${runId}, l.base, true
-    from ${stage} s left join migrate_users.ledger l on l.user_id = s.user_id
+    from ${sql.raw(stage)} s left join migrate_users.ledger l on l.user_id = s.user_id
     where s.seq = any(${seqs}::bigint[])
     on conflict (user_id) do update set source_key = excluded.source_key, source_digest = excluded.source_digest,
       row_updated_at = excluded.row_updated_at, run_id = excluded.run_id, written_at = now(), postgres_owns = true`.execute(db);

@@ -8,14 +8,15 @@ import { USER_COLUMNS } from '../map/user-row.js';
 /**
  * Every scanned key lands here first, valid or not, so memory stays flat however many users there are,
  * and duplicates across the whole keyspace (SCAN repeats, emails differing only by case, a user_id under
- * two emails) are found with set-based SQL, not with an in-memory map. Queries always name `mu_stage`:
- * for dry-run and verify it is a TEMP table (nothing persistent is written); for a writing run it is a
- * TEMP view over an UNLOGGED table in migrate_users, which survives a crash so the next run can resume.
+ * two emails) are found with set-based SQL, not with an in-memory map. For dry-run and verify it is the
+ * TEMP table `mu_stage`, dropped when the run's one transaction ends (nothing persistent is written); for a
+ * writing run it is an UNLOGGED table in migrate_users, which survives a crash so the next run can resume.
+ * Queries name `stage.table`: no session state, so a pooler in transaction mode works too.
  */
 export const STAGE_TABLE = 'mu_stage';
 
 export interface Stage {
-  /** The table COPY and indexes go to: mu_stage itself, or migrate_users.stage_<run>. */
+  /** mu_stage (TEMP), or migrate_users.stage_<run>. */
   readonly table: string;
   readonly persistent: boolean;
 }
@@ -58,21 +59,13 @@ export async function createStage(session: Session, persistentFor?: string): Pro
       source_credits bigint,
       topup bigint,
       digest text
-    )`.execute(session.db);
-  const stage = { table, persistent: persistentFor !== undefined };
-  if (stage.persistent) await attachStage(session, stage);
-  return stage;
-}
-
-/** Makes `mu_stage` name a persistent stage in this session (a new run's, or an interrupted run's). */
-export async function attachStage(session: Session, stage: Stage): Promise<void> {
-  await sql`create temp view ${sql.raw(STAGE_TABLE)} as select * from ${sql.raw(stage.table)}`.execute(session.db);
+    ) ${sql.raw(persistentFor ? '' : 'on commit drop')}`.execute(session.db);
+  return { table, persistent: persistentFor !== undefined };
 }
 
 export async function dropStage(db: Kysely<unknown>, table: string): Promise<void> {
   if (!/^migrate_users\.stage_[a-z0-9_]+$/.test(table)) throw new Error(`refusing to drop ${table}: not a stage table`);
-  // cascade: this session's mu_stage view depends on it (the only kind of object that can).
-  await sql`drop table if exists ${sql.raw(table)} cascade`.execute(db);
+  await sql`drop table if exists ${sql.raw(table)}`.execute(db);
 }
 
 /** Streams records into the stage with COPY, honouring backpressure so memory stays bounded. */
