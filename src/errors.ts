@@ -56,3 +56,33 @@ export function describe(error: unknown): string {
   }
   return parts.filter((p) => p.length > 0).join(': ');
 }
+
+const CERTIFICATE_CODES = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_SIGNATURE_FAILURE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/** What went wrong with TLS to `server`, said so that the operator knows which setting to change. */
+export function tlsFailure(error: unknown, server: string, caFlag: string): string | undefined {
+  for (let e: unknown = error; e instanceof Error; e = e.cause) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && CERTIFICATE_CODES.has(code)) {
+      return `${server}'s TLS certificate was not accepted (${code}: ${e.message}): give the CA that signed it with ${caFlag}` +
+        (code === 'ERR_TLS_CERT_ALTNAME_INVALID' ? ', and connect by a host name the certificate names' : '');
+    }
+    if (/server does not support SSL/i.test(e.message)) {
+      return `${server} does not offer TLS, but the URL's sslmode asks for it`;
+    }
+    if (code === '28000' && /no encryption/.test(e.message)) {
+      return `${server} accepts only TLS connections (${e.message}): add sslmode=verify-full and ${caFlag} (or sslmode=require) to the URL`;
+    }
+  }
+  return undefined;
+}

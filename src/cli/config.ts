@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import type { ConnectionOptions } from 'node:tls';
 import { UsageError } from '../errors.js';
 import { MAX_CREDITS, normaliseEmail } from '../map/map-record.js';
 
@@ -16,6 +17,10 @@ export const DEFAULTS = {
 export interface ConnectionConfig {
   readonly redisUrl: string;
   readonly databaseUrl: string;
+  /** TLS for PostgreSQL as the URL's sslmode asks (false: none); pass with `databaseUrl` to the pool. */
+  readonly databaseSsl: false | ConnectionOptions;
+  /** TLS options for a rediss:// URL (a CA of its own, if given). */
+  readonly redisTls: ConnectionOptions | undefined;
   readonly match: string;
 }
 
@@ -44,7 +49,7 @@ export class Problems {
 }
 
 export function connectionConfig(
-  opts: { redisUrl?: string; databaseUrl?: string; match?: string },
+  opts: { redisUrl?: string; databaseUrl?: string; match?: string; databaseCa?: string; redisCa?: string },
   env: NodeJS.ProcessEnv,
   problems: Problems,
 ): ConnectionConfig {
@@ -57,7 +62,74 @@ export function connectionConfig(
   if (!match.endsWith('*') || /[*?[\]\\]/.test(match.slice(0, -1)) || match.length < 2) {
     problems.add(`--match must be a literal prefix followed by one "*" (like "user:email:*"), got "${match}"`);
   }
-  return { redisUrl, databaseUrl, match };
+  const tls = databaseTls(databaseUrl, opts.databaseCa ?? env.DATABASE_CA, problems);
+  const redisCa = opts.redisCa ?? env.REDIS_CA;
+  let redisTls: ConnectionOptions | undefined;
+  if (redisUrl.startsWith('rediss:')) {
+    const ca = redisCa === undefined ? undefined : readCa('--redis-ca / REDIS_CA', redisCa, problems);
+    redisTls = ca === undefined ? {} : { ca };
+  } else if (redisCa !== undefined) {
+    problems.add('--redis-ca / REDIS_CA is given but the Redis URL is not rediss:// (TLS)');
+  }
+  return { redisUrl, databaseUrl: tls.url, databaseSsl: tls.ssl, redisTls, match };
+}
+
+function readCa(name: string, path: string, problems: Problems): string | undefined {
+  try {
+    const text = readFileSync(path, 'utf8');
+    if (!text.includes('-----BEGIN CERTIFICATE-----')) problems.add(`${name} ${path} holds no PEM certificate`);
+    return text;
+  } catch (error) {
+    problems.add(`cannot read ${name} ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+    return undefined;
+  }
+}
+
+const SSL_PARAMS = ['sslmode', 'sslrootcert', 'sslcert', 'sslkey', 'ssl', 'uselibpqcompat'];
+
+/**
+ * libpq's sslmode, done here rather than by node-postgres (which treats `require` as `verify-full`, and
+ * lets the URL's ssl settings override any given beside it): the ssl parameters are taken out of the URL.
+ * - disable (the default without a CA): no TLS. A server that demands TLS says so; see errors.ts.
+ * - require: encrypted; the certificate is checked against the CA if one is given (as libpq does).
+ * - verify-ca: encrypted, certificate chain checked (the CA given, else the system's).
+ * - verify-full: as verify-ca, and the certificate must name the host (the default when a CA is given).
+ * - allow, prefer: refused: they fall back to plain text without saying so.
+ */
+function databaseTls(url: string, caPath: string | undefined, problems: Problems): { url: string; ssl: false | ConnectionOptions } {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return { url, ssl: false };
+  }
+  const params = parsed.searchParams;
+  const rootCert = params.get('sslrootcert');
+  const mode = params.get('sslmode') ?? (caPath !== undefined || rootCert !== null ? 'verify-full' : 'disable');
+  if (params.has('sslcert') || params.has('sslkey')) problems.add('client certificates (sslcert, sslkey) are not supported');
+  for (const name of SSL_PARAMS) params.delete(name);
+  const stripped = parsed.toString();
+  const caFile = caPath ?? (rootCert === null || rootCert === 'system' ? undefined : rootCert);
+  const ca = caFile === undefined ? undefined : readCa('--database-ca / DATABASE_CA', caFile, problems);
+  const withCa = ca === undefined ? {} : { ca };
+  switch (mode) {
+    case 'disable':
+      if (caFile !== undefined) problems.add('--database-ca is given but sslmode=disable turns TLS off');
+      return { url: stripped, ssl: false };
+    case 'require':
+      return { url: stripped, ssl: ca === undefined ? { rejectUnauthorized: false } : { ...withCa, checkServerIdentity: () => undefined } };
+    case 'verify-ca':
+      return { url: stripped, ssl: { ...withCa, checkServerIdentity: () => undefined } };
+    case 'verify-full':
+      return { url: stripped, ssl: withCa };
+    case 'allow':
+    case 'prefer':
+      problems.add(`sslmode=${mode} is not supported (it falls back to plain text silently): use sslmode=require, verify-full or disable`);
+      return { url: stripped, ssl: false };
+    default:
+      problems.add(`sslmode must be disable, require, verify-ca or verify-full, got "${mode}"`);
+      return { url: stripped, ssl: false };
+  }
 }
 
 function checkUrl(name: string, url: string, protocols: readonly string[], problems: Problems): void {

@@ -19,6 +19,8 @@ export interface ConnectionFlags {
   databaseUrl?: string;
   match?: string;
   logLevel?: string;
+  databaseCa?: string;
+  redisCa?: string;
 }
 
 export function addConnectionOptions(command: Command): Command {
@@ -27,6 +29,8 @@ export function addConnectionOptions(command: Command): Command {
     .addOption(
       new Option('--database-url <url>', 'target PostgreSQL (env DATABASE_URL; default postgres://postgres@127.0.0.1:5432/postgres)'),
     )
+    .addOption(new Option('--database-ca <path>', 'CA certificate (PEM) to verify PostgreSQL with; implies sslmode=verify-full unless the URL says otherwise (env DATABASE_CA)'))
+    .addOption(new Option('--redis-ca <path>', 'CA certificate (PEM) to verify a rediss:// server with (env REDIS_CA)'))
     .addOption(new Option('--match <pattern>', 'SCAN pattern of user keys: a prefix and one "*" (default user:email:*)'))
     .addOption(new Option('--log-level <level>', 'pino level for the JSON logs on stderr (env LOG_LEVEL; default info)'));
 }

@@ -1,5 +1,5 @@
 import { Command, CommanderError, Option } from 'commander';
-import { EXIT, UnfinishedError, UsageError, describe, isConnectionFailure, pgCode } from '../errors.js';
+import { EXIT, UnfinishedError, UsageError, describe, isConnectionFailure, pgCode, tlsFailure } from '../errors.js';
 import { Scrubber } from '../redact.js';
 import type { CliContext } from './context.js';
 import { addConnectionOptions } from './context.js';
@@ -107,6 +107,11 @@ function report(error: unknown, ctx: CliContext): number {
   }
   if (error instanceof UsageError) {
     say(`error: ${error.message}`);
+    return EXIT.usage;
+  }
+  const tls = tlsFailure(error, 'PostgreSQL', '--database-ca');
+  if (tls) {
+    say(`error: ${tls}`);
     return EXIT.usage;
   }
   const code = pgCode(error);

@@ -66,8 +66,8 @@ export async function runReconcile(flags: ReconcileFlags, ctx: CliContext): Prom
         await conflicts.write(format === 'csv' ? conflictCsvLines(entry) : `${JSON.stringify(entry)}\n`);
       }
     };
-    const report = await withRedis(conn.redisUrl, log, (redis) =>
-      withPool({ url: conn.databaseUrl, max: 3, log }, (pool) =>
+    const report = await withRedis(conn.redisUrl, conn.redisTls, log, (redis) =>
+      withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: 3, log }, (pool) =>
         reconcile(
           { ...read, dryRun: !flags.apply, apply: flags.apply === true, take },
           { redis, pool, log, rejects, onEntry, progress: createProgress(flags.progress), signal: ctx.signal },

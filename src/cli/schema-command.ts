@@ -8,7 +8,7 @@ export async function runSchemaApply(flags: ConnectionFlags, ctx: CliContext): P
   const problems = new Problems();
   const { conn, log } = setup(flags, ctx, problems);
   problems.throwIfAny();
-  const applied = await withPool({ url: conn.databaseUrl, max: 1, log }, (pool) => applySchema(pool));
+  const applied = await withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: 1, log }, (pool) => applySchema(pool));
   ctx.out(`Schema applied (${applied.map((f) => `sql/${f}`).join(', ')}); running it again changes nothing.\n`);
   return EXIT.ok;
 }

@@ -21,7 +21,7 @@ export async function runSeed(flags: SeedFlags, ctx: CliContext): Promise<number
   problems.throwIfAny();
   const prefix = conn.match.slice(0, -1);
 
-  const written = await withRedis(conn.redisUrl, log, async (redis) => {
+  const written = await withRedis(conn.redisUrl, conn.redisTls, log, async (redis) => {
     if (!flags.force && (await anyKey(redis, conn.match))) {
       throw new UsageError(
         `${redactUrl(conn.redisUrl)} already holds keys matching "${conn.match}": refusing to mix demo users into them (--force to do it anyway)`,

@@ -49,8 +49,8 @@ export async function runVerify(flags: VerifyFlags, ctx: CliContext): Promise<nu
   const report = flags.report ? await JsonObjectStream.open(flags.report) : undefined;
   try {
     await report?.beginArray('differences');
-    const result = await withRedis(conn.redisUrl, log, (redis) =>
-      withPool({ url: conn.databaseUrl, max: 2, log }, (pool) =>
+    const result = await withRedis(conn.redisUrl, conn.redisTls, log, (redis) =>
+      withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: 2, log }, (pool) =>
         verify(
           { ...read, strict: flags.strict === true, sample, show },
           { redis, pool, log, progress: createProgress(flags.progress), signal: ctx.signal, onDifference: report ? (d) => report.item(d) : undefined },

@@ -1,3 +1,4 @@
+import type { ConnectionOptions } from 'node:tls';
 import pg from 'pg';
 import { Kysely, PostgresDialect, type PostgresPool } from 'kysely';
 import type { Logger } from '../log.js';
@@ -11,6 +12,8 @@ export interface Session {
 
 export interface PoolOptions {
   readonly url: string;
+  /** TLS as sslmode asked (see cli/config.ts); the URL carries no ssl parameters. */
+  readonly ssl?: false | ConnectionOptions | undefined;
   readonly max: number;
   readonly log: Logger;
 }
@@ -18,6 +21,7 @@ export interface PoolOptions {
 export async function withPool<T>(options: PoolOptions, fn: (pool: pg.Pool) => Promise<T>): Promise<T> {
   const pool = new pg.Pool({
     connectionString: options.url,
+    ssl: options.ssl ?? false,
     max: options.max,
     application_name: 'migrate-users',
     connectionTimeoutMillis: 15_000,
