@@ -21,6 +21,7 @@ export interface ConnectionConfig {
   readonly databaseSsl: false | ConnectionOptions;
   /** TLS options for a rediss:// URL (a CA of its own, if given). */
   readonly redisTls: ConnectionOptions | undefined;
+  readonly redisCluster: boolean;
   readonly match: string;
 }
 
@@ -49,7 +50,7 @@ export class Problems {
 }
 
 export function connectionConfig(
-  opts: { redisUrl?: string; databaseUrl?: string; match?: string; databaseCa?: string; redisCa?: string },
+  opts: { redisUrl?: string; databaseUrl?: string; match?: string; databaseCa?: string; redisCa?: string; redisCluster?: boolean },
   env: NodeJS.ProcessEnv,
   problems: Problems,
 ): ConnectionConfig {
@@ -71,7 +72,7 @@ export function connectionConfig(
   } else if (redisCa !== undefined) {
     problems.add('--redis-ca / REDIS_CA is given but the Redis URL is not rediss:// (TLS)');
   }
-  return { redisUrl, databaseUrl: tls.url, databaseSsl: tls.ssl, redisTls, match };
+  return { redisUrl, databaseUrl: tls.url, databaseSsl: tls.ssl, redisTls, redisCluster: opts.redisCluster === true, match };
 }
 
 function readCa(name: string, path: string, problems: Problems): string | undefined {

@@ -1,35 +1,85 @@
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import type { ConnectionOptions } from 'node:tls';
 import { UnfinishedError, UsageError, describe, tlsFailure } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redactUrl } from '../redact.js';
 
-/** A Redis connection that fails fast when the server is not there, closed in `finally`. */
-export async function withRedis<T>(url: string, tls: ConnectionOptions | undefined, log: Logger, fn: (redis: Redis) => Promise<T>): Promise<T> {
-  const redis = new Redis(url, {
+export interface RedisTarget {
+  readonly redisUrl: string;
+  readonly redisTls: ConnectionOptions | undefined;
+  /** --redis-cluster; a cluster is also detected (INFO cluster) when this is off. */
+  readonly redisCluster: boolean;
+}
+
+const CONNECT = { connectTimeout: 10_000, maxRetriesPerRequest: 2 } as const;
+
+/**
+ * A Redis connection that fails fast when the server is not there, closed in `finally`. A Redis Cluster
+ * (asked for, or detected on the server the URL names) is opened as one: ioredis learns the slots from it.
+ */
+export async function withRedis<T>(target: RedisTarget, log: Logger, fn: (redis: Redis | Cluster) => Promise<T>): Promise<T> {
+  const url = target.redisUrl;
+  const tls = target.redisTls;
+  let lastError: Error | undefined;
+  const onError = (err: Error) => {
+    lastError = err;
+    log.debug({ err }, 'redis connection error');
+  };
+  const failed = (cause: unknown) => {
+    const tlsProblem = tlsFailure(cause, 'Redis', '--redis-ca') ?? tlsFailure(lastError, 'Redis', '--redis-ca');
+    if (tlsProblem) return new UsageError(`cannot use Redis at ${redactUrl(url)}: ${tlsProblem}`);
+    return new UnfinishedError(`cannot reach Redis at ${redactUrl(url)}: ${describe(cause)}`);
+  };
+  let client: Redis | Cluster = new Redis(url, {
     ...(tls ? { tls } : {}),
+    ...CONNECT,
     lazyConnect: true,
-    connectTimeout: 10_000,
-    maxRetriesPerRequest: 2,
     retryStrategy: (attempt) => (attempt > 3 ? null : attempt * 500),
   });
   // Without a listener ioredis prints "Unhandled error event" for every failed reconnect.
-  let lastError: Error | undefined;
-  redis.on('error', (err: Error) => {
-    lastError = err;
-    log.debug({ err }, 'redis connection error');
-  });
+  client.on('error', onError);
   try {
-    await redis.connect();
+    let cluster = target.redisCluster;
+    if (!cluster) {
+      await client.connect();
+      cluster = /^cluster_enabled:1/m.test(await client.info('cluster'));
+      if (cluster) log.info('Redis Cluster detected: scanning every master');
+    }
+    if (cluster) {
+      client.disconnect();
+      client = await openCluster(url, tls, onError);
+    }
   } catch (cause) {
-    redis.disconnect();
-    const tlsProblem = tlsFailure(cause, 'Redis', '--redis-ca') ?? tlsFailure(lastError, 'Redis', '--redis-ca');
-    if (tlsProblem) throw new UsageError(`cannot use Redis at ${redactUrl(url)}: ${tlsProblem}`);
-    throw new UnfinishedError(`cannot reach Redis at ${redactUrl(url)}: ${describe(cause)}`);
+    client.disconnect();
+    throw cause instanceof UsageError ? cause : failed(cause);
   }
   try {
-    return await fn(redis);
+    return await fn(client);
   } finally {
-    await redis.quit().catch(() => redis.disconnect());
+    await client.quit().catch(() => client.disconnect());
   }
+}
+
+async function openCluster(url: string, tls: ConnectionOptions | undefined, onError: (err: Error) => void): Promise<Cluster> {
+  const parsed = new URL(url);
+  const db = parsed.pathname.replace(/^\//, '');
+  if (db !== '' && db !== '0') throw new UsageError(`a Redis Cluster has only database 0, but the URL asks for database ${db}`);
+  const cluster = new Cluster([{ host: parsed.hostname.replace(/^\[|\]$/g, ''), port: Number(parsed.port || 6379) }], {
+    lazyConnect: true,
+    redisOptions: {
+      ...CONNECT,
+      ...(parsed.username ? { username: decodeURIComponent(parsed.username) } : {}),
+      ...(parsed.password ? { password: decodeURIComponent(parsed.password) } : {}),
+      ...(tls ? { tls } : {}),
+    },
+    clusterRetryStrategy: (attempt) => (attempt > 3 ? null : attempt * 500),
+  });
+  cluster.on('error', onError);
+  try {
+    await cluster.connect();
+  } catch (error) {
+    cluster.disconnect();
+    throw error;
+  }
+  return cluster;
 }

@@ -21,6 +21,7 @@ export interface ConnectionFlags {
   logLevel?: string;
   databaseCa?: string;
   redisCa?: string;
+  redisCluster?: boolean;
 }
 
 export function addConnectionOptions(command: Command): Command {
@@ -31,6 +32,7 @@ export function addConnectionOptions(command: Command): Command {
     )
     .addOption(new Option('--database-ca <path>', 'CA certificate (PEM) to verify PostgreSQL with; implies sslmode=verify-full unless the URL says otherwise (env DATABASE_CA)'))
     .addOption(new Option('--redis-ca <path>', 'CA certificate (PEM) to verify a rediss:// server with (env REDIS_CA)'))
+    .addOption(new Option('--redis-cluster', 'the Redis URL names a node of a Redis Cluster (detected anyway): scan every master'))
     .addOption(new Option('--match <pattern>', 'SCAN pattern of user keys: a prefix and one "*" (default user:email:*)'))
     .addOption(new Option('--log-level <level>', 'pino level for the JSON logs on stderr (env LOG_LEVEL; default info)'));
 }

@@ -41,7 +41,7 @@ export async function runMigrate(flags: MigrateFlags, ctx: CliContext): Promise<
     if (flags.report) await writeFile(flags.report, `${ctx.scrubber.scrub(JSON.stringify(report, null, 2))}\n`, { mode: 0o600 });
   };
   try {
-    const report = await withRedis(conn.redisUrl, conn.redisTls, log, (redis) =>
+    const report = await withRedis(conn, log, (redis) =>
       withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: 3, log }, (pool) =>
         migrate(options, { redis, pool, log, rejects, progress: createProgress(flags.progress), signal: ctx.signal }),
       ),

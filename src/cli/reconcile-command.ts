@@ -66,7 +66,7 @@ export async function runReconcile(flags: ReconcileFlags, ctx: CliContext): Prom
         await conflicts.write(format === 'csv' ? conflictCsvLines(entry) : `${JSON.stringify(entry)}\n`);
       }
     };
-    const report = await withRedis(conn.redisUrl, conn.redisTls, log, (redis) =>
+    const report = await withRedis(conn, log, (redis) =>
       withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: 3, log }, (pool) =>
         reconcile(
           { ...read, dryRun: !flags.apply, apply: flags.apply === true, take },

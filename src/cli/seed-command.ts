@@ -1,3 +1,4 @@
+import { Cluster } from 'ioredis';
 import type { Redis } from 'ioredis';
 import { EXIT, UsageError } from '../errors.js';
 import { redactUrl } from '../redact.js';
@@ -21,7 +22,8 @@ export async function runSeed(flags: SeedFlags, ctx: CliContext): Promise<number
   problems.throwIfAny();
   const prefix = conn.match.slice(0, -1);
 
-  const written = await withRedis(conn.redisUrl, conn.redisTls, log, async (redis) => {
+  const written = await withRedis(conn, log, async (redis) => {
+    if (redis instanceof Cluster) throw new UsageError('seed writes demo users to a single Redis server, not to a cluster');
     if (!flags.force && (await anyKey(redis, conn.match))) {
       throw new UsageError(
         `${redactUrl(conn.redisUrl)} already holds keys matching "${conn.match}": refusing to mix demo users into them (--force to do it anyway)`,

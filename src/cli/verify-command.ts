@@ -49,7 +49,7 @@ export async function runVerify(flags: VerifyFlags, ctx: CliContext): Promise<nu
   const report = flags.report ? await JsonObjectStream.open(flags.report) : undefined;
   try {
     await report?.beginArray('differences');
-    const result = await withRedis(conn.redisUrl, conn.redisTls, log, (redis) =>
+    const result = await withRedis(conn, log, (redis) =>
       withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: 2, log }, (pool) =>
         verify(
           { ...read, strict: flags.strict === true, sample, show },

@@ -2,7 +2,7 @@ import type { Session } from '../db/database.js';
 import type { Logger } from '../log.js';
 import { mapRecord, type MapContext } from '../map/map-record.js';
 import { rowDigest } from '../map/user-row.js';
-import { scanKeys, ValueReader, type RedisReadable } from '../source/redis-reader.js';
+import { scanKeys, scanTargets, ValueReader, type RedisReadable } from '../source/redis-reader.js';
 import { StageWriter, type Stage, type StagedRecord } from '../stage/stage.js';
 import { forEachBounded } from './bounded.js';
 import { NO_RETRY, RetryCounter, withRetries, type RetryPolicy } from './retry.js';
@@ -34,15 +34,24 @@ export interface SourceIo {
   readonly retries?: RetryCounter | undefined;
 }
 
-/** SCAN over the whole keyspace, started over from cursor 0 if Redis is lost and comes back. */
+/**
+ * SCAN over the whole keyspace (every master of a cluster, one after another), started over from cursor 0
+ * on a server that is lost and comes back.
+ */
 export async function* scanSource(options: ReadOptions, io: SourceIo): AsyncGenerator<Buffer[]> {
+  for (const node of scanTargets(io.redis)) yield* scanNode(node, options, io);
+}
+
+async function* scanNode(node: RedisReadable, options: ReadOptions, io: SourceIo): AsyncGenerator<Buffer[]> {
   const counter = io.retries ?? new RetryCounter();
+  // A cluster's node connections open lazily: connect first, so that opening is not taken for a reconnect.
+  await withRetries('PING', options.retry ?? NO_RETRY, counter, io.log, () => node.callBuffer('PING'), io.signal);
   let epoch = 0;
   const onReady = () => epoch++;
-  io.redis.on('ready', onReady);
+  node.on('ready', onReady);
   try {
     yield* scanKeys(
-      io.redis,
+      node,
       {
         ...options,
         connectionEpoch: () => epoch,
@@ -54,7 +63,7 @@ export async function* scanSource(options: ReadOptions, io: SourceIo): AsyncGene
       (what, fn) => withRetries(what, options.retry ?? NO_RETRY, counter, io.log, fn, io.signal),
     );
   } finally {
-    io.redis.off('ready', onReady);
+    node.off('ready', onReady);
   }
 }
 
@@ -113,7 +122,7 @@ export async function* sampleKeys(
   const reservoir: Buffer[] = [];
   const seen = new Set<string>();
   let n = 0;
-  for await (const batch of scanKeys(redis, options)) {
+  for await (const batch of scanTargetsKeys(redis, options)) {
     for (const key of batch) {
       const id = key.toString('base64');
       // SCAN may repeat a key; a repeat inside the reservoir must not count twice.
@@ -134,6 +143,13 @@ export async function* sampleKeys(
     }
   }
   for (let i = 0; i < reservoir.length; i += options.batchSize) yield reservoir.slice(i, i + options.batchSize);
+}
+
+async function* scanTargetsKeys(redis: RedisReadable, options: ReadOptions): AsyncGenerator<Buffer[]> {
+  for (const node of scanTargets(redis)) {
+    await node.callBuffer('PING');
+    yield* scanKeys(node, options);
+  }
 }
 
 /** Stops pulling batches once the run is interrupted: batches already read still finish. */

@@ -1,8 +1,20 @@
-import type { Redis } from 'ioredis';
+import calculateSlot from 'cluster-key-slot';
+import { Cluster, type Redis } from 'ioredis';
 import type { RejectReason } from '../map/reasons.js';
 
 /** The part of ioredis the reader uses: read-only commands only (SCAN, EVAL_RO, TYPE, GETRANGE). */
-export type RedisReadable = Pick<Redis, 'scanBuffer' | 'pipeline' | 'callBuffer' | 'on' | 'off'>;
+export type RedisReadable = Pick<Redis, 'scanBuffer' | 'pipeline' | 'callBuffer'> & {
+  on(event: string, listener: () => void): unknown;
+  off(event: string, listener: () => void): unknown;
+};
+
+/**
+ * Where SCAN must run: every master of a Redis Cluster (each SCANs only its own slots), or the one server.
+ * Replicas are left alone: their keys are their masters'.
+ */
+export function scanTargets(redis: RedisReadable): RedisReadable[] {
+  return redis instanceof Cluster ? redis.nodes('master') : [redis];
+}
 
 export type SourceRecord =
   | { readonly key: string; readonly ok: true; readonly keyEmail: string; readonly value: string }
@@ -99,12 +111,16 @@ type Raw = { type: string; value: Buffer | null; tooLarge: boolean };
  * where scripting is unavailable or not allowed, a pipeline of TYPE + GETRANGE 0..max per key.
  */
 export class ValueReader {
-  private scripted = true;
+  // A cluster refuses a script whose keys hash to different slots (CROSSSLOT); a batch scanned from one
+  // master shares that master, which is what a cluster pipeline needs.
+  private scripted: boolean;
 
   constructor(
     private readonly redis: RedisReadable,
     private readonly onFallback: (reason: string) => void = () => undefined,
-  ) {}
+  ) {
+    this.scripted = !(redis instanceof Cluster);
+  }
 
   async read(keys: readonly Buffer[], prefixLength: number, maxValueBytes: number): Promise<SourceRecord[]> {
     let raw: Raw[] | undefined;
@@ -133,6 +149,28 @@ export class ValueReader {
   }
 
   private async viaPipeline(keys: readonly Buffer[], max: number): Promise<Raw[]> {
+    const redis = this.redis;
+    if (!(redis instanceof Cluster)) return this.pipelined(keys, max);
+    // A cluster pipeline must stay on one node. A batch scanned from one master is one group; a sample
+    // (keys from every master) becomes one pipeline per master, run side by side.
+    const groups = new Map<string, number[]>();
+    keys.forEach((key, i) => {
+      const node = redis.slots[calculateSlot(key)]?.[0] ?? '';
+      const group = groups.get(node);
+      if (group) group.push(i);
+      else groups.set(node, [i]);
+    });
+    const out: Raw[] = new Array<Raw>(keys.length);
+    await Promise.all(
+      [...groups.values()].map(async (indexes) => {
+        const raws = await this.pipelined(indexes.map((i) => keys[i] as Buffer), max);
+        indexes.forEach((i, j) => (out[i] = raws[j] as Raw));
+      }),
+    );
+    return out;
+  }
+
+  private async pipelined(keys: readonly Buffer[], max: number): Promise<Raw[]> {
     const pipeline = this.redis.pipeline();
     for (const key of keys) pipeline.type(key).getrangeBuffer(key, 0, max);
     const results = await pipeline.exec();
