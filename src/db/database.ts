@@ -93,8 +93,8 @@ export interface HeldLock {
 }
 
 /**
- * Takes `key` (an SQL expression of a bigint) for as long as the returned lock is held, or returns the
- * rows of `whoQuery` run on the same connection when another holds it. A session-level lock would stay on a
+ * Takes `key` (an SQL expression of a bigint) until the returned lock is released; undefined when another
+ * session holds it. A session-level lock would stay on a
  * pooled server connection after the run in transaction mode; an open transaction pins its connection and
  * ends, lock and all, when the process or its connection dies.
  */
