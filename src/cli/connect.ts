@@ -42,7 +42,7 @@ export async function withRedis<T>(target: RedisTarget, log: Logger, fn: (redis:
     let cluster = target.redisCluster;
     if (!cluster) {
       await client.connect();
-      cluster = /^cluster_enabled:1/m.test(await client.info('cluster'));
+      cluster = await isCluster(client, log);
       if (cluster) log.info('Redis Cluster detected: scanning every master');
     }
     if (cluster) {
@@ -57,6 +57,17 @@ export async function withRedis<T>(target: RedisTarget, log: Logger, fn: (redis:
     return await fn(client);
   } finally {
     await client.quit().catch(() => client.disconnect());
+  }
+}
+
+/** INFO tells; a read-only ACL user may not be allowed INFO, and is then taken to mean one server. */
+async function isCluster(redis: Redis, log: Logger): Promise<boolean> {
+  try {
+    return /^cluster_enabled:1/m.test(await redis.info('cluster'));
+  } catch (error) {
+    if (!/NOPERM/.test(describe(error))) throw error;
+    log.info('this Redis user may not run INFO: reading it as a single server (--redis-cluster for a cluster)');
+    return false;
   }
 }
 

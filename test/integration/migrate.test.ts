@@ -255,6 +255,19 @@ describe('migrate', () => {
     expect(await db.query('select user_id from migrate_users.ledger')).toEqual([{ user_id: 'usr_y' }]);
   });
 
+  it('works for a Redis user that may not even run INFO (a single server is assumed)', async () => {
+    await keys.putUser('i@example.com', user('usr_i'));
+    const acl = uniqueName('mu_noinfo');
+    await keys.redis.call('ACL', 'SETUSER', acl, 'on', '>pw', 'resetkeys', `~${keys.prefix}user:email:*`, '-@all', '+@read', '+@connection', '+client');
+    try {
+      const run = await migrate([], { REDIS_URL: `redis://${acl}:pw@127.0.0.1:6379` });
+      expect(run.code).toBe(0);
+      expect(run.report?.counts).toMatchObject({ scanned: 1, inserted: 1 });
+    } finally {
+      await keys.redis.call('ACL', 'DELUSER', acl);
+    }
+  });
+
   it('never reads keys outside --match and never writes to Redis (proved with a read-only ACL user)', async () => {
     await keys.putUser('r@example.com', user('usr_r'));
     await keys.putRaw(`${keys.prefix}email_code:r@example.com`, '123456');
