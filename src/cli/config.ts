@@ -115,7 +115,7 @@ function databaseTls(url: string, caPath: string | undefined, problems: Problems
   const withCa = ca === undefined ? {} : { ca };
   switch (mode) {
     case 'disable':
-      if (caFile !== undefined) problems.add('--database-ca is given but sslmode=disable turns TLS off');
+      if (caFile !== undefined) problems.add('a CA is given (--database-ca, DATABASE_CA or sslrootcert) but sslmode=disable turns TLS off');
       return { url: stripped, ssl: false };
     case 'require':
       return { url: stripped, ssl: ca === undefined ? { rejectUnauthorized: false } : { ...withCa, checkServerIdentity: () => undefined } };
