@@ -87,19 +87,24 @@ export async function* scanKeys(
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 
 /**
- * Per key, server-side: TYPE tells a vanished key ("none") from one of another type (MGET would return nil
- * for both), STRLEN keeps a value of up to 512 MB from being sent whole. EVAL_RO refuses any write.
+ * Per key, server-side: STRLEN keeps a value of up to 512 MB from being sent whole, and (as an error)
+ * tells a key of another type; a length of 0 asks EXISTS whether the key vanished. The reply is flat: the
+ * value itself (the common case, cheapest to parse), its length if too large, or {type} otherwise
+ * ("none" = vanished). EVAL_RO refuses any write.
  */
 const READ_SCRIPT = `
 local out = {}
 local max = tonumber(ARGV[1])
 for i, key in ipairs(KEYS) do
-  local kind = redis.call('TYPE', key).ok
-  if kind ~= 'string' then
-    out[i] = {kind}
+  local size = redis.pcall('STRLEN', key)
+  if type(size) ~= 'number' then
+    out[i] = {redis.call('TYPE', key).ok}
+  elseif size > max then
+    out[i] = size
+  elseif size == 0 and redis.call('EXISTS', key) == 0 then
+    out[i] = {'none'}
   else
-    local size = redis.call('STRLEN', key)
-    if size > max then out[i] = {kind, size} else out[i] = {kind, redis.call('GET', key)} end
+    out[i] = redis.call('GET', key)
   end
 end
 return out`;
@@ -140,11 +145,11 @@ export class ValueReader {
   private async viaScript(keys: readonly Buffer[], max: number): Promise<Raw[]> {
     const reply = (await this.redis.callBuffer('EVAL_RO', READ_SCRIPT, keys.length, ...keys, String(max))) as unknown[];
     if (!Array.isArray(reply) || reply.length !== keys.length) throw new Error('EVAL_RO returned an unexpected reply');
-    return reply.map((entry) => {
-      const [kind, second] = entry as [Buffer, Buffer | number | undefined];
-      const type = kind.toString();
-      if (typeof second === 'number') return { type, value: null, tooLarge: true };
-      return { type, value: second ?? null, tooLarge: false };
+    return reply.map((entry): Raw => {
+      if (Buffer.isBuffer(entry)) return { type: 'string', value: entry, tooLarge: false };
+      if (typeof entry === 'number') return { type: 'string', value: null, tooLarge: true };
+      if (Array.isArray(entry) && Buffer.isBuffer(entry[0])) return { type: entry[0].toString(), value: null, tooLarge: false };
+      throw new Error('EVAL_RO returned an unexpected reply');
     });
   }
 
