@@ -11,7 +11,7 @@ import { partialReport, summarise, Tally, type MigrateReport, type Mode } from '
 import type { RecordSink } from '../report/ndjson-file.js';
 import { stageSource, type Progress, type ReadOptions } from './stage-source.js';
 import { conflictEntry, processChunk, type ClassifiedEntry, type Take } from './process-chunk.js';
-import { heldBackRecords, recordConflicts } from './facts.js';
+import { heldBackRecords, recordConflicts, triage } from './facts.js';
 import { NO_RETRY, RetryCounter, withRetries } from './retry.js';
 import { UnfinishedError } from '../errors.js';
 
@@ -125,6 +125,14 @@ async function runOnce(options: MigrateOptions, io: MigrateIo, retries: RetryCou
           log.info({ scanDuplicates: base.scanDuplicates }, 'stage indexed; duplicates across keys marked');
           if (stage.persistent) await recordStage(session.db, runId, { rows: await stageRows(session.db, stage.table) });
         }
+        // Reconcile looks at every record in detail; migrate and dry-run let triage settle the obvious ones.
+        if (!io.onClassified) {
+          const look = stage;
+          const from = checkpoint.lastSeq;
+          const run = () => triage(session.db, look.table, from);
+          await (options.dryRun ? run() : inOneTransaction(session, run));
+          log.info('triage done');
+        }
         if (options.dryRun) {
           // From here on PostgreSQL itself refuses any write except to the TEMP stage.
           await sql`set transaction read only`.execute(session.db);
@@ -229,7 +237,9 @@ async function classifyAll(
       log: log.child({ batch }),
       take: options.take,
       withBase: io.onClassified !== undefined,
+      everyRecord: io.onClassified !== undefined,
     });
+    for (const { outcome, sums } of result.settled) tally.addSums(outcome, sums);
     const conflicts = result.entries.filter((e) => e.outcome === 'conflict');
     await recordConflicts(session.db, stage, conflicts.map((e) => ({ seq: e.fact.seq, reason: e.reason ?? '', detail: e.detail ?? '' })));
     for (const entry of result.entries) {
@@ -242,7 +252,7 @@ async function classifyAll(
       }
       await io.onClassified?.(entry);
     }
-    io.progress?.advance(result.entries.length);
+    io.progress?.advance(result.entries.length + result.settled.reduce((n, s) => n + s.sums.n, 0));
     afterSeq = result.lastSeq;
     await range.save?.(afterSeq);
   }

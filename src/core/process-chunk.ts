@@ -1,10 +1,9 @@
 import type { Kysely } from 'kysely';
 import { pgCode } from '../errors.js';
 import { publicRow, type CellValue, type ColumnDiff } from '../compare/compare-rows.js';
-import { adoptRows, insertRows, keepPostgres, logResolutions, updateRows, type WriteRow } from '../sink/apply-chunk.js';
+import { adoptRows, insertRows, insertTriaged, keepPostgres, logResolutions, updateRows, type Sums, type WriteRow } from '../sink/apply-chunk.js';
 import { decide, type Decision } from './decide.js';
-import { loadFacts, type RecordFacts } from './facts.js';
-import { ledgerBase } from '../map/user-row.js';
+import { loadFacts, triageTable, triagedSums, type RecordFacts, type TriageKind } from './facts.js';
 import type { Logger } from '../log.js';
 
 export type Outcome = 'inserted' | 'updated' | 'unchanged' | 'kept_app_change' | 'conflict';
@@ -31,9 +30,18 @@ export interface ClassifiedEntry {
   readonly resolvedBy?: 'redis' | 'postgres';
 }
 
+/** Records triage settled (see facts.ts), summed per outcome: inserted, or found identical and recorded. */
+export interface SettledSums {
+  readonly outcome: 'inserted' | 'unchanged';
+  readonly sums: Sums;
+}
+
 export interface ChunkResult {
   readonly lastSeq: number;
+  /** Records decided one by one from their facts. */
   readonly entries: readonly ClassifiedEntry[];
+  /** Records triage settled (not with `everyRecord`). */
+  readonly settled: readonly SettledSums[];
 }
 
 /** An operator's choice of side for a list of users (`reconcile --take`). */
@@ -53,7 +61,12 @@ export interface ChunkOptions {
   readonly take?: Take | undefined;
   /** Load the ledger's base rows (reconcile shows them; migrate does not need them). */
   readonly withBase?: boolean | undefined;
+  /** Every record as a ClassifiedEntry with its facts (reconcile lists them all): no triage shortcut. */
+  readonly everyRecord?: boolean | undefined;
 }
+
+/** Triage kinds whose decision is known without comparing columns: insert, and unchanged with nothing to record. */
+const SETTLED_KINDS: readonly TriageKind[] = ['insert', 'same_current'];
 
 /** Conflicts an operator may settle by choosing a side; the others need the data fixed at its source. */
 const RESOLVABLE = new Set(['changed_in_both', 'row_not_written_by_tool', 'deleted_in_postgres']);
@@ -119,8 +132,40 @@ async function classifyAndWrite(db: Kysely<unknown>, options: ChunkOptions): Pro
   // No row locks: every write below is guarded by the state its decision saw, row by row, so a row the app
   // changes in between is skipped (and reported) instead of overwritten, and a re-run that changes nothing
   // writes nothing (FOR UPDATE would write a lock to every row).
-  const facts = await loadFacts(db, options.stage, options.afterSeq, options.size, { withBase: options.withBase });
-  if (facts.length === 0) return { lastSeq: options.afterSeq + options.size, entries: [] };
+  const { stage, afterSeq, size } = options;
+  const lastSeq = afterSeq + size;
+  if (options.everyRecord) {
+    const facts = await loadFacts(db, stage, afterSeq, size, { withBase: options.withBase });
+    return { lastSeq, entries: await decideAndWrite(db, options, facts), settled: [] };
+  }
+  const { byKind, others } = await triagedSums(db, stage, afterSeq, size, SETTLED_KINDS);
+  const settled: SettledSums[] = [];
+  const unchanged = byKind.get('same_current');
+  if (unchanged) settled.push({ outcome: 'unchanged', sums: unchanged });
+  let refused: number[] = [];
+  const inserts = byKind.get('insert');
+  if (inserts && options.dryRun) settled.push({ outcome: 'inserted', sums: inserts });
+  if (inserts && !options.dryRun) {
+    const result = await insertTriaged(db, stage, triageTable(stage), afterSeq, size, options.runId);
+    if (result.written.n > 0) settled.push({ outcome: 'inserted', sums: result.written });
+    refused = result.refused;
+  }
+  const entries: ClassifiedEntry[] = [];
+  if (others > 0) {
+    const facts = await loadFacts(db, stage, afterSeq, size, { withBase: options.withBase, skip: SETTLED_KINDS });
+    entries.push(...(await decideAndWrite(db, options, facts)));
+  }
+  // Inserts triage expected to be free that found the row or the email taken (the app wrote meanwhile):
+  // decided again from what PostgreSQL holds now.
+  if (refused.length > 0) {
+    const facts = await loadFacts(db, stage, afterSeq, size, { withBase: options.withBase, only: refused });
+    entries.push(...(await decideAndWrite(db, options, facts)));
+  }
+  return { lastSeq, entries, settled };
+}
+
+/** decide() for each record of `facts`, then (unless dry-run) their writes, in one transaction. */
+async function decideAndWrite(db: Kysely<unknown>, options: ChunkOptions, facts: readonly RecordFacts[]): Promise<ClassifiedEntry[]> {
   const planned = facts.map((fact) => {
     const decision = decide(fact);
     return { fact, decision, plan: plan(fact, decision, options.take) };
@@ -128,7 +173,7 @@ async function classifyAndWrite(db: Kysely<unknown>, options: ChunkOptions): Pro
   const rows = (...kinds: Plan[]): WriteRow[] =>
     planned
       .filter((p) => kinds.includes(p.plan))
-      .map((p) => ({ seq: p.fact.seq, base: ledgerBase(p.fact.expected), observed: p.fact.observedUpdatedAt }));
+      .map((p) => ({ seq: p.fact.seq, observed: p.fact.observedUpdatedAt }));
   const seqs = (...kinds: Plan[]) => planned.filter((p) => kinds.includes(p.plan)).map((p) => p.fact.seq);
 
   let written = new Set(seqs('insert', 'update', 'force_insert', 'force_update', 'keep_postgres'));
@@ -184,7 +229,7 @@ async function classifyAndWrite(db: Kysely<unknown>, options: ChunkOptions): Pro
     return { fact, outcome: decision.action, reason: null, detail: null, diffs };
   });
 
-  return { lastSeq: options.afterSeq + options.size, entries };
+  return entries;
 }
 
 export function conflictEntry(entry: ClassifiedEntry): ConflictEntry {

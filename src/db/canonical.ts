@@ -27,3 +27,31 @@ export const SET_FROM_STAGE = sql.raw(
     .join(', '),
 );
 
+
+const TEXT_COLUMNS: ReadonlySet<UserColumn> = new Set(['user_id', 'email', 'username', 'avatar', 'password_hash', 'current_plan_id']);
+
+/**
+ * The ledger's `base` (the row as the tool wrote it) as JSON text: canonical values, the password hash only
+ * as `sha256:<hex>`. Built by PostgreSQL from the row written, so no row travels back and forth for it.
+ */
+export function canonicalJson(alias: string): RawBuilder<unknown> {
+  const parts = USER_COLUMNS.map((column) => {
+    const ref = `${alias}.${column}`;
+    if (column === 'password_hash') return `'${column}', 'sha256:' || encode(sha256(convert_to(${ref}, 'UTF8')), 'hex')`;
+    if (TIMESTAMP_COLUMNS.has(column)) return `'${column}', to_char(${ref} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+    if (INTEGER_COLUMNS.has(column)) return `'${column}', ${ref}::text`;
+    return `'${column}', ${ref}`;
+  });
+  return sql.raw(`json_build_object(${parts.join(', ')})::text`);
+}
+
+/**
+ * True when rows `a` and `b` hold the same value in every column the migration owns. Equal values have
+ * equal canonical forms, so this never calls equal what `compareRows` would call different (text is
+ * compared byte by byte: COLLATE "C"). It only picks out rows that need no comparison detail.
+ */
+export function sameRow(a: string, b: string): RawBuilder<unknown> {
+  return sql.raw(
+    USER_COLUMNS.map((c) => (TEXT_COLUMNS.has(c) ? `${a}.${c} collate "C" is not distinct from ${b}.${c}` : `${a}.${c} is not distinct from ${b}.${c}`)).join(' and '),
+  );
+}

@@ -29,10 +29,12 @@ export function parseTimestamp(input: unknown): TimestampResult {
 }
 
 export function formatMicros(micros: bigint): string {
-  const millis = micros / 1000n;
-  const rest = micros % 1000n;
-  const iso = new Date(Number(millis)).toISOString();
-  return `${iso.slice(0, -1)}${rest.toString().padStart(3, '0')}Z`;
+  // Within 1970..2099 a microsecond count is a safe integer: Number arithmetic, not BigInt (once per timestamp).
+  const value = Number(micros);
+  const millis = Math.floor(value / 1000);
+  const rest = value - millis * 1000;
+  const iso = new Date(millis).toISOString();
+  return `${iso.slice(0, -1)}${rest < 10 ? '00' : rest < 100 ? '0' : ''}${rest}Z`;
 }
 
 function fromEpoch(text: string): TimestampResult {

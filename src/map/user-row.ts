@@ -43,18 +43,10 @@ export const SECRET_COLUMNS: ReadonlySet<UserColumn> = new Set<UserColumn>(['pas
 
 /** Stable fingerprint of a row: lets a re-run tell "Redis changed since we wrote it" without keeping values. */
 export function rowDigest(row: UserRow): string {
-  const hash = createHash('sha256');
+  let text = '';
   for (const column of USER_COLUMNS) {
     const value = row[column];
-    hash.update(value === null ? '\u0000N' : `\u0001${String(value)}`);
-    hash.update('\u0002');
+    text += value === null ? '\u0000N\u0002' : `\u0001${String(value)}\u0002`;
   }
-  return hash.digest('hex').slice(0, 32);
-}
-
-/** The written row as the ledger keeps it: canonical values, the password hash only as a digest. */
-export function ledgerBase(row: UserRow): string {
-  const base: Record<string, string | boolean | null> = { ...row };
-  if (row.password_hash !== null) base.password_hash = `sha256:${createHash('sha256').update(row.password_hash).digest('hex')}`;
-  return JSON.stringify(base);
+  return createHash('sha256').update(text).digest('hex').slice(0, 32);
 }

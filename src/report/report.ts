@@ -1,3 +1,4 @@
+import type { Sums } from '../sink/apply-chunk.js';
 import { sql, type Kysely } from 'kysely';
 
 export type Mode = 'dry-run' | 'apply';
@@ -80,6 +81,19 @@ export class Tally {
     if (topup > 0n) row.topped++;
     this.groups.set(key, row);
     this.count++;
+  }
+
+  /** Records settled together (see triage): their sums, with no reason. */
+  addSums(outcome: string, sums: Sums): void {
+    const key = `${outcome}\u0000`;
+    const row = this.groups.get(key) ?? { outcome, reason: null, valid: true, n: 0, source: 0n, topup: 0n, used: 0n, topped: 0 };
+    row.n += sums.n;
+    row.source += sums.source;
+    row.topup += sums.topup;
+    row.used += sums.used;
+    row.topped += sums.topped;
+    this.groups.set(key, row);
+    this.count += sums.n;
   }
 
   rows(): OutcomeRow[] {

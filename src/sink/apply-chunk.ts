@@ -1,5 +1,5 @@
-import { sql, type Kysely } from 'kysely';
-import { COLUMN_LIST, SET_FROM_STAGE } from '../db/canonical.js';
+import { sql, type Kysely, type RawBuilder } from 'kysely';
+import { canonicalJson, COLUMN_LIST, SET_FROM_STAGE } from '../db/canonical.js';
 
 const LEDGER_COLUMNS = sql`(user_id, source_key, source_digest, row_updated_at, run_id, base, postgres_owns)`;
 const LEDGER_UPSERT = sql`
@@ -7,31 +7,29 @@ const LEDGER_UPSERT = sql`
     row_updated_at = excluded.row_updated_at, run_id = excluded.run_id, written_at = now(),
     base = excluded.base, postgres_owns = excluded.postgres_owns`;
 
-/** One staged record to write: its seq, the ledger's base text, and updated_at as the decision saw it. */
+/** One staged record to write: its seq, and updated_at as the decision saw it. */
 export interface WriteRow {
   readonly seq: number;
-  readonly base: string;
   readonly observed?: string | null;
 }
 
-/** The staged records of `rows`, each with its base and observed updated_at. */
+/** The staged records of `rows`, each with its observed updated_at and the ledger's base text. */
 function staged(stage: string, rows: readonly WriteRow[]) {
   return sql`
-    select st.*, v.base, v.observed from ${sql.raw(stage)} st
-    join unnest(${rows.map((r) => r.seq)}::bigint[], ${rows.map((r) => r.base)}::text[], ${rows.map((r) => r.observed ?? null)}::text[])
-      as v(seq, base, observed) on v.seq = st.seq`;
+    select st.*, v.observed, ${canonicalJson('st')} as base from ${sql.raw(stage)} st
+    join unnest(${rows.map((r) => r.seq)}::bigint[], ${rows.map((r) => r.observed ?? null)}::text[])
+      as v(seq, observed) on v.seq = st.seq`;
 }
 
 /**
  * The one write path of the tool (migrate, catch-up re-runs and reconcile --apply all use it).
  * Each statement writes users rows and their ledger entries together, and each carries its own guard,
  * so a row the app created or changed meanwhile is skipped (and reported), never overwritten.
- * Returns the stage seqs actually written.
+ * `from` selects the staged records to insert, each with its ledger base.
  */
-export async function insertRows(db: Kysely<unknown>, stage: string, rows: readonly WriteRow[], runId: string): Promise<Set<number>> {
-  if (rows.length === 0) return new Set();
-  const result = await sql<{ seq: string }>`
-    with s as (${staged(stage, rows)}),
+function insertCtes(from: RawBuilder<unknown>, runId: string) {
+  return sql`
+    s as (${from}),
     ins as (
       insert into public.users (${COLUMN_LIST})
       select ${COLUMN_LIST} from s
@@ -43,9 +41,67 @@ export async function insertRows(db: Kysely<unknown>, stage: string, rows: reado
       select ins.user_id, s.key, s.digest, ins.updated_at, ${runId}, s.base, false
       from ins join s on s.user_id = ins.user_id
       ${LEDGER_UPSERT}
-    )
+    )`;
+}
+
+/** Inserts the staged records of `rows`; returns the stage seqs actually written. */
+export async function insertRows(db: Kysely<unknown>, stage: string, rows: readonly WriteRow[], runId: string): Promise<Set<number>> {
+  if (rows.length === 0) return new Set();
+  const result = await sql<{ seq: string }>`
+    with ${insertCtes(staged(stage, rows), runId)}
     select s.seq from ins join s on s.user_id = ins.user_id`.execute(db);
   return new Set(result.rows.map((r) => Number(r.seq)));
+}
+
+/** What a set of records adds up to: enough for the tally, nothing per record. */
+export interface Sums {
+  readonly n: number;
+  readonly source: bigint;
+  readonly topup: bigint;
+  readonly used: bigint;
+  readonly topped: number;
+}
+
+export function sumsSelect(alias: string): RawBuilder<unknown> {
+  return sql.raw(`count(*)::int as n, coalesce(sum(${alias}.source_credits), 0)::text as source, coalesce(sum(${alias}.topup), 0)::text as topup,
+    coalesce(sum(${alias}.total_credits_used), 0)::text as used, (count(*) filter (where ${alias}.topup > 0))::int as topped`);
+}
+
+export function toSums(row: { n: number; source: string; topup: string; used: string; topped: number }): Sums {
+  return { n: row.n, source: BigInt(row.source), topup: BigInt(row.topup), used: BigInt(row.used), topped: row.topped };
+}
+
+/**
+ * Inserts the records of seq range (afterSeq, afterSeq + size] that triage found free (see facts.ts), in
+ * one statement, and returns their sums and the seqs refused because the app took the row or the email
+ * meanwhile: no row crosses the wire.
+ */
+export async function insertTriaged(
+  db: Kysely<unknown>,
+  stage: string,
+  triage: string,
+  afterSeq: number,
+  size: number,
+  runId: string,
+): Promise<{ written: Sums; refused: number[] }> {
+  const from = sql`
+    select st.*, ${canonicalJson('st')} as base from ${sql.raw(stage)} st join ${sql.raw(triage)} t on t.seq = st.seq
+    where st.seq > ${afterSeq} and st.seq <= ${afterSeq + size} and t.seq > ${afterSeq} and t.seq <= ${afterSeq + size}
+      and st.outcome is null and t.kind = 'insert'`;
+  const { rows } = await sql<{ n: number; source: string; topup: string; used: string; topped: number; candidates: number }>`
+    with ${insertCtes(from, runId)}
+    select ${sumsSelect('w')}, (select count(*)::int from s) as candidates
+    from s w where w.user_id in (select user_id from ins)`.execute(db);
+  const row = rows[0];
+  if (!row) throw new Error('the triaged insert returned no summary row');
+  if (row.n === row.candidates) return { written: toSums(row), refused: [] };
+  // Rare: the app took a row or an email meanwhile. What this statement wrote has this run's ledger entry.
+  const refused = await sql<{ seq: string }>`
+    select st.seq from ${sql.raw(stage)} st join ${sql.raw(triage)} t on t.seq = st.seq
+    where st.seq > ${afterSeq} and st.seq <= ${afterSeq + size} and t.seq > ${afterSeq} and t.seq <= ${afterSeq + size}
+      and st.outcome is null and t.kind = 'insert'
+      and not exists (select 1 from migrate_users.ledger l where l.user_id = st.user_id and l.run_id = ${runId} and l.source_digest = st.digest)`.execute(db);
+  return { written: toSums(row), refused: refused.rows.map((r) => Number(r.seq)) };
 }
 
 /**

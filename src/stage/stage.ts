@@ -65,7 +65,7 @@ export async function createStage(session: Session, persistentFor?: string): Pro
 
 export async function dropStage(db: Kysely<unknown>, table: string): Promise<void> {
   if (!/^migrate_users\.stage_[a-z0-9_]+$/.test(table)) throw new Error(`refusing to drop ${table}: not a stage table`);
-  await sql`drop table if exists ${sql.raw(table)}`.execute(db);
+  await sql`drop table if exists ${sql.raw(table)}, ${sql.raw(`${table}_triage`)}`.execute(db);
 }
 
 /** Streams records into the stage with COPY, honouring backpressure so memory stays bounded. */
@@ -83,7 +83,9 @@ export class StageWriter {
   async write(records: readonly StagedRecord[]): Promise<void> {
     if (this.failure) throw new Error('staging records (COPY)', { cause: this.failure });
     if (records.length === 0) return;
-    if (!this.stream.write(records.map(copyLine).join(''))) await once(this.stream, 'drain');
+    let chunk = '';
+    for (const record of records) chunk += copyLine(record);
+    if (!this.stream.write(chunk)) await once(this.stream, 'drain');
   }
 
   async end(): Promise<void> {
@@ -97,30 +99,26 @@ export class StageWriter {
 function copyLine(record: StagedRecord): string {
   const m = record.mapped;
   const row = m?.row;
-  const cells: (string | null)[] = [
-    String(record.seq),
-    record.key,
-    m ? 't' : 'f',
-    m ? null : 'rejected',
-    record.reject?.reason ?? null,
-    record.reject?.detail ?? null,
-    ...USER_COLUMNS.map((column) => {
-      if (column === 'user_id') return record.userId;
-      const value = row?.[column];
-      if (value === undefined || value === null) return null;
-      return typeof value === 'boolean' ? (value ? 't' : 'f') : value;
-    }),
-    m ? m.sourceCredits.toString() : null,
-    m ? m.topup.toString() : null,
-    m ? m.digest : null,
-  ];
-  return `${cells.map(copyCell).join('\t')}\n`;
+  // Built by concatenation, not arrays: this runs once per record and dominates the staging CPU time.
+  let line = `${record.seq}\t${copyCell(record.key)}\t${m ? 't\t\\N' : 'f\trejected'}\t${copyCell(record.reject?.reason ?? null)}\t${copyCell(record.reject?.detail ?? null)}`;
+  for (const column of USER_COLUMNS) {
+    if (column === 'user_id') {
+      line += `\t${copyCell(record.userId)}`;
+      continue;
+    }
+    const value = row?.[column];
+    line += `\t${value === undefined || value === null ? '\\N' : typeof value === 'boolean' ? (value ? 't' : 'f') : copyCell(value)}`;
+  }
+  line += m ? `\t${m.sourceCredits}\t${m.topup}\t${m.digest}\n` : '\t\\N\t\\N\t\\N\n';
+  return line;
 }
 
 const ESCAPES: Record<string, string> = { '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+const SPECIAL = /[\\\n\r\t]/;
 
 function copyCell(value: string | null): string {
-  return value === null ? '\\N' : value.replace(/[\\\n\r\t]/g, (c) => ESCAPES[c] ?? c);
+  if (value === null) return '\\N';
+  return SPECIAL.test(value) ? value.replace(/[\\\n\r\t]/g, (c) => ESCAPES[c] ?? c) : value;
 }
 
 export interface StageSummary {
@@ -159,5 +157,6 @@ export async function finishStage(session: Session, stage: Stage): Promise<Stage
     where s.valid and s.user_id = d.user_id and s.outcome is null`.execute(db);
   // Anti-joins on user_id (rows only in PostgreSQL) want this index; batches walk the primary key.
   await sql`create index on ${t} (user_id)`.execute(db);
+  await sql`analyze ${t}`.execute(db);
   return { scanDuplicates: Number(removed.numAffectedRows ?? 0n) };
 }
