@@ -65,6 +65,15 @@ export interface Pick {
  */
 export type TriageKind = 'insert' | 'same_current' | 'same';
 
+/**
+ * The triage kind of stage row `alias`, as a scalar subquery: one primary-key probe per row whatever the
+ * planner estimates (a join with the triage table was estimated at one row and planned as nested loops
+ * over CTEs, quadratic in the batch size; or as a hash join over the whole triage, per batch).
+ */
+export function triageKind(alias: string, stage: string) {
+  return sql`(select t.kind from ${sql.raw(triageTable(stage))} t where t.seq = ${sql.raw(alias)}.seq)`;
+}
+
 export function triageTable(stage: string): string {
   return stage === STAGE_TABLE ? 'mu_triage' : `${stage}_triage`;
 }
@@ -113,10 +122,9 @@ export async function triagedSums(
   kinds: readonly TriageKind[],
 ): Promise<{ byKind: Map<TriageKind, Sums>; others: number }> {
   const { rows } = await sql<{ kind: TriageKind | null; n: number; source: string; topup: string; used: string; topped: number }>`
-    select case when t.kind = any(${kinds}::text[]) then t.kind end as kind, ${sumsSelect('s')}
-    from ${sql.raw(stage)} s
-    left join ${sql.raw(triageTable(stage))} t on t.seq = s.seq and t.seq > ${afterSeq} and t.seq <= ${afterSeq + size}
-    where s.seq > ${afterSeq} and s.seq <= ${afterSeq + size} and s.outcome is null
+    select case when s.kind = any(${kinds}::text[]) then s.kind end as kind, ${sumsSelect('s')}
+    from (select st.*, ${triageKind('st', stage)} as kind from ${sql.raw(stage)} st
+          where st.seq > ${afterSeq} and st.seq <= ${afterSeq + size} and st.outcome is null) s
     group by 1`.execute(db);
   const byKind = new Map<TriageKind, Sums>();
   let others = 0;

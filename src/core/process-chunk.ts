@@ -3,7 +3,7 @@ import { pgCode } from '../errors.js';
 import { publicRow, type CellValue, type ColumnDiff } from '../compare/compare-rows.js';
 import { adoptRows, insertRows, insertTriaged, keepPostgres, logResolutions, updateRows, type Sums, type WriteRow } from '../sink/apply-chunk.js';
 import { decide, type Decision } from './decide.js';
-import { loadFacts, triageTable, triagedSums, type RecordFacts, type TriageKind } from './facts.js';
+import { loadFacts, triagedSums, type RecordFacts, type TriageKind } from './facts.js';
 import type { Logger } from '../log.js';
 
 export type Outcome = 'inserted' | 'updated' | 'unchanged' | 'kept_app_change' | 'conflict';
@@ -146,7 +146,7 @@ async function classifyAndWrite(db: Kysely<unknown>, options: ChunkOptions): Pro
   const inserts = byKind.get('insert');
   if (inserts && options.dryRun) settled.push({ outcome: 'inserted', sums: inserts });
   if (inserts && !options.dryRun) {
-    const result = await insertTriaged(db, stage, triageTable(stage), afterSeq, size, options.runId);
+    const result = await insertTriaged(db, stage, afterSeq, size, options.runId);
     if (result.written.n > 0) settled.push({ outcome: 'inserted', sums: result.written });
     refused = result.refused;
   }

@@ -1,5 +1,6 @@
 import { sql, type Kysely, type RawBuilder } from 'kysely';
 import { canonicalJson, COLUMN_LIST, SET_FROM_STAGE } from '../db/canonical.js';
+import { triageKind } from '../core/facts.js';
 
 const LEDGER_COLUMNS = sql`(user_id, source_key, source_digest, row_updated_at, run_id, base, postgres_owns)`;
 const LEDGER_UPSERT = sql`
@@ -79,15 +80,13 @@ export function toSums(row: { n: number; source: string; topup: string; used: st
 export async function insertTriaged(
   db: Kysely<unknown>,
   stage: string,
-  triage: string,
   afterSeq: number,
   size: number,
   runId: string,
 ): Promise<{ written: Sums; refused: number[] }> {
   const from = sql`
-    select st.*, ${canonicalJson('st')} as base from ${sql.raw(stage)} st join ${sql.raw(triage)} t on t.seq = st.seq
-    where st.seq > ${afterSeq} and st.seq <= ${afterSeq + size} and t.seq > ${afterSeq} and t.seq <= ${afterSeq + size}
-      and st.outcome is null and t.kind = 'insert'`;
+    select st.*, ${canonicalJson('st')} as base from ${sql.raw(stage)} st
+    where st.seq > ${afterSeq} and st.seq <= ${afterSeq + size} and st.outcome is null and ${triageKind('st', stage)} = 'insert'`;
   const { rows } = await sql<{ n: number; source: string; topup: string; used: string; topped: number; candidates: number }>`
     with ${insertCtes(from, runId)}
     select ${sumsSelect('w')}, (select count(*)::int from s) as candidates
@@ -97,9 +96,8 @@ export async function insertTriaged(
   if (row.n === row.candidates) return { written: toSums(row), refused: [] };
   // Rare: the app took a row or an email meanwhile. What this statement wrote has this run's ledger entry.
   const refused = await sql<{ seq: string }>`
-    select st.seq from ${sql.raw(stage)} st join ${sql.raw(triage)} t on t.seq = st.seq
-    where st.seq > ${afterSeq} and st.seq <= ${afterSeq + size} and t.seq > ${afterSeq} and t.seq <= ${afterSeq + size}
-      and st.outcome is null and t.kind = 'insert'
+    select st.seq from ${sql.raw(stage)} st
+    where st.seq > ${afterSeq} and st.seq <= ${afterSeq + size} and st.outcome is null and ${triageKind('st', stage)} = 'insert'
       and not exists (select 1 from migrate_users.ledger l where l.user_id = st.user_id and l.run_id = ${runId} and l.source_digest = st.digest)`.execute(db);
   return { written: toSums(row), refused: refused.rows.map((r) => Number(r.seq)) };
 }
