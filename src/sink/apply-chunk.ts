@@ -87,18 +87,20 @@ export async function insertTriaged(
   const from = sql`
     select st.*, ${canonicalJson('st')} as base from ${sql.raw(stage)} st
     where st.seq > ${afterSeq} and st.seq <= ${afterSeq + size} and st.outcome is null and ${triageKind('st', stage)} = 'insert'`;
-  const { rows } = await sql<{ n: number; source: string; topup: string; used: string; topped: number; candidates: number }>`
+  const { rows } = await sql<{ n: number; source: string; topup: string; used: string; topped: number; candidates: number; at: string }>`
     with ${insertCtes(from, runId)}
-    select ${sumsSelect('w')}, (select count(*)::int from s) as candidates
+    select ${sumsSelect('w')}, (select count(*)::int from s) as candidates, now()::text as at
     from s w where w.user_id in (select user_id from ins)`.execute(db);
   const row = rows[0];
   if (!row) throw new Error('the triaged insert returned no summary row');
   if (row.n === row.candidates) return { written: toSums(row), refused: [] };
-  // Rare: the app took a row or an email meanwhile. What this statement wrote has this run's ledger entry.
+  // Rare: the app took a row or an email meanwhile. What this statement wrote has a ledger entry written at
+  // its transaction's now() (a retried range may also hold entries an earlier statement wrote: refused here).
   const refused = await sql<{ seq: string }>`
     select st.seq from ${sql.raw(stage)} st
     where st.seq > ${afterSeq} and st.seq <= ${afterSeq + size} and st.outcome is null and ${triageKind('st', stage)} = 'insert'
-      and not exists (select 1 from migrate_users.ledger l where l.user_id = st.user_id and l.run_id = ${runId} and l.source_digest = st.digest)`.execute(db);
+      and not exists (select 1 from migrate_users.ledger l
+        where l.user_id = st.user_id and l.run_id = ${runId} and l.written_at = ${row.at}::timestamptz)`.execute(db);
   return { written: toSums(row), refused: refused.rows.map((r) => Number(r.seq)) };
 }
 

@@ -60,6 +60,13 @@ it('triage settles fresh inserts in bulk; an insert the app beat to it is decide
       created_at: '2024-01-01T00:00:03.000000Z', last_login: null,
     });
 
+    // The same range again on the old triage (what a retried batch does): nothing is lost from the count;
+    // the 48 are decided again from fresh facts and found unchanged.
+    const retried = await processChunk(session.db, { stage: stage.table, afterSeq: 0, size: 50, dryRun: false, runId: 'run_triage_test', log });
+    expect(retried.settled).toEqual([]);
+    const outcomes = retried.entries.map((e) => e.outcome);
+    expect([outcomes.length, outcomes.filter((o) => o === 'unchanged').length]).toEqual([50, 48]);
+
     // Triage again: the 48 are identical and current, nothing to write; the two conflicts still need decide().
     await triage(session.db, stage.table, 0);
     const again = await processChunk(session.db, { stage: stage.table, afterSeq: 0, size: 50, dryRun: false, runId: 'run_triage_test', log });
