@@ -18,7 +18,7 @@ export interface ReadFlags {
 /** Flags that decide how Redis is read and mapped: identical for migrate, dry-run and verify. */
 export function addReadOptions(command: Command): Command {
   return command
-    .addOption(new Option('--batch-size <n>', `records per batch: one Redis read, one atomic PostgreSQL write (default ${DEFAULTS.batchSize})`))
+    .addOption(new Option('--batch-size <n>', `records per batch: one Redis read; PostgreSQL writes per batch, each statement atomic (default ${DEFAULTS.batchSize})`))
     .addOption(new Option('--concurrency <n>', `Redis read batches in flight (default ${DEFAULTS.concurrency})`))
     .addOption(new Option('--scan-count <n>', `SCAN COUNT hint (default ${DEFAULTS.scanCount})`))
     .addOption(new Option('--max-value-bytes <n>', `larger values are rejected unread (default ${DEFAULTS.maxValueBytes})`))

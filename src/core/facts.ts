@@ -2,7 +2,7 @@ import { sql, type Kysely } from 'kysely';
 import { canonicalColumns, sameRow } from '../db/canonical.js';
 import { publicRow, rowFromRecord, type CellValue } from '../compare/compare-rows.js';
 import type { Facts } from './decide.js';
-import { STAGE_TABLE } from '../stage/stage.js';
+import { STAGE_TABLE, triageKind, triageTable } from '../stage/stage.js';
 import { sumsSelect, toSums, type Sums } from '../sink/apply-chunk.js';
 
 export interface RecordFacts extends Facts {
@@ -37,12 +37,9 @@ interface FactRow extends Record<string, unknown> {
  * made PostgreSQL scan and sort everything left for every batch.
  */
 export function pendingRecords(stage: string, afterSeq: number, size: number, pick: Pick = {}) {
-  const t = sql.raw(stage);
-  const only = pick.only ? sql` and seq = any(${pick.only}::bigint[])` : sql``;
-  const skip = pick.skip?.length
-    ? sql` and not exists (select 1 from ${sql.raw(triageTable(stage))} t where t.seq = ${t}.seq and t.kind = any(${pick.skip}::text[]))`
-    : sql``;
-  return sql`select * from ${t} where seq > ${afterSeq} and seq <= ${afterSeq + size} and outcome is null${only}${skip}`;
+  const only = pick.only ? sql` and st.seq = any(${pick.only}::bigint[])` : sql``;
+  const skip = pick.skip?.length ? sql` and coalesce(${triageKind('st', stage)}, '') <> all(${pick.skip}::text[])` : sql``;
+  return sql`select * from ${sql.raw(stage)} st where st.seq > ${afterSeq} and st.seq <= ${afterSeq + size} and st.outcome is null${only}${skip}`;
 }
 
 /** Narrows a batch: only these seqs, or all but the records triage settled as one of these kinds. */
@@ -64,19 +61,6 @@ export interface Pick {
  * NOTHING), and an insert that finds the row taken is decided again from fresh facts.
  */
 export type TriageKind = 'insert' | 'same_current' | 'same';
-
-/**
- * The triage kind of stage row `alias`, as a scalar subquery: one primary-key probe per row whatever the
- * planner estimates (a join with the triage table was estimated at one row and planned as nested loops
- * over CTEs, quadratic in the batch size; or as a hash join over the whole triage, per batch).
- */
-export function triageKind(alias: string, stage: string) {
-  return sql`(select t.kind from ${sql.raw(triageTable(stage))} t where t.seq = ${sql.raw(alias)}.seq)`;
-}
-
-export function triageTable(stage: string): string {
-  return stage === STAGE_TABLE ? 'mu_triage' : `${stage}_triage`;
-}
 
 /**
  * Builds the stage's triage with hash joins over users and the ledger: about 1-2 µs a record, where the

@@ -1,6 +1,6 @@
 import { sql, type Kysely, type RawBuilder } from 'kysely';
 import { canonicalJson, COLUMN_LIST, SET_FROM_STAGE } from '../db/canonical.js';
-import { triageKind } from '../core/facts.js';
+import { triageKind } from '../stage/stage.js';
 
 const LEDGER_COLUMNS = sql`(user_id, source_key, source_digest, row_updated_at, run_id, base, postgres_owns)`;
 const LEDGER_UPSERT = sql`

@@ -15,6 +15,20 @@ import { USER_COLUMNS } from '../map/user-row.js';
  */
 export const STAGE_TABLE = 'mu_stage';
 
+/**
+ * The triage kind of stage row `alias`, as a scalar subquery: one primary-key probe per row whatever the
+ * planner estimates (a join with the triage table was estimated at one row and planned as nested loops
+ * over CTEs, quadratic in the batch size; or as a hash join over the whole triage, per batch).
+ */
+export function triageKind(alias: string, stage: string) {
+  return sql`(select t.kind from ${sql.raw(triageTable(stage))} t where t.seq = ${sql.raw(alias)}.seq)`;
+}
+
+/** The stage's triage table (see core/facts.ts: triage). */
+export function triageTable(stage: string): string {
+  return stage === STAGE_TABLE ? 'mu_triage' : `${stage}_triage`;
+}
+
 export interface Stage {
   /** mu_stage (TEMP), or migrate_users.stage_<run>. */
   readonly table: string;

@@ -1,9 +1,9 @@
 import pino from 'pino';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { withSession } from '../../src/db/database.js';
-import { triage, triageTable } from '../../src/core/facts.js';
+import { triage } from '../../src/core/facts.js';
 import { processChunk } from '../../src/core/process-chunk.js';
-import { createStage, finishStage } from '../../src/stage/stage.js';
+import { createStage, finishStage, triageTable } from '../../src/stage/stage.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/servers.js';
 
 let db: TestDatabase;
