@@ -5,19 +5,19 @@ const TIMESTAMP_COLUMNS: ReadonlySet<UserColumn> = new Set(['plan_renew_at', 'cr
 const INTEGER_COLUMNS: ReadonlySet<UserColumn> = new Set(['current_credits', 'total_credits_used']);
 
 /**
- * Selects the user columns of `alias` in the canonical text form of `UserRow` (see user-row.ts).
+ * One column of `alias` in the canonical text form of `UserRow` (see user-row.ts).
  * `at time zone 'UTC'` makes the output independent of the session's TimeZone setting.
  */
+function canonical(alias: string, column: UserColumn): string {
+  const ref = `${alias}.${column}`;
+  if (TIMESTAMP_COLUMNS.has(column)) return `to_char(${ref} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+  if (INTEGER_COLUMNS.has(column)) return `${ref}::text`;
+  return ref;
+}
+
+/** Selects the user columns of `alias` in canonical text form, each named `prefix` + column. */
 export function canonicalColumns(alias: string, prefix = ''): RawBuilder<unknown> {
-  const parts = USER_COLUMNS.map((column) => {
-    const ref = `${alias}.${column}`;
-    if (TIMESTAMP_COLUMNS.has(column)) {
-      return `to_char(${ref} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as ${prefix}${column}`;
-    }
-    if (INTEGER_COLUMNS.has(column)) return `${ref}::text as ${prefix}${column}`;
-    return `${ref} as ${prefix}${column}`;
-  });
-  return sql.raw(parts.join(', '));
+  return sql.raw(USER_COLUMNS.map((column) => `${canonical(alias, column)} as ${prefix}${column}`).join(', '));
 }
 
 export const COLUMN_LIST = sql.raw(USER_COLUMNS.join(', '));
@@ -27,7 +27,6 @@ export const SET_FROM_STAGE = sql.raw(
     .join(', '),
 );
 
-
 const TEXT_COLUMNS: ReadonlySet<UserColumn> = new Set(['user_id', 'email', 'username', 'avatar', 'password_hash', 'current_plan_id']);
 
 /**
@@ -35,13 +34,11 @@ const TEXT_COLUMNS: ReadonlySet<UserColumn> = new Set(['user_id', 'email', 'user
  * as `sha256:<hex>`. Built by PostgreSQL from the row written, so no row travels back and forth for it.
  */
 export function canonicalJson(alias: string): RawBuilder<unknown> {
-  const parts = USER_COLUMNS.map((column) => {
-    const ref = `${alias}.${column}`;
-    if (column === 'password_hash') return `'${column}', 'sha256:' || encode(sha256(convert_to(${ref}, 'UTF8')), 'hex')`;
-    if (TIMESTAMP_COLUMNS.has(column)) return `'${column}', to_char(${ref} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
-    if (INTEGER_COLUMNS.has(column)) return `'${column}', ${ref}::text`;
-    return `'${column}', ${ref}`;
-  });
+  const parts = USER_COLUMNS.map((column) =>
+    column === 'password_hash'
+      ? `'${column}', 'sha256:' || encode(sha256(convert_to(${alias}.${column}, 'UTF8')), 'hex')`
+      : `'${column}', ${canonical(alias, column)}`,
+  );
   return sql.raw(`json_build_object(${parts.join(', ')})::text`);
 }
 
