@@ -114,4 +114,26 @@ describe('fuzz: decode + map never throw and only ever produce valid rows or rea
       { numRuns: 3000 },
     );
   });
+
+  it('timestamps: any instant of 1970..2099, written as ISO (UTC or offset) or as epoch, comes back as that instant', () => {
+    const instant = fc.tuple(fc.integer({ min: 0, max: Date.UTC(2100, 0, 1) - 1 }), fc.integer({ min: 0, max: 999 }));
+    fc.assert(
+      fc.property(instant, fc.integer({ min: -14 * 60, max: 14 * 60 }), ([millis, micros], offset) => {
+        const expected = new Date(millis).toISOString().replace('Z', `${String(micros).padStart(3, '0')}Z`);
+        const shifted = new Date(millis + offset * 60_000).toISOString().slice(0, 23);
+        const sign = offset < 0 ? '-' : '+';
+        const hh = String(Math.floor(Math.abs(offset) / 60)).padStart(2, '0');
+        const mm = String(Math.abs(offset) % 60).padStart(2, '0');
+        const local = `${shifted}${String(micros).padStart(3, '0')}${sign}${hh}:${mm}`;
+        expect(parseTimestamp(`${new Date(millis).toISOString().slice(0, 23)}${String(micros).padStart(3, '0')}Z`)).toEqual({ ok: true, value: expected });
+        // An offset can carry an instant just inside the range from a local date outside it.
+        if (shifted >= '1970' && shifted < '2100') expect(parseTimestamp(local)).toEqual({ ok: true, value: expected });
+        // Epochs below 1e11 are seconds, from 1e11 on milliseconds (1e11 s would be the year 5138).
+        const seconds = Math.floor(millis / 1000);
+        expect(parseTimestamp(seconds)).toEqual({ ok: true, value: new Date(seconds * 1000).toISOString().replace('Z', '000Z') });
+        if (millis >= 1e11) expect(parseTimestamp(String(millis))).toEqual({ ok: true, value: expected.replace(/\d{3}Z$/, '000Z') });
+      }),
+      { numRuns: 5000 },
+    );
+  });
 });

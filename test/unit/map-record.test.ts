@@ -117,6 +117,7 @@ describe('mapRecord: rejected records', () => {
     ['garbage date', { user_id: 'u', last_login: 'yesterday' }, 'invalid_timestamp'],
     ['date before 1970', { user_id: 'u', created_at: '1969-12-31T23:59:59Z' }, 'timestamp_out_of_range'],
     ['date after 2099', { user_id: 'u', plan_renew_at: '2100-01-01T00:00:00Z' }, 'timestamp_out_of_range'],
+    ['a year before 100 (Date.UTC would read 0075 as 1975)', { user_id: 'u', created_at: '0075-06-01T00:00:00Z' }, 'timestamp_out_of_range'],
     ['negative epoch', { user_id: 'u', created_at: -1 }, 'invalid_timestamp'],
   ])('%s', (_name, record, reason) => {
     expect(map(record)).toMatchObject({ ok: false, reason });
