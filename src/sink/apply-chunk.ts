@@ -1,6 +1,9 @@
 import { sql, type Kysely, type RawBuilder } from 'kysely';
 import { canonicalJson, COLUMN_LIST, SET_FROM_STAGE } from '../db/canonical.js';
 import { triageKind } from '../stage/stage.js';
+import { pgCode } from '../errors.js';
+
+const UNIQUE_VIOLATION = '23505';
 
 const LEDGER_COLUMNS = sql`(user_id, source_key, source_digest, row_updated_at, run_id, base, postgres_owns)`;
 const LEDGER_UPSERT = sql`
@@ -27,21 +30,25 @@ function staged(stage: string, rows: readonly WriteRow[]) {
  * Each statement writes users rows and their ledger entries together, and each carries its own guard,
  * so a row the app created or changed meanwhile is skipped (and reported), never overwritten.
  * `from` selects the staged records to insert, each with its ledger base.
+ * `guard: 'skip'` (ON CONFLICT) skips a taken row or email and writes the rest; `guard: 'fail'` makes the
+ * whole statement fail with unique_violation instead, and writes nothing: about a third cheaper per row
+ * (no speculative insertion), for records triage found free.
  */
-function insertCtes(from: RawBuilder<unknown>, runId: string) {
+function insertCtes(from: RawBuilder<unknown>, runId: string, guard: 'skip' | 'fail' = 'skip') {
+  const skip = guard === 'skip';
   return sql`
     s as (${from}),
     ins as (
       insert into public.users (${COLUMN_LIST})
       select ${COLUMN_LIST} from s
-      on conflict do nothing
+      ${skip ? sql`on conflict do nothing` : sql``}
       returning user_id, updated_at
     ),
     led as (
       insert into migrate_users.ledger ${LEDGER_COLUMNS}
       select ins.user_id, s.key, s.digest, ins.updated_at, ${runId}, s.base, false
       from ins join s on s.user_id = ins.user_id
-      ${LEDGER_UPSERT}
+      ${skip ? LEDGER_UPSERT : sql``}
     )`;
 }
 
@@ -73,9 +80,11 @@ export function toSums(row: { n: number; source: string; topup: string; used: st
 }
 
 /**
- * Inserts the records of seq range (afterSeq, afterSeq + size] that triage found free (see facts.ts), in
- * one statement, and returns their sums and the seqs refused because the app took the row or the email
- * meanwhile: no row crosses the wire.
+ * Inserts the records of seq range (afterSeq, afterSeq + size] that triage found free (see facts.ts), and
+ * returns their sums and the seqs refused because the app took the row or the email meanwhile: no row
+ * crosses the wire. First one statement that fails whole on a taken row or email (it runs on its own, not
+ * inside a transaction, so the failure writes nothing) and, only then, one that skips what is taken and
+ * writes the rest.
  */
 export async function insertTriaged(
   db: Kysely<unknown>,
@@ -87,11 +96,18 @@ export async function insertTriaged(
   const from = sql`
     select st.*, ${canonicalJson('st')} as base from ${sql.raw(stage)} st
     where st.seq > ${afterSeq} and st.seq <= ${afterSeq + size} and st.outcome is null and ${triageKind('st', stage)} = 'insert'`;
-  const { rows } = await sql<{ n: number; source: string; topup: string; used: string; topped: number; candidates: number; at: string }>`
-    with ${insertCtes(from, runId)}
+  const insert = (guard: 'skip' | 'fail') => sql<{ n: number; source: string; topup: string; used: string; topped: number; candidates: number; at: string }>`
+    with ${insertCtes(from, runId, guard)}
     select ${sumsSelect('w')}, (select count(*)::int from s) as candidates, now()::text as at
     from s w where w.user_id in (select user_id from ins)`.execute(db);
-  const row = rows[0];
+  let result;
+  try {
+    result = await insert('fail');
+  } catch (error) {
+    if (pgCode(error) !== UNIQUE_VIOLATION) throw error;
+    result = await insert('skip');
+  }
+  const row = result.rows[0];
   if (!row) throw new Error('the triaged insert returned no summary row');
   if (row.n === row.candidates) return { written: toSums(row), refused: [] };
   // Rare: the app took a row or an email meanwhile. What this statement wrote has a ledger entry written at
