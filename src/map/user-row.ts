@@ -1,4 +1,8 @@
-import { createHash } from 'node:crypto';
+import * as crypto from 'node:crypto';
+
+/** One-shot hashing (Node >= 20.12) is about twice as fast as createHash() for a short text: once per record. */
+const sha256hex: (text: string) => string =
+  typeof crypto.hash === 'function' ? (text) => crypto.hash('sha256', text, 'hex') : (text) => crypto.createHash('sha256').update(text).digest('hex');
 
 /**
  * A `users` row in canonical text form: credits as decimal strings (int8 arrives from node-postgres
@@ -48,5 +52,5 @@ export function rowDigest(row: UserRow): string {
     const value = row[column];
     text += value === null ? '\u0000N\u0002' : `\u0001${String(value)}\u0002`;
   }
-  return createHash('sha256').update(text).digest('hex').slice(0, 32);
+  return sha256hex(text).slice(0, 32);
 }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { mapRecord, normaliseEmail, type MapContext } from '../../src/map/map-record.js';
 import { parseTimestamp } from '../../src/map/timestamps.js';
+import { rowDigest } from '../../src/map/user-row.js';
 
 const ctx: MapContext = { whitelist: new Set(['vip@example.com']), whitelistCredits: 100_000n };
 const base = { user_id: 'usr_1', email: 'a@example.com', current_credits: 100 };
@@ -137,5 +138,19 @@ describe('mapRecord: rejected records', () => {
 describe('parseTimestamp', () => {
   it('rejects non-string non-number values', () => {
     expect(parseTimestamp(true)).toMatchObject({ ok: false, reason: 'invalid_timestamp' });
+  });
+});
+
+describe('rowDigest', () => {
+  // The ledger keeps the digest of every row the tool wrote, and a later run (maybe of a later version)
+  // compares it with the digest of the Redis record now: the value for a given row must never change.
+  it('is pinned: the same row gives the digest earlier versions stored', () => {
+    const row = {
+      user_id: 'usr_1', email: 'a@example.com', username: 'Ann', avatar: null, password_hash: '$2b$12$x', current_credits: '100',
+      total_credits_used: '0', signup_bonus_granted: true, current_plan_id: null, plan_renew_at: null,
+      created_at: '2024-01-01T00:00:00.000000Z', last_login: null,
+    };
+    expect(rowDigest(row)).toBe('7fb47a3bf83db18ef39e593f21d105cd');
+    expect(rowDigest({ ...row, username: null })).not.toBe(rowDigest({ ...row, username: '' }));
   });
 });
