@@ -9,6 +9,7 @@ export const DEFAULTS = {
   match: 'user:email:*',
   batchSize: 1000,
   concurrency: 4,
+  writeConcurrency: 2,
   scanCount: 1000,
   maxValueBytes: 1_048_576,
   whitelistCredits: 100_000,

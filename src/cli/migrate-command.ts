@@ -6,7 +6,7 @@ import { migrate, RunFailedError } from '../core/migrate.js';
 import type { MigrateReport } from '../report/report.js';
 import { NdjsonFile } from '../report/ndjson-file.js';
 import { formatSummary } from '../report/summary.js';
-import { Problems } from './config.js';
+import { DEFAULTS, Problems } from './config.js';
 import { withRedis } from './connect.js';
 import { addConnectionOptions, setup, type CliContext, type ConnectionFlags } from './context.js';
 import { createProgress } from './progress.js';
@@ -15,6 +15,7 @@ import { addReadOptions, readOptions, type ReadFlags } from './read-options.js';
 interface MigrateFlags extends ConnectionFlags, ReadFlags {
   dryRun?: boolean;
   restart?: boolean;
+  writeConcurrency?: string;
   report?: string;
   rejects?: string;
   progress: boolean;
@@ -25,6 +26,12 @@ export function addMigrateOptions(command: Command): Command {
     addConnectionOptions(command).option('--dry-run', 'read, validate, map and compare everything; write nothing to PostgreSQL'),
   )
     .option('--restart', 'ignore the checkpoint of an interrupted run: read Redis afresh')
+    .addOption(
+      new Option(
+        '--write-concurrency <n>',
+        `batches written side by side, each on a PostgreSQL connection of its own (default ${DEFAULTS.writeConcurrency}; a dry-run uses one)`,
+      ),
+    )
     .addOption(new Option('--report <path>', 'write the JSON report here'))
     .addOption(new Option('--rejects <path>', 'write one NDJSON line per record not migrated here'))
     .option('--no-progress', 'no progress bar (none is shown when stderr is not a terminal or CI is set)');
@@ -33,7 +40,12 @@ export function addMigrateOptions(command: Command): Command {
 export async function runMigrate(flags: MigrateFlags, ctx: CliContext): Promise<number> {
   const problems = new Problems();
   const { conn, log } = setup(flags, ctx, problems);
-  const options = { ...readOptions(flags, conn.match, ctx, problems), dryRun: flags.dryRun === true, restart: flags.restart === true };
+  const options = {
+    ...readOptions(flags, conn.match, ctx, problems),
+    dryRun: flags.dryRun === true,
+    restart: flags.restart === true,
+    writeConcurrency: problems.integer('--write-concurrency', flags.writeConcurrency, DEFAULTS.writeConcurrency, 1, 16),
+  };
   problems.throwIfAny();
 
   const rejects = flags.rejects ? await NdjsonFile.open(flags.rejects) : undefined;
@@ -42,7 +54,8 @@ export async function runMigrate(flags: MigrateFlags, ctx: CliContext): Promise<
   };
   try {
     const report = await withRedis(conn, log, (redis) =>
-      withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: 3, log }, (pool) =>
+      // The session, the write lock's connection, one per extra write lane, and one to record a failure.
+      withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: 2 + options.writeConcurrency, log }, (pool) =>
         migrate(options, { redis, pool, log, rejects, progress: createProgress(flags.progress), signal: ctx.signal }),
       ),
     );

@@ -23,6 +23,11 @@ export interface MigrateOptions extends ReadOptions {
   readonly command?: string;
   /** Ignore the checkpoint of an unfinished run and read Redis afresh. */
   readonly restart?: boolean | undefined;
+  /**
+   * Batches written side by side, each on a PostgreSQL connection of its own (default 1). Only a writing
+   * migrate uses more than one: a dry-run's TEMP stage lives in one session, and reconcile lists in order.
+   */
+  readonly writeConcurrency?: number | undefined;
 }
 
 export type { Progress };
@@ -137,8 +142,12 @@ async function runOnce(options: MigrateOptions, io: MigrateIo, retries: RetryCou
           // From here on PostgreSQL itself refuses any write except to the TEMP stage.
           await sql`set transaction read only`.execute(session.db);
         }
-        const save = stage.persistent ? (seq: number) => saveCheckpoint(session.db, runId, checkpoint, seq) : undefined;
-        await classifyAll(session, stage.table, options, io, runId, log, tally, { from: checkpoint.lastSeq, to: lastSeq, save, lock });
+        const save = stage.persistent ? (db: Kysely<unknown>, seq: number) => saveCheckpoint(db, runId, checkpoint, seq) : undefined;
+        const lanes = stage.persistent && !io.onClassified ? Math.max(1, options.writeConcurrency ?? 1) : 1;
+        const table = stage.table;
+        await withLanes(io.pool, session, lanes, log, (dbs) =>
+          classifyAll(dbs, table, options, io, runId, log, tally, { from: checkpoint.lastSeq, to: lastSeq, save, lock }),
+        );
       }
       if (!interrupted()) await io.withStage?.(session.db, stage.table);
       await listUnmigrated(session, stage.table, io.rejects, resumed?.lastSeq ?? 0);
@@ -211,51 +220,123 @@ async function takeWriteLock(pool: pg.Pool, log: Logger): Promise<HeldLock> {
   );
 }
 
+/** The session, plus `lanes - 1` connections of their own (released when `fn` is done). */
+async function withLanes<T>(pool: pg.Pool, session: Session, lanes: number, log: Logger, fn: (dbs: Kysely<unknown>[]) => Promise<T>): Promise<T> {
+  if (lanes <= 1) return fn([session.db]);
+  return withSession(pool, (extra) => withLanes(pool, session, lanes - 1, log, (dbs) => fn([...dbs, extra.db])), log);
+}
+
+/**
+ * Classifies (and writes) seq range (from, to] in batches, one batch at a time on each of `dbs`. Every
+ * batch is atomic on its own and batches never share a user (cross-key duplicates are held back), so they
+ * may commit in any order; the checkpoint only moves past a batch once every batch before it committed.
+ */
 async function classifyAll(
-  session: Session,
+  dbs: readonly Kysely<unknown>[],
   stage: string,
   options: MigrateOptions,
   io: MigrateIo,
   runId: string,
   log: Logger,
   tally: Tally,
-  range: { from: number; to: number; save?: ((seq: number) => Promise<void>) | undefined; lock?: HeldLock | undefined },
+  range: { from: number; to: number; save?: ((db: Kysely<unknown>, seq: number) => Promise<void>) | undefined; lock?: HeldLock | undefined },
 ) {
+  const [first] = dbs;
+  if (!first) throw new Error('classifyAll needs a connection');
   const { rows } = await sql<{ n: string }>`
-    select count(*)::text as n from ${sql.raw(stage)} where outcome is null`.execute(session.db);
+    select count(*)::text as n from ${sql.raw(stage)} where outcome is null`.execute(first);
   io.progress?.phase(options.dryRun ? 'comparing' : 'writing', Number(rows[0]?.n ?? 0));
-  for (let afterSeq = range.from, batch = 1; afterSeq < range.to && !io.signal?.aborted; batch++) {
-    const lost = range.lock?.lost();
-    // Retried as a lost connection: the next attempt takes the lock again before writing anything.
-    if (lost) throw new Error('the write lock was lost with its connection', { cause: lost });
-    const result = await processChunk(session.db, {
-      stage,
-      afterSeq,
-      size: options.batchSize,
-      dryRun: options.dryRun,
-      runId,
-      log: log.child({ batch }),
-      take: options.take,
-      withBase: io.onClassified !== undefined,
-      everyRecord: io.onClassified !== undefined,
-    });
-    for (const { outcome, sums } of result.settled) tally.addSums(outcome, sums);
-    const conflicts = result.entries.filter((e) => e.outcome === 'conflict');
-    await recordConflicts(session.db, stage, conflicts.map((e) => ({ seq: e.fact.seq, reason: e.reason ?? '', detail: e.detail ?? '' })));
-    for (const entry of result.entries) {
-      const { fact } = entry;
-      // Conflicts are counted from the stage (recorded above), everything else from the tally.
-      if (entry.outcome !== 'conflict') {
-        tally.add(entry.outcome, entry.reason, fact.sourceCredits, fact.topup, BigInt(fact.expected.total_credits_used));
-      } else {
-        await io.rejects?.write(conflictEntry(entry));
+  let next = range.from;
+  let batch = 0;
+  let failure: { error: unknown } | undefined;
+  const checkpoint = new Contiguous(range.from);
+  const stop = () => failure !== undefined || io.signal?.aborted === true;
+
+  const lane = async (db: Kysely<unknown>) => {
+    while (next < range.to && !stop()) {
+      const start = next;
+      const end = Math.min(start + options.batchSize, range.to);
+      next = end;
+      batch += 1;
+      const batchLog = log.child({ batch });
+      try {
+        // A batch cut short by a statement timeout (see processChunk) leaves the rest of its range to a
+        // next call: the range is done when all of it is.
+        for (let afterSeq = start; afterSeq < end; ) {
+          const lost = range.lock?.lost();
+          // Retried as a lost connection: the next attempt takes the lock again before writing anything.
+          if (lost) throw new Error('the write lock was lost with its connection', { cause: lost });
+          afterSeq = await classifyBatch(db, stage, options, io, runId, batchLog, tally, afterSeq, end - afterSeq);
+        }
+      } catch (error) {
+        failure ??= { error };
+        return;
       }
-      await io.onClassified?.(entry);
+      const upTo = checkpoint.done(start, end);
+      // On this lane's connection: another lane's may be inside a batch's transaction.
+      if (upTo !== undefined) await range.save?.(db, upTo);
     }
-    io.progress?.advance(result.entries.length + result.settled.reduce((n, s) => n + s.sums.n, 0));
-    afterSeq = result.lastSeq;
-    await range.save?.(afterSeq);
+  };
+  await Promise.all(dbs.map(lane));
+  if (failure) throw failure.error;
+}
+
+/** The furthest seq up to which every range is done, as ranges finish in any order. */
+class Contiguous {
+  private readonly finished = new Map<number, number>();
+
+  constructor(private reached: number) {}
+
+  /** Marks (start, end] done; returns the new contiguous end if it moved. */
+  done(start: number, end: number): number | undefined {
+    this.finished.set(start, end);
+    const before = this.reached;
+    for (let to = this.finished.get(this.reached); to !== undefined; to = this.finished.get(this.reached)) {
+      this.finished.delete(this.reached);
+      this.reached = to;
+    }
+    return this.reached === before ? undefined : this.reached;
   }
+}
+
+/** One batch: classified, written, tallied and listed. Returns the last seq it covered. */
+async function classifyBatch(
+  db: Kysely<unknown>,
+  stage: string,
+  options: MigrateOptions,
+  io: MigrateIo,
+  runId: string,
+  log: Logger,
+  tally: Tally,
+  afterSeq: number,
+  size: number,
+): Promise<number> {
+  const result = await processChunk(db, {
+    stage,
+    afterSeq,
+    size,
+    dryRun: options.dryRun,
+    runId,
+    log,
+    take: options.take,
+    withBase: io.onClassified !== undefined,
+    everyRecord: io.onClassified !== undefined,
+  });
+  for (const { outcome, sums } of result.settled) tally.addSums(outcome, sums);
+  const conflicts = result.entries.filter((e) => e.outcome === 'conflict');
+  await recordConflicts(db, stage, conflicts.map((e) => ({ seq: e.fact.seq, reason: e.reason ?? '', detail: e.detail ?? '' })));
+  for (const entry of result.entries) {
+    const { fact } = entry;
+    // Conflicts are counted from the stage (recorded above), everything else from the tally.
+    if (entry.outcome !== 'conflict') {
+      tally.add(entry.outcome, entry.reason, fact.sourceCredits, fact.topup, BigInt(fact.expected.total_credits_used));
+    } else {
+      await io.rejects?.write(conflictEntry(entry));
+    }
+    await io.onClassified?.(entry);
+  }
+  io.progress?.advance(result.entries.length + result.settled.reduce((n, s) => n + s.sums.n, 0));
+  return result.lastSeq;
 }
 
 async function listUnmigrated(session: Session, stage: string, sink: RecordSink | undefined, conflictsUpTo: number): Promise<void> {

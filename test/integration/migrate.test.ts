@@ -287,24 +287,31 @@ describe('migrate', () => {
     }
   });
 
-  it('batches: many users over several batches and concurrent reads give the same result', async () => {
+  it('batches: many users over several batches, concurrent reads and writes give the same result', async () => {
     const pipeline = keys.redis.pipeline();
     for (let i = 0; i < 2500; i++) pipeline.set(keys.userKey(`bulk${i}@example.com`), JSON.stringify(user(`usr_bulk_${i}`, { current_credits: i })));
+    // Two keys for one email, far apart in the keyspace: held back even though their batches run side by side.
+    pipeline.set(keys.userKey('twin@example.com'), JSON.stringify(user('usr_twin_1', { email: 'twin@example.com' })));
+    pipeline.set(keys.userKey('TWIN@example.com'), JSON.stringify(user('usr_twin_2', { email: 'twin@example.com' })));
     await pipeline.exec();
-    const run = await migrate(['--batch-size', '300', '--concurrency', '3', '--scan-count', '50']);
-    expect(run.code).toBe(0);
-    expect(run.report?.counts).toMatchObject({ scanned: 2500, inserted: 2500 });
+    const run = await migrate(['--batch-size', '300', '--concurrency', '3', '--scan-count', '50', '--write-concurrency', '4']);
+    expect(run.code).toBe(1);
+    expect(run.report?.counts).toMatchObject({ scanned: 2502, inserted: 2500, conflicts: 2 });
     expect(await db.query('select count(*)::int as n, sum(current_credits)::text as s from users')).toEqual([
       { n: 2500, s: String((2499 * 2500) / 2) },
     ]);
+    expect(await db.query('select count(*)::int as n from migrate_users.ledger')).toEqual([{ n: 2500 }]);
+    const again = await migrate(['--batch-size', '300', '--write-concurrency', '4']);
+    expect(again.report?.counts).toMatchObject({ inserted: 0, unchanged: 2500, conflicts: 2 });
   });
 });
 
 describe('exit codes and messages', () => {
   it('2 for a bad flag value, with every problem named on one line', async () => {
-    const run = await runCli(['--batch-size', 'many', '--match', 'user:*:x', '--whitelist-file', '/nonexistent/file']);
+    const run = await runCli(['--batch-size', 'many', '--match', 'user:*:x', '--whitelist-file', '/nonexistent/file', '--write-concurrency', '0']);
     expect(run.code).toBe(2);
     expect(run.stderr).toContain('--batch-size must be a whole number');
+    expect(run.stderr).toContain('--write-concurrency must be');
     expect(run.stderr).toContain('--match must be a literal prefix');
     expect(run.stderr).toContain('cannot read --whitelist-file /nonexistent/file: ENOENT');
   });
