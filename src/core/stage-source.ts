@@ -3,7 +3,7 @@ import type { Logger } from '../log.js';
 import { mapRecord, type MapContext } from '../map/map-record.js';
 import { rowDigest } from '../map/user-row.js';
 import { scanKeys, scanTargets, ValueReader, type RedisReadable } from '../source/redis-reader.js';
-import { StageWriter, type Stage, type StagedRecord } from '../stage/stage.js';
+import { copySafe, StageWriter, type Stage, type StagedRecord } from '../stage/stage.js';
 import { forEachBounded } from './bounded.js';
 import { NO_RETRY, RetryCounter, withRetries, type RetryPolicy } from './retry.js';
 
@@ -98,7 +98,9 @@ export async function stageSource(
       if (!record.ok) return { seq, key: record.key, userId: null, reject: record };
       const mapped = mapRecord(record.keyEmail, record.value, options.mapContext);
       if (!mapped.ok) return { seq, key: record.key, userId: mapped.userId ?? null, reject: mapped };
-      return { seq, key: record.key, userId: mapped.row.user_id, mapped: { ...mapped, digest: rowDigest(mapped.row) } };
+      const { row, sourceCredits, topup } = mapped;
+      const digest = rowDigest(row);
+      return { seq, key: record.key, userId: row.user_id, mapped: { row, sourceCredits, topup, digest }, copySafe: copySafe(record.key, record.value) };
     });
     await writer.write(staged);
     io.progress?.advance(staged.length);

@@ -23,12 +23,14 @@ const MAX_MILLIS = Date.UTC(2100, 0, 1);
 export function parseTimestamp(input: unknown): TimestampResult {
   if (typeof input === 'number') {
     if (!Number.isFinite(input) || input < 0) return invalid(`not a valid epoch: ${String(input)}`);
-    return fromEpoch(Number.isSafeInteger(input) ? String(input) : numberToPlain(input));
+    const text = Number.isSafeInteger(input) ? String(input) : numberToPlain(input);
+    const epoch = EPOCH.exec(text);
+    return epoch ? fromEpoch(text, epoch) : invalid(`not a valid epoch: ${text}`);
   }
   if (typeof input !== 'string') return invalid(`expected a string or number, got ${typeName(input)}`);
   const text = input.trim();
-  if (EPOCH.test(text)) return fromEpoch(text);
-  return fromIso(text);
+  const epoch = EPOCH.exec(text);
+  return epoch ? fromEpoch(text, epoch) : fromIso(text);
 }
 
 /** Microseconds since the epoch (0 <= micros < 2100-01-01) as `YYYY-MM-DDTHH:MM:SS.ffffffZ`. */
@@ -58,9 +60,7 @@ function two(n: number): string {
   return n < 10 ? `0${n}` : String(n);
 }
 
-function fromEpoch(text: string): TimestampResult {
-  const match = EPOCH.exec(text);
-  if (!match) return invalid(`not a valid epoch: ${text}`);
+function fromEpoch(text: string, match: RegExpExecArray): TimestampResult {
   // Up to 16 digits: past 2^53 a Number is inexact, but such a value is far out of range either way.
   const whole = Number(match[1] ?? '0');
   const fraction = match[2] ?? '';
@@ -92,6 +92,12 @@ function fromIso(text: string): TimestampResult {
   if (hour > 23 || minute > 59 || second > 59) return invalid(`no such time: ${text}`);
   const offsetMinutes = parseOffset(m[8]);
   if (offsetMinutes === null) return invalid(`bad UTC offset: ${text}`);
+  if (offsetMinutes === 0) {
+    // UTC (most values): the fields are the answer, valid as checked above; only the range is left.
+    if (year < 1970 || year > 2099) return outOfRange(text);
+    const fraction = m[7] === undefined ? '000000' : m[7].length >= 6 ? m[7].slice(0, 6) : m[7].padEnd(6, '0');
+    return { ok: true, value: `${m[1]}-${m[2]}-${m[3]}T${m[4] ?? '00'}:${m[5] ?? '00'}:${m[6] ?? '00'}.${fraction}Z` };
+  }
   // Date.UTC reads years 0..99 as 1900..1999; such years are out of range whatever the offset.
   if (year < 100) return outOfRange(text);
   const millis = Date.UTC(year, month - 1, day, hour, minute, second) - offsetMinutes * 60_000;

@@ -105,6 +105,20 @@ describe('migrate', () => {
     expect(run.stdout + run.stderr + (await readFile(run.reportPath, 'utf8'))).not.toContain('secrethashvalue');
   });
 
+  it('writes text COPY must escape exactly: from escapes in the JSON, and from the key alone', async () => {
+    await keys.putUser('esc@example.com', user('usr_esc', { username: 'tab\there', avatar: 'back\\slash', current_plan_id: 'line\nbreak\r' }));
+    // No backslash in the JSON, but one in the key's email, which becomes the row's email.
+    await keys.putUser('back\\slash@example.com', { user_id: 'usr_key', current_credits: 1 });
+    const run = await migrate();
+    expect(run.code).toBe(0);
+    expect(await db.query('select user_id, email, username, avatar, current_plan_id from users order by user_id')).toEqual([
+      { user_id: 'usr_esc', email: 'esc@example.com', username: 'tab\there', avatar: 'back\\slash', current_plan_id: 'line\nbreak\r' },
+      { user_id: 'usr_key', email: 'back\\slash@example.com', username: null, avatar: null, current_plan_id: null },
+    ]);
+    const again = await migrate();
+    expect(again.report?.counts).toMatchObject({ inserted: 0, unchanged: 2 });
+  });
+
   it('rejects bad records with their key and reason, and migrates the rest of the batch', async () => {
     await keys.putUser('good@example.com', user('usr_good'));
     await keys.putUser('notjson@example.com', '{"user_id": ');
