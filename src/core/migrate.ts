@@ -125,7 +125,7 @@ async function runOnce(options: MigrateOptions, io: MigrateIo, retries: RetryCou
         if (!resumed) {
           log.info({ scanned: lastSeq }, 'read every key; classifying');
           const done = stage;
-          const finish = () => finishStage(session, done);
+          const finish = () => finishStage(session, done, { userIdIndex: io.withStage !== undefined });
           base.scanDuplicates = (options.dryRun ? await finish() : await inOneTransaction(session, finish)).scanDuplicates;
           log.info({ scanDuplicates: base.scanDuplicates }, 'stage indexed; duplicates across keys marked');
           if (stage.persistent) await recordStage(session.db, runId, { rows: await stageRows(session.db, stage.table) });

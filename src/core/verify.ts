@@ -103,7 +103,7 @@ export async function verify(options: VerifyOptions, io: VerifyIo): Promise<{ re
       const sampled = { seen: 0 };
       const keys = options.sample === undefined ? undefined : sampleKeys(io.redis, options, options.sample, sampled);
       const checked = await stageSource(session, stage, options, { ...io, log }, keys);
-      await finishStage(session, stage);
+      await finishStage(session, stage, { userIdIndex: true });
       await triage(session.db, stage.table, 0);
       await sql`set transaction read only`.execute(session.db);
 

@@ -155,7 +155,7 @@ export interface StageSummary {
  * After the scan: drops SCAN's repeated keys (keeping the first read), indexes, and marks valid records
  * whose email or user_id is claimed by another key: neither side is migrated, the operator decides.
  */
-export async function finishStage(session: Session, stage: Stage): Promise<StageSummary> {
+export async function finishStage(session: Session, stage: Stage, options: { readonly userIdIndex: boolean }): Promise<StageSummary> {
   const db = session.db;
   const t = sql.raw(stage.table);
   // SCAN rarely repeats a key: find the repeats with one hash aggregate, delete only those.
@@ -185,8 +185,9 @@ export async function finishStage(session: Session, stage: Stage): Promise<Stage
       group by user_id
     ) d
     where s.valid and s.user_id = d.user_id and s.outcome is null`.execute(db);
-  // Anti-joins on user_id (rows only in PostgreSQL) want this index; batches walk the primary key.
-  await sql`create index on ${t} (user_id)`.execute(db);
+  // Paged anti-joins on user_id (verify and reconcile list rows only in PostgreSQL) want this index; batches
+  // walk the primary key and triage hashes, so migrate and dry-run do without it (1 µs a record).
+  if (options.userIdIndex) await sql`create index on ${t} (user_id)`.execute(db);
   // Statistics only for what queries filter, join or group on: sampling every column cost twice as much.
   await sql`analyze ${t} (seq, valid, outcome, user_id, email)`.execute(db);
   return { scanDuplicates: Number(removed.numAffectedRows ?? 0n) };
