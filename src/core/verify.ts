@@ -9,7 +9,7 @@ import { publicRow, rowFromRecord } from '../compare/compare-rows.js';
 import { money } from '../report/report.js';
 import type { RedisReadable } from '../source/redis-reader.js';
 import { createStage, finishStage, STAGE_TABLE } from '../stage/stage.js';
-import { heldBackRecords, loadFacts, triage, triagedSums, type TriageKind } from './facts.js';
+import { heldBackRecords, loadFacts, triage, triagedTotals, type TriageKind } from './facts.js';
 import { sampleKeys, stageSource, type Progress, type ReadOptions } from './stage-source.js';
 import { verifyRecord, type Difference } from './verify-record.js';
 
@@ -111,18 +111,19 @@ export async function verify(options: VerifyOptions, io: VerifyIo): Promise<{ re
       const sums = { expected: new Sums(), matching: new Sums(), held: new Sums() };
       const reasons: Record<string, number> = {};
       io.progress?.phase('comparing', await pendingCount(session.db));
-      for (let afterSeq = 0; afterSeq < checked && !io.signal?.aborted; afterSeq += options.batchSize) {
-        // Rows triage found identical to their record match: counted and summed, not compared again here.
-        const { byKind, others } = await triagedSums(session.db, stage.table, afterSeq, options.batchSize, MATCHING);
-        let matched = 0;
-        for (const same of byKind.values()) {
-          matched += same.n;
-          counts.match += same.n;
-          // Credits after the whitelist rule: as Redis held them plus the top-up.
-          sums.expected.addMany(same.n, same.source + same.topup, same.used);
-          sums.matching.addMany(same.n, same.source + same.topup, same.used);
-        }
-        const facts = others > 0 ? await loadFacts(session.db, stage.table, afterSeq, options.batchSize, { skip: MATCHING }) : [];
+      // Rows triage found identical to their record match: counted and summed in one pass, not compared
+      // again here. Only the ranges holding any other record are compared, record by record.
+      const { byKind, rangesWithOthers } = await triagedTotals(session.db, stage.table, options.batchSize, MATCHING);
+      for (const same of byKind.values()) {
+        counts.match += same.n;
+        // Credits after the whitelist rule: as Redis held them plus the top-up.
+        sums.expected.addMany(same.n, same.source + same.topup, same.used);
+        sums.matching.addMany(same.n, same.source + same.topup, same.used);
+        io.progress?.advance(same.n);
+      }
+      for (const afterSeq of rangesWithOthers) {
+        if (io.signal?.aborted) break;
+        const facts = await loadFacts(session.db, stage.table, afterSeq, options.batchSize, { skip: MATCHING });
         for (const fact of facts) {
           const result = verifyRecord(fact);
           counts[result.status]++;
@@ -142,7 +143,7 @@ export async function verify(options: VerifyOptions, io: VerifyIo): Promise<{ re
             await emit({ kind: 'not_migratable', ...where, column: null, expected: 'migratable', actual: result.reason, reason: result.reason, detail: result.detail });
           }
         }
-        io.progress?.advance(matched + facts.length);
+        io.progress?.advance(facts.length);
       }
       for await (const held of heldBackRecords(session.db, stage.table)) {
         counts.not_migratable++;
@@ -153,15 +154,18 @@ export async function verify(options: VerifyOptions, io: VerifyIo): Promise<{ re
         });
       }
       let onlyInPostgres: number | null = null;
+      let only: Sums | null = null;
       // Neither a sample nor an interrupted read knows every Redis user: "only in PostgreSQL" would be wrong.
       if (options.sample === undefined && !io.signal?.aborted) {
         onlyInPostgres = 0;
+        only = new Sums();
         for await (const row of rowsOnlyInPostgres(session.db)) {
           onlyInPostgres++;
+          only.add(row.current_credits, row.total_credits_used);
           await emit({ kind: 'only_in_postgres', key: null, user_id: row.user_id, email: row.email, column: null, expected: null, actual: 'row' });
         }
       }
-      const invariants = await computeInvariants(session.db, options.sample === undefined, sums);
+      const invariants = await computeInvariants(session.db, { ...sums, only });
       const interrupted = io.signal?.aborted === true;
       const failures = counts.mismatch + counts.missing + counts.not_migratable + (options.strict ? onlyInPostgres ?? 0 : 0);
       const finished = new Date();
@@ -201,15 +205,18 @@ async function pendingCount(db: Kysely<unknown>): Promise<number> {
   return Number(rows[0]?.n ?? 0);
 }
 
-async function* rowsOnlyInPostgres(db: Kysely<unknown>): AsyncGenerator<{ user_id: string; email: string }> {
+async function* rowsOnlyInPostgres(
+  db: Kysely<unknown>,
+): AsyncGenerator<{ user_id: string; email: string; current_credits: string; total_credits_used: string }> {
   for (let after = ''; ; ) {
     const { rows } = await sql<Record<string, unknown>>`
       select ${canonicalColumns('u', 'a_')} from public.users u
       where u.user_id > ${after} and not exists (select 1 from ${sql.raw(STAGE_TABLE)} s where s.user_id = u.user_id)
       order by u.user_id limit 5000`.execute(db);
     for (const row of rows) {
-      const pub = publicRow(rowFromRecord(row, 'a_'));
-      yield { user_id: String(pub.user_id), email: String(pub.email) };
+      const actual = rowFromRecord(row, 'a_');
+      const pub = publicRow(actual);
+      yield { user_id: String(pub.user_id), email: String(pub.email), current_credits: actual.current_credits, total_credits_used: actual.total_credits_used };
     }
     const last = rows[rows.length - 1];
     if (!last) return;
@@ -252,8 +259,7 @@ class Sums {
  */
 async function computeInvariants(
   db: Kysely<unknown>,
-  whole: boolean,
-  sums: { expected: Sums; matching: Sums; held: Sums },
+  sums: { expected: Sums; matching: Sums; held: Sums; only: Sums | null },
 ): Promise<VerifyReport['invariants']> {
   const t = sql.raw(STAGE_TABLE);
   const one = async <R>(query: { execute(db: Kysely<unknown>): Promise<{ rows: R[] }> }) => (await query.execute(db)).rows[0] as R;
@@ -274,19 +280,13 @@ async function computeInvariants(
   const total = await one(sql<SideRow>`
     select count(*)::text as users, coalesce(sum(current_credits), 0)::text as credits,
       coalesce(sum(total_credits_used), 0)::text as used from public.users`);
-  const only = whole
-    ? await one(sql<SideRow>`
-        select count(*)::text as users, coalesce(sum(u.current_credits), 0)::text as credits,
-          coalesce(sum(u.total_credits_used), 0)::text as used
-        from public.users u where not exists (select 1 from ${t} s where s.user_id = u.user_id)`)
-    : null;
   const side = (r: SideRow): Side => ({ users: Number(r.users), current_credits: money(BigInt(r.credits)), total_credits_used: money(BigInt(r.used)) });
   return {
     redis: { ...side(redis), invalid_records: Number(redis.invalid), whitelist_topup: money(BigInt(redis.topup)) },
     not_migratable: held.side(),
     expected: sums.expected.side(),
     postgres_matching: sums.matching.side(),
-    postgres_only: only ? side(only) : null,
+    postgres_only: sums.only ? sums.only.side() : null,
     postgres_total: side(total),
     balanced:
       sums.expected.users === sums.matching.users &&
