@@ -75,15 +75,17 @@ export async function triage(db: Kysely<unknown>, stage: string, afterSeq: numbe
     select seq, kind from (
       select s.seq,
         case
-          when e.user_id is not null then null
-          when u.user_id is null then case when l.user_id is null then 'insert' end
+          -- No row: free if the tool never wrote one and no other user holds the email. One index probe,
+          -- and only here: a scalar subquery with LIMIT is never turned into a hash of every user.
+          when u.user_id is null then
+            case when l.user_id is null and (select e.user_id from public.users e where e.email = s.email limit 1) is null then 'insert' end
+          -- A row equal to the record holds the record's email, and emails are unique: no one else has it.
           when ${sameRow('s', 'u')} then
             case when l.source_digest = s.digest and u.updated_at = l.row_updated_at then 'same_current' else 'same' end
         end as kind
       from ${sql.raw(stage)} s
       left join public.users u on u.user_id = s.user_id
       left join migrate_users.ledger l on l.user_id = s.user_id
-      left join public.users e on e.email = s.email and e.user_id <> s.user_id
       where s.valid and s.outcome is null and s.seq > ${afterSeq}
     ) k
     where kind is not null`.execute(db);
