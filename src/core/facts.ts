@@ -122,27 +122,29 @@ export async function triagedSums(
 }
 
 /**
- * triagedSums for the whole stage at once: the sums of the pending records triage settled as each of
- * `kinds`, and the ranges of `size` seqs (each as the afterSeq it starts after) holding any other pending
- * record. One pass, where a batch loop pays a query per range even when every record in it is settled.
+ * triagedSums for the whole stage after `afterSeq` at once: the sums of the pending records triage settled
+ * as each of `kinds`, and the ranges of `size` seqs (each as the afterSeq it starts after, counted from
+ * `afterSeq`) holding any other pending record. One pass, where a batch loop pays a query per range even when every record in it is settled.
  */
 export async function triagedTotals(
   db: Kysely<unknown>,
   stage: string,
   size: number,
   kinds: readonly TriageKind[],
+  afterSeq = 0,
 ): Promise<{ byKind: Map<TriageKind, Sums>; rangesWithOthers: number[] }> {
   const { rows } = await sql<{ kind: TriageKind | null; n: number; source: string; topup: string; used: string; topped: number; ranges: number[] | null }>`
     select case when t.kind = any(${kinds}::text[]) then t.kind end as kind, ${sumsSelect('st')},
-      array_agg(distinct ((st.seq - 1) / ${size}::bigint)::int) filter (where t.kind is null or t.kind <> all(${kinds}::text[])) as ranges
+      array_agg(distinct ((st.seq - ${afterSeq}::bigint - 1) / ${size}::bigint)::int)
+        filter (where t.kind is null or t.kind <> all(${kinds}::text[])) as ranges
     from ${sql.raw(stage)} st left join ${sql.raw(triageTable(stage))} t on t.seq = st.seq
-    where st.outcome is null
+    where st.outcome is null and st.seq > ${afterSeq}
     group by 1`.execute(db);
   const byKind = new Map<TriageKind, Sums>();
   const ranges: number[] = [];
   for (const row of rows) {
     if (row.kind !== null) byKind.set(row.kind, toSums(row));
-    for (const range of row.ranges ?? []) ranges.push(range * size);
+    for (const range of row.ranges ?? []) ranges.push(afterSeq + range * size);
   }
   return { byKind, rangesWithOthers: ranges.sort((a, b) => a - b) };
 }

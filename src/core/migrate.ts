@@ -10,8 +10,8 @@ import { configDigest, dropLeftoverStages, findResumable, recordStage, takeOverS
 import { partialReport, summarise, Tally, type MigrateReport, type Mode } from '../report/report.js';
 import type { RecordSink } from '../report/ndjson-file.js';
 import { stageSource, type Progress, type ReadOptions } from './stage-source.js';
-import { conflictEntry, processChunk, type ClassifiedEntry, type Take } from './process-chunk.js';
-import { heldBackRecords, recordConflicts, triage } from './facts.js';
+import { conflictEntry, presettledKinds, processChunk, type ClassifiedEntry, type Take } from './process-chunk.js';
+import { heldBackRecords, recordConflicts, triage, triagedTotals } from './facts.js';
 import { NO_RETRY, RetryCounter, withRetries } from './retry.js';
 import { UnfinishedError } from '../errors.js';
 
@@ -246,17 +246,31 @@ async function classifyAll(
   const { rows } = await sql<{ n: string }>`
     select count(*)::text as n from ${sql.raw(stage)} where outcome is null`.execute(first);
   io.progress?.phase(options.dryRun ? 'comparing' : 'writing', Number(rows[0]?.n ?? 0));
-  let next = range.from;
+  // What triage settled with nothing to write is counted for the whole stage in one pass; batches go only
+  // to the ranges holding anything else. Reconcile, which lists every record, goes through every range.
+  const presettled = io.onClassified ? [] : presettledKinds(options.dryRun);
+  let starts: number[] = [];
+  if (presettled.length > 0) {
+    const totals = await triagedTotals(first, stage, options.batchSize, presettled, range.from);
+    for (const [kind, sums] of totals.byKind) {
+      tally.addSums(kind === 'insert' ? 'inserted' : 'unchanged', sums);
+      io.progress?.advance(sums.n);
+    }
+    starts = totals.rangesWithOthers;
+  } else {
+    for (let start = range.from; start < range.to; start += options.batchSize) starts.push(start);
+  }
+  let next = 0;
   let batch = 0;
   let failure: { error: unknown } | undefined;
-  const checkpoint = new Contiguous(range.from);
+  const checkpoint = new Checkpoint(starts, range.to);
   const stop = () => failure !== undefined || io.signal?.aborted === true;
 
   const lane = async (db: Kysely<unknown>) => {
-    while (next < range.to && !stop()) {
-      const start = next;
+    while (next < starts.length && !stop()) {
+      const start = starts[next] as number;
       const end = Math.min(start + options.batchSize, range.to);
-      next = end;
+      next += 1;
       batch += 1;
       const batchLog = log.child({ batch });
       try {
@@ -272,7 +286,7 @@ async function classifyAll(
         failure ??= { error };
         return;
       }
-      const upTo = checkpoint.done(start, end);
+      const upTo = checkpoint.done(start);
       // On this lane's connection: another lane's may be inside a batch's transaction.
       if (upTo !== undefined) await range.save?.(db, upTo);
     }
@@ -281,21 +295,29 @@ async function classifyAll(
   if (failure) throw failure.error;
 }
 
-/** The furthest seq up to which every range is done, as ranges finish in any order. */
-class Contiguous {
-  private readonly finished = new Map<number, number>();
+/**
+ * How far every record is decided, as batches finish in any order: up to the start of the first batch
+ * not done yet (records between batches needed no batch), or to the end once all are done.
+ */
+export class Checkpoint {
+  private readonly finished = new Set<number>();
+  private first = 0;
 
-  constructor(private reached: number) {}
+  constructor(
+    private readonly starts: readonly number[],
+    private readonly end: number,
+  ) {}
 
-  /** Marks (start, end] done; returns the new contiguous end if it moved. */
-  done(start: number, end: number): number | undefined {
-    this.finished.set(start, end);
-    const before = this.reached;
-    for (let to = this.finished.get(this.reached); to !== undefined; to = this.finished.get(this.reached)) {
-      this.finished.delete(this.reached);
-      this.reached = to;
+  /** Marks the batch starting after `start` done; returns the new checkpoint if it moved. */
+  done(start: number): number | undefined {
+    this.finished.add(start);
+    const before = this.first;
+    while (this.first < this.starts.length && this.finished.has(this.starts[this.first] as number)) {
+      this.finished.delete(this.starts[this.first] as number);
+      this.first += 1;
     }
-    return this.reached === before ? undefined : this.reached;
+    if (this.first === before) return undefined;
+    return this.starts[this.first] ?? this.end;
   }
 }
 
@@ -321,6 +343,7 @@ async function classifyBatch(
     take: options.take,
     withBase: io.onClassified !== undefined,
     everyRecord: io.onClassified !== undefined,
+    presettled: io.onClassified ? [] : presettledKinds(options.dryRun),
   });
   for (const { outcome, sums } of result.settled) tally.addSums(outcome, sums);
   const conflicts = result.entries.filter((e) => e.outcome === 'conflict');

@@ -63,10 +63,20 @@ export interface ChunkOptions {
   readonly withBase?: boolean | undefined;
   /** Every record as a ClassifiedEntry with its facts (reconcile lists them all): no triage shortcut. */
   readonly everyRecord?: boolean | undefined;
+  /** Triage kinds the caller already counted for the whole stage (see presettledKinds): not counted again. */
+  readonly presettled?: readonly TriageKind[] | undefined;
 }
 
 /** Triage kinds whose decision is known without comparing columns: insert, and unchanged with nothing to record. */
 const SETTLED_KINDS: readonly TriageKind[] = ['insert', 'same_current'];
+
+/**
+ * The settled kinds that need no write in this mode (unchanged; and insert in a dry-run): a run may count
+ * them for the whole stage at once and send batches only where there is something else.
+ */
+export function presettledKinds(dryRun: boolean): readonly TriageKind[] {
+  return dryRun ? SETTLED_KINDS : ['same_current'];
+}
 
 /** Conflicts an operator may settle by choosing a side; the others need the data fixed at its source. */
 const RESOLVABLE = new Set(['changed_in_both', 'row_not_written_by_tool', 'deleted_in_postgres']);
@@ -140,11 +150,12 @@ async function classifyAndWrite(db: Kysely<unknown>, options: ChunkOptions): Pro
   }
   const { byKind, others } = await triagedSums(db, stage, afterSeq, size, SETTLED_KINDS);
   const settled: SettledSums[] = [];
+  const counted = new Set(options.presettled ?? []);
   const unchanged = byKind.get('same_current');
-  if (unchanged) settled.push({ outcome: 'unchanged', sums: unchanged });
+  if (unchanged && !counted.has('same_current')) settled.push({ outcome: 'unchanged', sums: unchanged });
   let refused: number[] = [];
   const inserts = byKind.get('insert');
-  if (inserts && options.dryRun) settled.push({ outcome: 'inserted', sums: inserts });
+  if (inserts && options.dryRun && !counted.has('insert')) settled.push({ outcome: 'inserted', sums: inserts });
   if (inserts && !options.dryRun) {
     const result = await insertTriaged(db, stage, afterSeq, size, options.runId);
     if (result.written.n > 0) settled.push({ outcome: 'inserted', sums: result.written });
