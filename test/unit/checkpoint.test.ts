@@ -9,5 +9,4 @@ describe('Checkpoint (how far a run with batches side by side is decided)', () =
     expect(checkpoint.done(0)).toBe(5000);
     expect(checkpoint.done(5000)).toBe(8000);
   });
-
 });
