@@ -255,7 +255,11 @@ async function handLoop(pool: pg.Pool, url: string, sample: number): Promise<num
   const ctx = { whitelist: new Set<string>(), whitelistCredits: 100_000n };
   const started = process.hrtime.bigint();
   for (const key of keys.slice(0, sample)) {
-    const value = await redis.get(key);
+    // The seed holds one deliberately wrong-typed key (a hash): skipped, as a script would have to.
+    const value = await redis.get(key).catch((error: unknown) => {
+      if (error instanceof Error && error.message.startsWith('WRONGTYPE')) return null;
+      throw error;
+    });
     if (value === null) continue;
     const mapped = mapRecord(key.slice(PREFIX.length), value, ctx);
     if (!mapped.ok) continue;
@@ -368,5 +372,6 @@ async function adminQuery(text: string): Promise<void> {
 
 main().catch((error: unknown) => {
   process.stderr.write(`bench failed: ${error instanceof Error ? error.stack ?? error.message : String(error)}\n`);
-  process.exitCode = 1;
+  // A client of the stopped throwaway Redis would keep reconnecting, and the process alive, forever.
+  process.exit(1);
 });

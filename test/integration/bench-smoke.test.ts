@@ -9,13 +9,16 @@ import { ADMIN_DATABASE_URL } from '../helpers/servers.js';
 
 const BENCH = fileURLToPath(new URL('../../dist/bench/main.js', import.meta.url));
 
-/** Keeps `npm run bench` from rotting: a tiny run must produce every figure of the JSON contract. Not a timing test. */
+/**
+ * Keeps `npm run bench` from rotting: a tiny run must produce every figure of the JSON contract. Not a timing
+ * test. The hand-written loop's sample covers nearly every key, so it meets the seed's wrong-typed key.
+ */
 describe('npm run bench (smoke)', () => {
   it('runs end to end on 3,000 users and writes the JSON figures', { timeout: 300_000 }, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'mu-bench-smoke-'));
     try {
       const json = join(dir, 'bench.json');
-      const child = spawn(process.execPath, [BENCH, '--users', '3000', '--loop-sample', '300', '--json', json], {
+      const child = spawn(process.execPath, [BENCH, '--users', '3000', '--loop-sample', '3000', '--json', json], {
         env: { ...process.env, BENCH_DATABASE_URL: ADMIN_DATABASE_URL, BENCH_STEP_TIMEOUT_S: '90' },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
