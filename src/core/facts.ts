@@ -124,7 +124,8 @@ export async function triagedSums(
 /**
  * triagedSums for the whole stage after `afterSeq` at once: the sums of the pending records triage settled
  * as each of `kinds`, and the ranges of `size` seqs (each as the afterSeq it starts after, counted from
- * `afterSeq`) holding any other pending record. One pass, where a batch loop pays a query per range even when every record in it is settled.
+ * `afterSeq`) holding any other pending record. One pass, where a batch loop pays a query per range even
+ * when every record in it is settled.
  */
 export async function triagedTotals(
   db: Kysely<unknown>,
