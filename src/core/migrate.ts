@@ -11,7 +11,7 @@ import { partialReport, summarise, Tally, type MigrateReport, type Mode } from '
 import type { RecordSink } from '../report/ndjson-file.js';
 import { stageSource, type Progress, type ReadOptions } from './stage-source.js';
 import { conflictEntry, presettledKinds, processChunk, type ClassifiedEntry, type Take } from './process-chunk.js';
-import { heldBackRecords, recordConflicts, triage, triagedTotals } from './facts.js';
+import { heldBackRecords, recordConflicts, triage, triagedTotals, type TriageKind } from './facts.js';
 import { NO_RETRY, RetryCounter, withRetries } from './retry.js';
 import { UnfinishedError } from '../errors.js';
 
@@ -144,10 +144,16 @@ async function runOnce(options: MigrateOptions, io: MigrateIo, retries: RetryCou
         }
         const save = stage.persistent ? (db: Kysely<unknown>, seq: number) => saveCheckpoint(db, runId, checkpoint, seq) : undefined;
         const lanes = stage.persistent && !io.onClassified ? Math.max(1, options.writeConcurrency ?? 1) : 1;
-        const table = stage.table;
-        await withLanes(io.pool, session, lanes, log, (dbs) =>
-          classifyAll(dbs, table, options, io, runId, log, tally, { from: checkpoint.lastSeq, to: lastSeq, save, lock }),
-        );
+        const run: ClassifyRun = {
+          stage: stage.table,
+          options,
+          io,
+          runId,
+          log,
+          tally,
+          presettled: io.onClassified ? [] : presettledKinds(options.dryRun),
+        };
+        await withLanes(io.pool, session, lanes, log, (dbs) => classifyAll(dbs, run, { from: checkpoint.lastSeq, to: lastSeq, save, lock }));
       }
       if (!interrupted()) await io.withStage?.(session.db, stage.table);
       await listUnmigrated(session, stage.table, io.rejects, resumed?.lastSeq ?? 0);
@@ -233,14 +239,10 @@ async function withLanes<T>(pool: pg.Pool, session: Session, lanes: number, log:
  */
 async function classifyAll(
   dbs: readonly Kysely<unknown>[],
-  stage: string,
-  options: MigrateOptions,
-  io: MigrateIo,
-  runId: string,
-  log: Logger,
-  tally: Tally,
+  run: ClassifyRun,
   range: { from: number; to: number; save?: ((db: Kysely<unknown>, seq: number) => Promise<void>) | undefined; lock?: HeldLock | undefined },
 ) {
+  const { stage, options, io, log, tally, presettled } = run;
   const [first] = dbs;
   if (!first) throw new Error('classifyAll needs a connection');
   const { rows } = await sql<{ n: string }>`
@@ -248,7 +250,6 @@ async function classifyAll(
   io.progress?.phase(options.dryRun ? 'comparing' : 'writing', Number(rows[0]?.n ?? 0));
   // What triage settled with nothing to write is counted for the whole stage in one pass; batches go only
   // to the ranges holding anything else. Reconcile, which lists every record, goes through every range.
-  const presettled = io.onClassified ? [] : presettledKinds(options.dryRun);
   let starts: number[] = [];
   if (presettled.length > 0) {
     const totals = await triagedTotals(first, stage, options.batchSize, presettled, range.from);
@@ -280,7 +281,7 @@ async function classifyAll(
           const lost = range.lock?.lost();
           // Retried as a lost connection: the next attempt takes the lock again before writing anything.
           if (lost) throw new Error('the write lock was lost with its connection', { cause: lost });
-          afterSeq = await classifyBatch(db, stage, options, io, runId, batchLog, tally, afterSeq, end - afterSeq);
+          afterSeq = await classifyBatch(db, run, batchLog, afterSeq, end - afterSeq);
         }
       } catch (error) {
         failure ??= { error };
@@ -321,18 +322,21 @@ export class Checkpoint {
   }
 }
 
+/** What every batch of a run shares. */
+interface ClassifyRun {
+  readonly stage: string;
+  readonly options: MigrateOptions;
+  readonly io: MigrateIo;
+  readonly runId: string;
+  readonly log: Logger;
+  readonly tally: Tally;
+  /** Triage kinds counted for the whole stage before the batches (see presettledKinds). */
+  readonly presettled: readonly TriageKind[];
+}
+
 /** One batch: classified, written, tallied and listed. Returns the last seq it covered. */
-async function classifyBatch(
-  db: Kysely<unknown>,
-  stage: string,
-  options: MigrateOptions,
-  io: MigrateIo,
-  runId: string,
-  log: Logger,
-  tally: Tally,
-  afterSeq: number,
-  size: number,
-): Promise<number> {
+async function classifyBatch(db: Kysely<unknown>, run: ClassifyRun, log: Logger, afterSeq: number, size: number): Promise<number> {
+  const { stage, options, io, runId, tally } = run;
   const result = await processChunk(db, {
     stage,
     afterSeq,
@@ -343,7 +347,7 @@ async function classifyBatch(
     take: options.take,
     withBase: io.onClassified !== undefined,
     everyRecord: io.onClassified !== undefined,
-    presettled: io.onClassified ? [] : presettledKinds(options.dryRun),
+    presettled: run.presettled,
   });
   for (const { outcome, sums } of result.settled) tally.addSums(outcome, sums);
   const conflicts = result.entries.filter((e) => e.outcome === 'conflict');
