@@ -52,3 +52,20 @@ alter table migrate_users.runs add column if not exists stage_rows bigint;
 alter table migrate_users.runs add column if not exists last_seq bigint;
 alter table migrate_users.runs add column if not exists config_digest text;
 alter table migrate_users.runs add column if not exists resumed_from text;
+
+-- The write guard. PostgreSQL gives every row version a new xmin (the writing transaction's id), whatever
+-- triggers or column types the app's table has: a row whose xmin is still the one the tool's write returned
+-- is a row nobody has written since. (xmin is a 32-bit id: only ever compared for equality.) row_updated_at
+-- is no longer written: updated_at depends on the app's trigger, which may be missing or fire on UPDATE only.
+alter table migrate_users.ledger add column if not exists row_xmin xid;
+alter table migrate_users.ledger alter column row_updated_at drop not null;
+-- The whitelist credits this user was granted (null: never topped up). A top-up is granted once: later runs
+-- keep it whatever their own whitelist says.
+alter table migrate_users.ledger add column if not exists granted_credits bigint;
+
+-- Which source a run read (a resume continues only a stage read from the same source), the whitelist it
+-- used, and the counts and credit sums of every record decided up to its checkpoint (a resumed run reports
+-- the whole job).
+alter table migrate_users.runs add column if not exists source jsonb;
+alter table migrate_users.runs add column if not exists whitelist jsonb;
+alter table migrate_users.runs add column if not exists job_tally jsonb;

@@ -19,7 +19,7 @@ $$;
 
 -- dry-run, verify, reconcile without --apply: read both tables; TEMP for the run's own stage.
 grant usage on schema public, migrate_users to migrate_users_reader;
-grant select on public.users, migrate_users.ledger to migrate_users_reader;
+grant select on public.users, migrate_users.ledger, migrate_users.runs to migrate_users_reader;
 do $$ begin execute format('grant temporary on database %I to migrate_users_reader', current_database()); end $$;
 
 -- migrate, reconcile --apply: everything the reader has, plus writing users and the bookkeeping, and

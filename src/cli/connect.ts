@@ -3,6 +3,7 @@ import type { ConnectionOptions } from 'node:tls';
 import { UnfinishedError, UsageError, describe, tlsFailure } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redactUrl } from '../redact.js';
+import type { SourceInfo } from '../report/report.js';
 
 export interface RedisTarget {
   readonly redisUrl: string;
@@ -58,6 +59,18 @@ export async function withRedis<T>(target: RedisTarget, log: Logger, fn: (redis:
   } finally {
     await client.quit().catch(() => client.disconnect());
   }
+}
+
+/**
+ * The source as reports name it and as a resume must match it: scheme, user, host, port and database
+ * number, never the password; a cluster by the node the URL names.
+ */
+export function sourceInfo(target: RedisTarget, redis: Redis | Cluster): SourceInfo {
+  const parsed = new URL(target.redisUrl);
+  const db = Number(parsed.pathname.replace(/^\//, '') || '0');
+  const user = parsed.username ? `${decodeURIComponent(parsed.username)}@` : '';
+  const url = `${parsed.protocol}//${user}${parsed.hostname}:${parsed.port || '6379'}/${Number.isFinite(db) ? db : 0}`;
+  return { kind: redis instanceof Cluster ? 'redis-cluster' : 'redis', url };
 }
 
 /** INFO tells; a read-only ACL user may not be allowed INFO, and is then taken to mean one server. */

@@ -7,7 +7,7 @@ import type { MigrateReport } from '../report/report.js';
 import { NdjsonFile } from '../report/ndjson-file.js';
 import { formatSummary } from '../report/summary.js';
 import { DEFAULTS, Problems } from './config.js';
-import { withRedis } from './connect.js';
+import { sourceInfo, withRedis } from './connect.js';
 import { addConnectionOptions, setup, type CliContext, type ConnectionFlags } from './context.js';
 import { createProgress } from './progress.js';
 import { addReadOptions, readOptions, type ReadFlags } from './read-options.js';
@@ -56,7 +56,7 @@ export async function runMigrate(flags: MigrateFlags, ctx: CliContext): Promise<
     const report = await withRedis(conn, log, (redis) =>
       // The session, the write lock's connection, one per extra write lane, and one to record a failure.
       withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: 2 + options.writeConcurrency, log }, (pool) =>
-        migrate(options, { redis, pool, log, rejects, progress: createProgress(flags.progress), signal: ctx.signal }),
+        migrate({ ...options, source: sourceInfo(conn, redis) }, { redis, pool, log, rejects, progress: createProgress(flags.progress), signal: ctx.signal }),
       ),
     );
     await writeReport(report);

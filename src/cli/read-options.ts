@@ -13,6 +13,7 @@ export interface ReadFlags {
   maxRate?: string;
   retries?: string;
   retryDelayMs?: string;
+  allowEmpty?: boolean;
 }
 
 /** Flags that decide how Redis is read and mapped: identical for migrate, dry-run and verify. */
@@ -26,7 +27,8 @@ export function addReadOptions(command: Command): Command {
     .addOption(new Option('--whitelist-credits <n>', `credits a whitelisted user gets at least (default ${DEFAULTS.whitelistCredits})`))
     .addOption(new Option('--max-rate <n>', 'read at most n keys per second from Redis (default: no limit)'))
     .addOption(new Option('--retries <n>', 'retries after a lost or unreachable server (default 5)'))
-    .addOption(new Option('--retry-delay-ms <n>', 'first retry delay, doubled each time up to 30 s, with jitter (default 500)'));
+    .addOption(new Option('--retry-delay-ms <n>', 'first retry delay, doubled each time up to 30 s, with jitter (default 500)'))
+    .option('--allow-empty', 'no key matching --match is not an error (by default it is: a typo or the wrong server)');
 }
 
 export function readOptions(flags: ReadFlags, match: string, ctx: CliContext, problems: Problems): ReadOptions {
@@ -41,6 +43,7 @@ export function readOptions(flags: ReadFlags, match: string, ctx: CliContext, pr
       retries: problems.integer('--retries', flags.retries, 5, 0, 100),
       baseDelayMs: problems.integer('--retry-delay-ms', flags.retryDelayMs, 500, 1, 60_000),
     },
+    allowEmpty: flags.allowEmpty === true,
     mapContext: {
       whitelist: loadWhitelist(flags.whitelistFile, ctx.env.WHITELIST_EMAILS, problems),
       whitelistCredits: whitelistCredits(flags.whitelistCredits, problems),

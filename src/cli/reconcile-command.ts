@@ -10,7 +10,7 @@ import { CONFLICT_CSV_HEADER, conflictCsvLines, formatReconcileText } from '../r
 import { csvRow } from '../report/csv.js';
 import { TextFile } from '../report/text-file.js';
 import { Problems } from './config.js';
-import { withRedis } from './connect.js';
+import { sourceInfo, withRedis } from './connect.js';
 import { addConnectionOptions, setup, type CliContext, type ConnectionFlags } from './context.js';
 import { createProgress } from './progress.js';
 import { addReadOptions, readOptions, type ReadFlags } from './read-options.js';
@@ -69,7 +69,7 @@ export async function runReconcile(flags: ReconcileFlags, ctx: CliContext): Prom
     const report = await withRedis(conn, log, (redis) =>
       withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: 3, log }, (pool) =>
         reconcile(
-          { ...read, dryRun: !flags.apply, apply: flags.apply === true, take },
+          { ...read, dryRun: !flags.apply, apply: flags.apply === true, take, source: sourceInfo(conn, redis) },
           { redis, pool, log, rejects, onEntry, progress: createProgress(flags.progress), signal: ctx.signal },
         ),
       ),

@@ -9,6 +9,11 @@ export async function runSchemaApply(flags: ConnectionFlags, ctx: CliContext): P
   const { conn, log } = setup(flags, ctx, problems);
   problems.throwIfAny();
   const applied = await withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: 1, log }, (pool) => applySchema(pool));
-  ctx.out(`Schema applied (${applied.map((f) => `sql/${f}`).join(', ')}); running it again changes nothing.\n`);
+  const files = applied.files.map((f) => `sql/${f}`).join(', ');
+  ctx.out(
+    applied.usersExisted
+      ? `Schema applied (${files}). public.users already exists and was left exactly as it is (the tool never alters it); running it again changes nothing.\n`
+      : `Schema applied (${files}); running it again changes nothing.\n`,
+  );
   return EXIT.ok;
 }

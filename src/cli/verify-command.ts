@@ -6,7 +6,7 @@ import { verify } from '../core/verify.js';
 import { JsonObjectStream } from '../report/json-stream.js';
 import { formatVerifyJunit, formatVerifyMarkdown, formatVerifyText } from '../report/verify-output.js';
 import { Problems } from './config.js';
-import { withRedis } from './connect.js';
+import { sourceInfo, withRedis } from './connect.js';
 import { addConnectionOptions, setup, type CliContext, type ConnectionFlags } from './context.js';
 import { createProgress } from './progress.js';
 import { addReadOptions, readOptions, type ReadFlags } from './read-options.js';
@@ -52,7 +52,7 @@ export async function runVerify(flags: VerifyFlags, ctx: CliContext): Promise<nu
     const result = await withRedis(conn, log, (redis) =>
       withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: 2, log }, (pool) =>
         verify(
-          { ...read, strict: flags.strict === true, sample, show },
+          { ...read, strict: flags.strict === true, sample, show, source: sourceInfo(conn, redis) },
           { redis, pool, log, progress: createProgress(flags.progress), signal: ctx.signal, onDifference: report ? (d) => report.item(d) : undefined },
         ),
       ),

@@ -3,6 +3,7 @@ import { sql, type Kysely } from 'kysely';
 import { dropStage } from '../stage/stage.js';
 import type { Take } from './process-chunk.js';
 import type { ReadOptions } from './stage-source.js';
+import { Tally, type SourceInfo } from '../report/report.js';
 
 /**
  * What a resumed run continues from: an interrupted or failed writing run whose stage is complete and
@@ -13,12 +14,25 @@ export interface Resumable {
   readonly stageTable: string;
   readonly lastSeq: number;
   readonly maxSeq: number;
+  /** What the runs before decided up to lastSeq (see Tally.toJSON). */
+  readonly jobTally: unknown;
+  /** Where its stage was read. */
+  readonly source: SourceInfo | null;
 }
 
-export function configDigest(options: ReadOptions & { command: string; take?: Take | undefined }): string {
+/** Bumped whenever the stage table's columns or meaning change: an older stage is never resumed. */
+const STAGE_FORMAT = 2;
+
+/**
+ * What a resumable stage must have been made with: the same command and mapping, and the same source (a
+ * run pointed at the wrong Redis and stopped must never be continued by one pointed at the right one).
+ */
+export function configDigest(options: ReadOptions & { command: string; take?: Take | undefined; source?: SourceInfo | undefined }): string {
   return createHash('sha256')
     .update(
       JSON.stringify({
+        format: STAGE_FORMAT,
+        source: options.source ?? null,
         command: options.command,
         match: options.match,
         maxValueBytes: options.maxValueBytes,
@@ -30,10 +44,18 @@ export function configDigest(options: ReadOptions & { command: string; take?: Ta
     .digest('hex');
 }
 
+/** Identifies a whitelist and its credits (compared between runs to say when it changed). */
+export function whitelistDigest(options: ReadOptions): string {
+  return createHash('sha256')
+    .update(JSON.stringify({ emails: [...options.mapContext.whitelist].sort(), credits: options.mapContext.whitelistCredits.toString() }))
+    .digest('hex')
+    .slice(0, 32);
+}
+
 /** Called under the write lock: no other writing run is alive, so any unfinished run is a dead one. */
 export async function findResumable(db: Kysely<unknown>, digest: string): Promise<Resumable | undefined> {
-  const { rows } = await sql<{ run_id: string; stage_table: string; stage_rows: string; last_seq: string | null }>`
-    select run_id, stage_table, stage_rows::text, last_seq::text from migrate_users.runs
+  const { rows } = await sql<{ run_id: string; stage_table: string; stage_rows: string; last_seq: string | null; job_tally: unknown; source: SourceInfo | null }>`
+    select run_id, stage_table, stage_rows::text, last_seq::text, job_tally, source from migrate_users.runs
     where stage_table is not null and stage_rows is not null and status <> 'finished' and config_digest = ${digest}
     order by started_at desc limit 1`.execute(db);
   const run = rows[0];
@@ -47,7 +69,15 @@ export async function findResumable(db: Kysely<unknown>, digest: string): Promis
   const size = await sql<{ n: string; max: string | null }>`
     select count(*)::text as n, max(seq)::text as max from ${sql.raw(run.stage_table)}`.execute(db);
   if (size.rows[0]?.n !== run.stage_rows) return undefined;
-  return { runId: run.run_id, stageTable: run.stage_table, lastSeq: Number(run.last_seq ?? 0), maxSeq: Number(size.rows[0]?.max ?? 0) };
+  const resumable = { runId: run.run_id, stageTable: run.stage_table, maxSeq: Number(size.rows[0]?.max ?? 0), source: run.source };
+  // The counts saved with the checkpoint must cover exactly the undecided-looking records up to it (the
+  // conflicts are recorded in the stage): anything else is no checkpoint, which only costs time.
+  const lastSeq = Number(run.last_seq ?? 0);
+  const counted = Tally.fromJSON(run.job_tally).count;
+  const upTo = await sql<{ n: string }>`
+    select count(*)::text as n from ${sql.raw(run.stage_table)} where seq <= ${lastSeq} and outcome is null`.execute(db);
+  if (run.job_tally === null || Number(upTo.rows[0]?.n ?? -1) !== counted) return { ...resumable, lastSeq: 0, jobTally: [] };
+  return { ...resumable, lastSeq, jobTally: run.job_tally };
 }
 
 /** Stage tables no run can resume from any more (another configuration, or --restart). */
@@ -76,4 +106,5 @@ export async function takeOverStage(db: Kysely<unknown>, from: Resumable, runId:
   await sql`update migrate_users.runs set stage_table = null where run_id = ${from.runId}`.execute(db);
   const { rows } = await sql<{ n: string }>`select count(*)::text as n from ${sql.raw(from.stageTable)}`.execute(db);
   await recordStage(db, runId, { table: from.stageTable, rows: Number(rows[0]?.n ?? 0), lastSeq: from.lastSeq, resumedFrom: from.runId });
+  await sql`update migrate_users.runs set job_tally = ${JSON.stringify(from.jobTally)}::jsonb where run_id = ${runId}`.execute(db);
 }

@@ -2,8 +2,8 @@ import { sql, type Kysely } from 'kysely';
 import { canonicalColumns, sameRow } from '../db/canonical.js';
 import { publicRow, rowFromRecord, type CellValue } from '../compare/compare-rows.js';
 import type { Facts } from './decide.js';
-import { STAGE_TABLE, triageKind, triageTable } from '../stage/stage.js';
-import { sumsSelect, toSums, type Sums } from '../sink/apply-chunk.js';
+import { emailsTable, STAGE_TABLE, triageKind, triageTable } from '../stage/stage.js';
+import { addSums, sumsSelect, toSums, type Sums } from '../sink/apply-chunk.js';
 
 export interface RecordFacts extends Facts {
   readonly seq: number;
@@ -11,8 +11,8 @@ export interface RecordFacts extends Facts {
   /** Credits as Redis held them, and what the whitelist rule added. */
   readonly sourceCredits: bigint;
   readonly topup: bigint;
-  /** users.updated_at as this batch saw it: writes based on this look are guarded by it. */
-  readonly observedUpdatedAt: string | null;
+  /** The row version (xmin) this batch saw: writes based on this look are guarded by it. */
+  readonly observedVersion: string | null;
 }
 
 interface FactRow extends Record<string, unknown> {
@@ -28,7 +28,7 @@ interface FactRow extends Record<string, unknown> {
   base: string | Record<string, CellValue> | null;
   source_credits: string;
   topup: string;
-  a_updated_at: string | null;
+  a_xmin: string | null;
 }
 
 /**
@@ -62,6 +62,49 @@ export interface Pick {
  */
 export type TriageKind = 'insert' | 'same_current' | 'same';
 
+/** What prepareFacts found: grants kept from earlier runs, and app rows whose email is not normalised. */
+export interface Prepared {
+  readonly grantsKept: number;
+  readonly unnormalisedEmails: number;
+}
+
+/**
+ * Readies a finished stage for decisions, in every command alike:
+ * - a whitelist top-up the ledger says was granted stands, whatever this run's whitelist says (a top-up is
+ *   granted once, never taken back by a later run): such records expect the granted balance;
+ * - the app may store an email as typed (`Bob@X.test`): such rows are listed, normalised as the tool
+ *   normalises, so the email-taken check finds them by index like every other row.
+ */
+export async function prepareFacts(db: Kysely<unknown>, stage: string): Promise<Prepared> {
+  const grants = await sql`
+    update ${sql.raw(stage)} s set current_credits = l.granted_credits, topup = l.granted_credits - s.source_credits
+    from migrate_users.ledger l
+    where l.user_id = s.user_id and s.valid and l.granted_credits > s.current_credits`.execute(db);
+  const emails = sql.raw(emailsTable(stage));
+  const temp = stage === STAGE_TABLE;
+  await sql`drop table if exists ${emails}`.execute(db);
+  // The normalisation of normaliseEmail (map-record.ts): trim, NFC, lower-case.
+  await sql`
+    create ${sql.raw(temp ? 'temp' : 'unlogged')} table ${emails} ${sql.raw(temp ? 'on commit drop' : '')} as
+    select user_id, n.email from public.users u,
+      lateral (select lower(normalize(regexp_replace(u.email, '^\s+|\s+$', '', 'g'), NFC)) as email) n
+    where u.email is distinct from n.email`.execute(db);
+  await sql`create index on ${emails} (email)`.execute(db);
+  const { rows } = await sql<{ n: number }>`select count(*)::int as n from ${emails}`.execute(db);
+  return { grantsKept: Number(grants.numAffectedRows ?? 0n), unnormalisedEmails: rows[0]?.n ?? 0 };
+}
+
+/**
+ * user_id of a row, other than `userId`, holding the email `email` (SQL expressions): one index probe on
+ * users, one on the rows whose email the app stored unnormalised.
+ */
+function emailOwner(stage: string, email: string, userId?: string) {
+  const other = (alias: string) => (userId ? ` and ${alias}.user_id <> ${userId}` : '');
+  return sql.raw(`coalesce(
+    (select e.user_id from public.users e where e.email = ${email}${other('e')} limit 1),
+    (select o.user_id from ${emailsTable(stage)} o where o.email = ${email}${other('o')} limit 1))`);
+}
+
 /**
  * Builds the stage's triage with hash joins over users and the ledger: about 1-2 µs a record, where the
  * per-batch facts query pays three index probes per record. TEMP (dropped at commit) for a TEMP stage.
@@ -78,10 +121,10 @@ export async function triage(db: Kysely<unknown>, stage: string, afterSeq: numbe
           -- No row: free if the tool never wrote one and no other user holds the email. One index probe,
           -- and only here: a scalar subquery with LIMIT is never turned into a hash of every user.
           when u.user_id is null then
-            case when l.user_id is null and (select e.user_id from public.users e where e.email = s.email limit 1) is null then 'insert' end
+            case when l.user_id is null and ${emailOwner(stage, 's.email')} is null then 'insert' end
           -- A row equal to the record holds the record's email, and emails are unique: no one else has it.
           when ${sameRow('s', 'u')} then
-            case when l.source_digest = s.digest and u.updated_at = l.row_updated_at then 'same_current' else 'same' end
+            case when l.source_digest = s.digest and u.xmin = l.row_xmin then 'same_current' else 'same' end
         end as kind
       from ${sql.raw(stage)} s
       left join public.users u on u.user_id = s.user_id
@@ -121,11 +164,14 @@ export async function triagedSums(
   return { byKind, others };
 }
 
+/** The sums of the records triage settled as each kind, for one range of seqs. */
+export type RangeSums = ReadonlyMap<TriageKind, Sums>;
+
 /**
- * triagedSums for the whole stage after `afterSeq` at once: the sums of the pending records triage settled
- * as each of `kinds`, and the ranges of `size` seqs (each as the afterSeq it starts after, counted from
- * `afterSeq`) holding any other pending record. One pass, where a batch loop pays a query per range even
- * when every record in it is settled.
+ * triagedSums for the whole stage after `afterSeq` at once: per range of `size` seqs (each keyed by the
+ * afterSeq it starts after, counted from `afterSeq`), the sums of the pending records triage settled as each
+ * of `kinds`; and the ranges holding any other pending record. One pass, where a batch loop pays a query per
+ * range even when every record in it is settled. Per range, so a checkpoint can count what it passes.
  */
 export async function triagedTotals(
   db: Kysely<unknown>,
@@ -133,21 +179,29 @@ export async function triagedTotals(
   size: number,
   kinds: readonly TriageKind[],
   afterSeq = 0,
-): Promise<{ byKind: Map<TriageKind, Sums>; rangesWithOthers: number[] }> {
-  const { rows } = await sql<{ kind: TriageKind | null; n: number; source: string; topup: string; used: string; topped: number; ranges: number[] | null }>`
-    select case when t.kind = any(${kinds}::text[]) then t.kind end as kind, ${sumsSelect('st')},
-      array_agg(distinct ((st.seq - ${afterSeq}::bigint - 1) / ${size}::bigint)::int)
-        filter (where t.kind is null or t.kind <> all(${kinds}::text[])) as ranges
+): Promise<{ byKind: Map<TriageKind, Sums>; byRange: Map<number, RangeSums>; rangesWithOthers: number[] }> {
+  const { rows } = await sql<{ range: number; kind: TriageKind | null; n: number; source: string; topup: string; used: string; topped: number }>`
+    select ((st.seq - ${afterSeq}::bigint - 1) / ${size}::bigint)::int as range,
+      case when t.kind = any(${kinds}::text[]) then t.kind end as kind, ${sumsSelect('st')}
     from ${sql.raw(stage)} st left join ${sql.raw(triageTable(stage))} t on t.seq = st.seq
     where st.outcome is null and st.seq > ${afterSeq}
-    group by 1`.execute(db);
+    group by 1, 2`.execute(db);
   const byKind = new Map<TriageKind, Sums>();
-  const ranges: number[] = [];
+  const byRange = new Map<number, Map<TriageKind, Sums>>();
+  const ranges = new Set<number>();
   for (const row of rows) {
-    if (row.kind !== null) byKind.set(row.kind, toSums(row));
-    for (const range of row.ranges ?? []) ranges.push(afterSeq + range * size);
+    const start = afterSeq + row.range * size;
+    if (row.kind === null) {
+      ranges.add(start);
+      continue;
+    }
+    const sums = toSums(row);
+    byKind.set(row.kind, addSums(byKind.get(row.kind), sums));
+    const range = byRange.get(start) ?? new Map<TriageKind, Sums>();
+    range.set(row.kind, sums);
+    byRange.set(start, range);
   }
-  return { byKind, rangesWithOthers: ranges.sort((a, b) => a - b) };
+  return { byKind, byRange, rangesWithOthers: [...ranges].sort((a, b) => a - b) };
 }
 
 /**
@@ -164,12 +218,12 @@ export async function loadFacts(
   if (options.only?.length === 0) return [];
   const { rows } = await sql<FactRow>`
     with s as (${pendingRecords(stage, afterSeq, size, options)})
-    select s.seq, s.key, s.digest, s.source_credits::text, s.topup::text, u.updated_at::text as a_updated_at,
+    select s.seq, s.key, s.digest, s.source_credits::text, s.topup::text, u.xmin::text as a_xmin,
       ${canonicalColumns('s', 'e_')}, ${canonicalColumns('u', 'a_')},
       u.user_id is not null as has_row, l.user_id is not null as has_ledger, l.source_digest as ledger_digest, l.postgres_owns,
       ${options.withBase ? sql`l.base` : sql`null`} as base,
-      u.updated_at = l.row_updated_at as untouched,
-      (select e.user_id from public.users e where e.email = s.email and e.user_id <> s.user_id limit 1) as email_owner
+      coalesce(u.xmin = l.row_xmin, false) as untouched,
+      ${emailOwner(stage, 's.email', 's.user_id')} as email_owner
     from s
     left join public.users u on u.user_id = s.user_id
     left join migrate_users.ledger l on l.user_id = s.user_id
@@ -180,7 +234,7 @@ export async function loadFacts(
     digest: row.digest,
     sourceCredits: BigInt(row.source_credits),
     topup: BigInt(row.topup),
-    observedUpdatedAt: row.a_updated_at,
+    observedVersion: row.a_xmin,
     expected: rowFromRecord(row, 'e_'),
     actual: row.has_row ? rowFromRecord(row, 'a_') : null,
     emailOwner: row.email_owner,
@@ -206,11 +260,12 @@ function parseBase(base: string | Record<string, CellValue> | null): Record<stri
 export async function recordConflicts(
   db: Kysely<unknown>,
   stage: string,
+  runId: string,
   conflicts: readonly { seq: number; reason: string; detail: string }[],
 ): Promise<void> {
   if (conflicts.length === 0) return;
   await sql`
-    update ${sql.raw(stage)} s set outcome = 'conflict', reason = v.reason, detail = v.detail
+    update ${sql.raw(stage)} s set outcome = 'conflict', reason = v.reason, detail = v.detail, decided_by = ${runId}
     from unnest(${conflicts.map((c) => c.seq)}::bigint[], ${conflicts.map((c) => c.reason)}::text[], ${conflicts.map((c) => c.detail)}::text[])
       as v(seq, reason, detail)
     where s.seq = v.seq`.execute(db);
@@ -227,15 +282,17 @@ export interface HeldBackEntry {
 
 /**
  * Records held back before classification: rejected as invalid, or claimed by another key; and, for a run
- * resuming an interrupted one, the conflicts the interrupted run found up to its checkpoint.
+ * resuming an interrupted one, the conflicts the runs before it found (`runId`: the run listing them, whose
+ * own conflicts were listed as it found them).
  */
-export async function* heldBackRecords(db: Kysely<unknown>, stage: string, conflictsUpTo = 0): AsyncGenerator<HeldBackEntry> {
+export async function* heldBackRecords(db: Kysely<unknown>, stage: string, runId?: string): AsyncGenerator<HeldBackEntry> {
   for (let afterSeq = 0; ; ) {
     const { rows } = await sql<Record<string, unknown> & { seq: string; key: string; reason: string; detail: string; user_id: string | null; valid: boolean }>`
       select s.seq, s.key, s.reason, s.detail, s.user_id, s.valid, ${canonicalColumns('s', 'e_')}
       from ${sql.raw(stage)} s
       where s.seq > ${afterSeq}
-        and (s.outcome = 'rejected' or s.reason in ('duplicate_email', 'duplicate_user_id') or (s.outcome = 'conflict' and s.seq <= ${conflictsUpTo}))
+        and (s.outcome = 'rejected' or s.reason in ('duplicate_email', 'duplicate_user_id')
+          or (s.outcome = 'conflict' and s.decided_by is distinct from ${runId ?? null}::text and ${runId !== undefined}))
       order by s.seq limit 5000`.execute(db);
     for (const row of rows) {
       yield {

@@ -6,14 +6,14 @@ import { assertSchema } from '../db/schema.js';
 import type { Logger } from '../log.js';
 import type { RedisReadable } from '../source/redis-reader.js';
 import { createStage, dropStage, finishStage, type Stage } from '../stage/stage.js';
-import { configDigest, dropLeftoverStages, findResumable, recordStage, takeOverStage, type Resumable } from './checkpoint.js';
-import { partialReport, summarise, Tally, type MigrateReport, type Mode } from '../report/report.js';
+import { configDigest, dropLeftoverStages, findResumable, recordStage, takeOverStage, whitelistDigest, type Resumable } from './checkpoint.js';
+import { partialReport, summarise, Tally, type MigrateReport, type Mode, type ReportBase, type SourceInfo, type WhitelistInfo } from '../report/report.js';
 import type { RecordSink } from '../report/ndjson-file.js';
 import { stageSource, type Progress, type ReadOptions } from './stage-source.js';
 import { conflictEntry, presettledKinds, processChunk, type ClassifiedEntry, type Take } from './process-chunk.js';
-import { heldBackRecords, recordConflicts, triage, triagedTotals, type TriageKind } from './facts.js';
+import { heldBackRecords, prepareFacts, recordConflicts, triage, triagedTotals, type TriageKind } from './facts.js';
 import { NO_RETRY, RetryCounter, withRetries } from './retry.js';
-import { UnfinishedError } from '../errors.js';
+import { UnfinishedError, UsageError } from '../errors.js';
 
 export interface MigrateOptions extends ReadOptions {
   readonly dryRun: boolean;
@@ -28,6 +28,8 @@ export interface MigrateOptions extends ReadOptions {
    * migrate uses more than one: a dry-run's TEMP stage lives in one session, and reconcile lists in order.
    */
   readonly writeConcurrency?: number | undefined;
+  /** Where the records are read: part of what a resume must match, and named in the report. */
+  readonly source?: SourceInfo | undefined;
 }
 
 export type { Progress };
@@ -42,7 +44,7 @@ export interface MigrateIo {
   /** Sees every classified record (reconcile lists them per class). */
   readonly onClassified?: ((entry: ClassifiedEntry) => Promise<void>) | undefined;
   /** Runs after classification, while the stage still exists (reconcile looks for rows Redis lacks). */
-  readonly withStage?: ((db: Kysely<unknown>, stage: string) => Promise<void>) | undefined;
+  readonly withStage?: ((db: Kysely<unknown>, stage: string, runId: string) => Promise<void>) | undefined;
   /** Aborted by the first Ctrl-C / SIGTERM: no new batches; what is committed stays committed. */
   readonly signal?: AbortSignal | undefined;
 }
@@ -78,8 +80,20 @@ async function runOnce(options: MigrateOptions, io: MigrateIo, retries: RetryCou
   const mode: Mode = options.dryRun ? 'dry-run' : 'apply';
   const log = io.log.child({ run: runId, mode });
   await assertSchema(io.pool);
-  const tally = new Tally();
-  const base = { run_id: runId, mode, started, scanDuplicates: 0, retries };
+  let tally = new Tally();
+  const base: ReportBase = {
+    run_id: runId,
+    mode,
+    started,
+    scanDuplicates: 0,
+    retries,
+    status: 'failed',
+    resumedFrom: null,
+    resumedSkipped: 0,
+    source: options.source ?? null,
+    whitelist: null,
+    unnormalisedEmails: null,
+  };
 
   return withSession(io.pool, async (session) => {
     log.info({ match: options.match }, 'run started');
@@ -94,7 +108,7 @@ async function runOnce(options: MigrateOptions, io: MigrateIo, retries: RetryCou
 
   async function body(session: Session, lock?: HeldLock): Promise<MigrateReport> {
     let stage: Stage | undefined;
-    const checkpoint = { lastSeq: 0, savedAt: Date.now() };
+    let checkpoint = { lastSeq: 0, savedAt: Date.now(), committed: new Tally() };
     try {
       const interrupted = () => io.signal?.aborted === true;
       let lastSeq: number;
@@ -105,13 +119,19 @@ async function runOnce(options: MigrateOptions, io: MigrateIo, retries: RetryCou
       } else {
         const command = options.command ?? 'migrate';
         const digest = configDigest({ ...options, command });
+        await markAbandoned(session.db);
         resumed = options.restart ? undefined : await findResumable(session.db, digest);
-        await recordRunStart(session, runId, command, digest);
+        await recordRunStart(session, runId, command, digest, options);
         if (resumed) {
           stage = { table: resumed.stageTable, persistent: true };
           await takeOverStage(session.db, resumed, runId);
-          checkpoint.lastSeq = resumed.lastSeq;
+          // What the runs before this one decided up to the checkpoint: this run reports the whole job.
+          tally = Tally.fromJSON(resumed.jobTally);
+          checkpoint = { lastSeq: resumed.lastSeq, savedAt: Date.now(), committed: Tally.fromJSON(resumed.jobTally) };
           lastSeq = resumed.maxSeq;
+          base.resumedFrom = resumed.runId;
+          base.resumedSkipped = tally.count;
+          base.source = resumed.source ?? base.source;
           log.info({ resumedFrom: resumed.runId, afterSeq: resumed.lastSeq }, 'resuming an unfinished run: Redis is not read again');
         } else {
           await dropLeftoverStages(session.db);
@@ -121,23 +141,25 @@ async function runOnce(options: MigrateOptions, io: MigrateIo, retries: RetryCou
           lastSeq = await inOneTransaction(session, () => stageSource(session, into, options, { ...io, log, retries }));
         }
       }
+      if (lastSeq === 0 && !interrupted() && !options.allowEmpty) throw emptySource(options);
       if (!interrupted()) {
-        if (!resumed) {
-          log.info({ scanned: lastSeq }, 'read every key; classifying');
-          const done = stage;
-          const finish = () => finishStage(session, done, { userIdIndex: io.withStage !== undefined });
-          base.scanDuplicates = (options.dryRun ? await finish() : await inOneTransaction(session, finish)).scanDuplicates;
-          log.info({ scanDuplicates: base.scanDuplicates }, 'stage indexed; duplicates across keys marked');
-          if (stage.persistent) await recordStage(session.db, runId, { rows: await stageRows(session.db, stage.table) });
-        }
-        // Reconcile looks at every record in detail; migrate and dry-run let triage settle the obvious ones.
-        if (!io.onClassified) {
-          const look = stage;
-          const from = checkpoint.lastSeq;
-          const run = () => triage(session.db, look.table, from);
-          await (options.dryRun ? run() : inOneTransaction(session, run));
-          log.info('triage done');
-        }
+        const done = stage;
+        const ready = async () => {
+          if (!resumed) {
+            log.info({ scanned: lastSeq }, 'read every key; classifying');
+            base.scanDuplicates = (await finishStage(session, done, { userIdIndex: io.withStage !== undefined })).scanDuplicates;
+            log.info({ scanDuplicates: base.scanDuplicates }, 'stage indexed; duplicates across keys marked');
+          }
+          const prepared = await prepareFacts(session.db, done.table);
+          // Reconcile looks at every record in detail; migrate and dry-run let triage settle the obvious ones.
+          if (!io.onClassified) await triage(session.db, done.table, checkpoint.lastSeq);
+          return prepared;
+        };
+        const prepared = options.dryRun ? await ready() : await inOneTransaction(session, ready);
+        log.info({ grantsKept: prepared.grantsKept, unnormalisedEmails: prepared.unnormalisedEmails }, 'triage done');
+        base.whitelist = await whitelistInfo(session.db, options, prepared.grantsKept);
+        base.unnormalisedEmails = prepared.unnormalisedEmails;
+        if (stage.persistent && !resumed) await recordStage(session.db, runId, { rows: await stageRows(session.db, stage.table) });
         if (options.dryRun) {
           // From here on PostgreSQL itself refuses any write except to the TEMP stage.
           await sql`set transaction read only`.execute(session.db);
@@ -151,24 +173,20 @@ async function runOnce(options: MigrateOptions, io: MigrateIo, retries: RetryCou
           runId,
           log,
           tally,
+          committed: checkpoint.committed,
           presettled: io.onClassified ? [] : presettledKinds(options.dryRun),
         };
         await withLanes(io.pool, session, lanes, log, (dbs) => classifyAll(dbs, run, { from: checkpoint.lastSeq, to: lastSeq, save, lock }));
       }
-      if (!interrupted()) await io.withStage?.(session.db, stage.table);
-      await listUnmigrated(session, stage.table, io.rejects, resumed?.lastSeq ?? 0);
-      const status = interrupted() ? 'interrupted' : 'finished';
-      const report = await summarise(
-        session.db,
-        stage.table,
-        { ...base, status, resumedFrom: resumed?.runId ?? null, resumedSkipped: resumed ? await doneBefore(session.db, stage.table, resumed.lastSeq) : 0 },
-        tally,
-      );
+      if (!interrupted()) await io.withStage?.(session.db, stage.table, runId);
+      await listUnmigrated(session, stage.table, io.rejects, runId);
+      base.status = interrupted() ? 'interrupted' : 'finished';
+      const report = await summarise(session.db, stage.table, base, tally);
       if (!options.dryRun) {
-        await recordStage(session.db, runId, { lastSeq: checkpoint.lastSeq });
+        await saveCheckpointNow(session.db, runId, checkpoint);
         await recordRunEnd(session, runId, report.status, report.counts);
         // A finished run needs no checkpoint: its stage goes. An interrupted one keeps it for the next run.
-        if (status === 'finished' && stage.persistent) {
+        if (report.status === 'finished' && stage.persistent) {
           await dropStage(session.db, stage.table);
           await sql`update migrate_users.runs set stage_table = null where run_id = ${runId}`.execute(session.db);
         }
@@ -177,32 +195,73 @@ async function runOnce(options: MigrateOptions, io: MigrateIo, retries: RetryCou
       return report;
     } catch (error) {
       // On a fresh connection: the session may be the thing that died.
-      if (!options.dryRun) await recordRunFailed(io.pool, runId, tally.counts(), checkpoint.lastSeq).catch(() => undefined);
-      if (error instanceof RunFailedError) throw error;
-      const partial = partialReport({ ...base, status: 'failed', resumedFrom: null, resumedSkipped: 0 }, tally);
+      if (!options.dryRun) await recordRunFailed(io.pool, runId, tally.counts(), checkpoint).catch(() => undefined);
+      if (error instanceof RunFailedError || error instanceof UsageError) throw error;
+      base.status = 'failed';
+      const partial = partialReport(base, tally);
       // Retried by `migrate` if the cause is a lost connection; otherwise reported with what was done.
       throw new RunFailedError(partial, error);
     }
   }
 }
 
+export function emptySource(options: ReadOptions & { source?: SourceInfo | undefined }): UsageError {
+  const where = options.source ? ` in ${options.source.url}` : '';
+  return new UsageError(
+    `no key${where} matches --match "${options.match}": nothing to migrate or check. ` +
+      'Check --match and the Redis URL (a typo, another server, another database number); --allow-empty if the source is meant to be empty',
+  );
+}
+
+/** Under the write lock no other writing run is alive: a run still marked running was killed. */
+async function markAbandoned(db: Kysely<unknown>): Promise<void> {
+  await sql`update migrate_users.runs set status = 'abandoned', finished_at = coalesce(finished_at, now()) where status = 'running'`.execute(db);
+}
+
+/** This run's whitelist, beside the one the last finished writing run used. */
+async function whitelistInfo(db: Kysely<unknown>, options: MigrateOptions, grantsKept: number): Promise<WhitelistInfo> {
+  const emails = options.mapContext.whitelist.size;
+  const credits = Number(options.mapContext.whitelistCredits);
+  // A reader role given only what sql/roles.sql granted before runs was readable: no comparison then.
+  const readable = await sql<{ ok: boolean }>`select has_table_privilege('migrate_users.runs', 'select') as ok`.execute(db);
+  if (!readable.rows[0]?.ok) return { emails, credits, same_as_last_run: null, last_run: null, grants_kept: grantsKept };
+  const { rows } = await sql<{ whitelist: { emails: number; credits: number; digest: string } }>`
+    select whitelist from migrate_users.runs where status = 'finished' and whitelist is not null
+    order by started_at desc limit 1`.execute(db);
+  const last = rows[0]?.whitelist;
+  return {
+    emails,
+    credits,
+    same_as_last_run: last ? last.digest === whitelistDigest(options) : null,
+    last_run: last ? { emails: last.emails, credits: last.credits } : null,
+    grants_kept: grantsKept,
+  };
+}
+
+interface SavedCheckpoint {
+  lastSeq: number;
+  savedAt: number;
+  /** Counts and sums of every record decided up to lastSeq (with those of the runs this one resumed). */
+  readonly committed: Tally;
+}
+
 /** Saves how far the committed batches reach, at most every 2 s: a stale checkpoint only costs time. */
-async function saveCheckpoint(db: Kysely<unknown>, runId: string, checkpoint: { lastSeq: number; savedAt: number }, seq: number) {
+async function saveCheckpoint(db: Kysely<unknown>, runId: string, checkpoint: SavedCheckpoint, seq: number) {
   checkpoint.lastSeq = seq;
   if (Date.now() - checkpoint.savedAt < 2000) return;
   checkpoint.savedAt = Date.now();
-  await recordStage(db, runId, { lastSeq: seq });
+  await saveCheckpointNow(db, runId, checkpoint);
+}
+
+/** The checkpoint and what was decided up to it, in one statement: a resumed run reports the whole job. */
+async function saveCheckpointNow(db: Kysely<unknown>, runId: string, checkpoint: SavedCheckpoint) {
+  await sql`
+    update migrate_users.runs set last_seq = ${checkpoint.lastSeq}, job_tally = ${JSON.stringify(checkpoint.committed)}::jsonb
+    where run_id = ${runId}`.execute(db);
 }
 
 async function stageRows(db: Kysely<unknown>, stage: string): Promise<number> {
   const { rows } = await sql<{ n: string }>`select count(*)::text as n from ${sql.raw(stage)}`.execute(db);
-  return Number(rows[0]?.n ?? 0);
-}
-
-/** Records a resumed run skips: decided and committed by the run it resumes. */
-async function doneBefore(db: Kysely<unknown>, stage: string, lastSeq: number): Promise<number> {
-  const { rows } = await sql<{ n: string }>`
-    select count(*)::text as n from ${sql.raw(stage)} where seq <= ${lastSeq} and outcome is null`.execute(db);
   return Number(rows[0]?.n ?? 0);
 }
 
@@ -246,16 +305,20 @@ async function classifyAll(
   const [first] = dbs;
   if (!first) throw new Error('classifyAll needs a connection');
   const { rows } = await sql<{ n: string }>`
-    select count(*)::text as n from ${sql.raw(stage)} where outcome is null`.execute(first);
+    select count(*)::text as n from ${sql.raw(stage)} where outcome is null and seq > ${range.from}`.execute(first);
   io.progress?.phase(options.dryRun ? 'comparing' : 'writing', Number(rows[0]?.n ?? 0));
   // What triage settled with nothing to write is counted for the whole stage in one pass; batches go only
   // to the ranges holding anything else. Reconcile, which lists every record, goes through every range.
   let starts: number[] = [];
+  const settledRanges: { start: number; tally: Tally }[] = [];
   if (presettled.length > 0) {
     const totals = await triagedTotals(first, stage, options.batchSize, presettled, range.from);
-    for (const [kind, sums] of totals.byKind) {
-      tally.addSums(kind === 'insert' ? 'inserted' : 'unchanged', sums);
-      io.progress?.advance(sums.n);
+    for (const [start, sums] of totals.byRange) {
+      const settled = new Tally();
+      for (const [kind, s] of sums) settled.addSums(kind === 'insert' ? 'inserted' : 'unchanged', s);
+      tally.merge(settled);
+      settledRanges.push({ start, tally: settled });
+      io.progress?.advance(settled.count);
     }
     starts = totals.rangesWithOthers;
   } else {
@@ -264,7 +327,7 @@ async function classifyAll(
   let next = 0;
   let batch = 0;
   let failure: { error: unknown } | undefined;
-  const checkpoint = new Checkpoint(starts, range.to);
+  const checkpoint = new Checkpoint(starts, range.to, run.committed, settledRanges.sort((a, b) => a.start - b.start));
   const stop = () => failure !== undefined || io.signal?.aborted === true;
 
   const lane = async (db: Kysely<unknown>) => {
@@ -274,6 +337,7 @@ async function classifyAll(
       next += 1;
       batch += 1;
       const batchLog = log.child({ batch });
+      const decided = new Tally();
       try {
         // A batch cut short by a statement timeout (see processChunk) leaves the rest of its range to a
         // next call: the range is done when all of it is.
@@ -281,44 +345,69 @@ async function classifyAll(
           const lost = range.lock?.lost();
           // Retried as a lost connection: the next attempt takes the lock again before writing anything.
           if (lost) throw new Error('the write lock was lost with its connection', { cause: lost });
-          afterSeq = await classifyBatch(db, run, batchLog, afterSeq, end - afterSeq);
+          afterSeq = await classifyBatch(db, run, batchLog, afterSeq, end - afterSeq, decided);
         }
       } catch (error) {
         failure ??= { error };
         return;
       }
-      const upTo = checkpoint.done(start);
+      const upTo = checkpoint.done(start, decided);
       // On this lane's connection: another lane's may be inside a batch's transaction.
       if (upTo !== undefined) await range.save?.(db, upTo);
     }
   };
   await Promise.all(dbs.map(lane));
   if (failure) throw failure.error;
+  if (!stop()) {
+    const upTo = checkpoint.finish();
+    if (upTo !== undefined) await range.save?.(first, upTo);
+  }
 }
 
 /**
  * How far every record is decided, as batches finish in any order: up to the start of the first batch
- * not done yet (records between batches needed no batch), or to the end once all are done.
+ * not done yet (records between batches needed no batch), or to the end once all are done. What the
+ * batches and the settled ranges it passes decided is added to `committed`, so a saved checkpoint carries the
+ * counts of everything up to it.
  */
 export class Checkpoint {
-  private readonly finished = new Set<number>();
+  private readonly finished = new Map<number, Tally>();
   private first = 0;
+  private settled = 0;
 
   constructor(
     private readonly starts: readonly number[],
     private readonly end: number,
+    readonly committed: Tally = new Tally(),
+    private readonly settledRanges: readonly { readonly start: number; readonly tally: Tally }[] = [],
   ) {}
 
-  /** Marks the batch starting after `start` done; returns the new checkpoint if it moved. */
-  done(start: number): number | undefined {
-    this.finished.add(start);
+  /** Marks the batch starting after `start` done, with what it decided; returns the new checkpoint if it moved. */
+  done(start: number, decided: Tally = new Tally()): number | undefined {
+    this.finished.set(start, decided);
     const before = this.first;
-    while (this.first < this.starts.length && this.finished.has(this.starts[this.first] as number)) {
-      this.finished.delete(this.starts[this.first] as number);
+    for (let at = this.starts[this.first]; at !== undefined && this.finished.has(at); at = this.starts[this.first]) {
+      this.committed.merge(this.finished.get(at) as Tally);
+      this.finished.delete(at);
       this.first += 1;
     }
     if (this.first === before) return undefined;
-    return this.starts[this.first] ?? this.end;
+    return this.pass(this.starts[this.first] ?? this.end);
+  }
+
+  /** Every batch is done: the checkpoint reaches the end (undefined if it is there already). */
+  finish(): number | undefined {
+    if (this.first < this.starts.length) throw new Error('internal error: checkpoint finished with batches outstanding');
+    if (this.settled >= this.settledRanges.length && this.starts.length > 0) return undefined;
+    return this.pass(this.end);
+  }
+
+  private pass(upTo: number): number {
+    for (let range = this.settledRanges[this.settled]; range !== undefined && range.start < upTo; range = this.settledRanges[this.settled]) {
+      this.committed.merge(range.tally);
+      this.settled += 1;
+    }
+    return upTo;
   }
 }
 
@@ -329,13 +418,16 @@ interface ClassifyRun {
   readonly io: MigrateIo;
   readonly runId: string;
   readonly log: Logger;
+  /** Every record decided, for the report (with what the runs this one resumed decided). */
   readonly tally: Tally;
+  /** What is decided up to the checkpoint (see Checkpoint). */
+  readonly committed: Tally;
   /** Triage kinds counted for the whole stage before the batches (see presettledKinds). */
   readonly presettled: readonly TriageKind[];
 }
 
-/** One batch: classified, written, tallied and listed. Returns the last seq it covered. */
-async function classifyBatch(db: Kysely<unknown>, run: ClassifyRun, log: Logger, afterSeq: number, size: number): Promise<number> {
+/** One batch: classified, written, tallied (into the run's tally and `decided`) and listed. Returns the last seq it covered. */
+async function classifyBatch(db: Kysely<unknown>, run: ClassifyRun, log: Logger, afterSeq: number, size: number, decided: Tally): Promise<number> {
   const { stage, options, io, runId, tally } = run;
   const result = await processChunk(db, {
     stage,
@@ -349,30 +441,50 @@ async function classifyBatch(db: Kysely<unknown>, run: ClassifyRun, log: Logger,
     everyRecord: io.onClassified !== undefined,
     presettled: run.presettled,
   });
-  for (const { outcome, sums } of result.settled) tally.addSums(outcome, sums);
+  const batch = new Tally();
+  for (const { outcome, sums } of result.settled) batch.addSums(outcome, sums);
   const conflicts = result.entries.filter((e) => e.outcome === 'conflict');
-  await recordConflicts(db, stage, conflicts.map((e) => ({ seq: e.fact.seq, reason: e.reason ?? '', detail: e.detail ?? '' })));
+  await recordConflicts(db, stage, runId, conflicts.map((e) => ({ seq: e.fact.seq, reason: e.reason ?? '', detail: e.detail ?? '' })));
   for (const entry of result.entries) {
     const { fact } = entry;
     // Conflicts are counted from the stage (recorded above), everything else from the tally.
     if (entry.outcome !== 'conflict') {
-      tally.add(entry.outcome, entry.reason, fact.sourceCredits, fact.topup, BigInt(fact.expected.total_credits_used));
+      batch.add(entry.outcome, entry.reason, {
+        source: fact.sourceCredits,
+        topup: fact.topup,
+        used: BigInt(fact.expected.total_credits_used),
+        // The row the app changed stands: PostgreSQL's balance is what this user has.
+        postgres:
+          entry.outcome === 'kept_app_change' && fact.actual
+            ? { current: BigInt(fact.actual.current_credits), used: BigInt(fact.actual.total_credits_used) }
+            : undefined,
+      });
     } else {
       await io.rejects?.write(conflictEntry(entry));
     }
     await io.onClassified?.(entry);
   }
+  tally.merge(batch);
+  decided.merge(batch);
   io.progress?.advance(result.entries.length + result.settled.reduce((n, s) => n + s.sums.n, 0));
   return result.lastSeq;
 }
 
-async function listUnmigrated(session: Session, stage: string, sink: RecordSink | undefined, conflictsUpTo: number): Promise<void> {
+/** Records held back before classification, and the conflicts the runs this one resumed found. */
+async function listUnmigrated(session: Session, stage: string, sink: RecordSink | undefined, runId: string): Promise<void> {
   if (!sink) return;
-  for await (const entry of heldBackRecords(session.db, stage, conflictsUpTo)) await sink.write(entry);
+  for await (const entry of heldBackRecords(session.db, stage, runId)) await sink.write(entry);
 }
 
-async function recordRunStart(session: Session, runId: string, command: string, digest: string): Promise<void> {
-  await sql`insert into migrate_users.runs (run_id, command, config_digest) values (${runId}, ${command}, ${digest})`.execute(session.db);
+async function recordRunStart(session: Session, runId: string, command: string, digest: string, options: MigrateOptions): Promise<void> {
+  const whitelist = {
+    emails: options.mapContext.whitelist.size,
+    credits: Number(options.mapContext.whitelistCredits),
+    digest: whitelistDigest(options),
+  };
+  await sql`
+    insert into migrate_users.runs (run_id, command, config_digest, source, whitelist)
+    values (${runId}, ${command}, ${digest}, ${JSON.stringify(options.source ?? null)}::jsonb, ${JSON.stringify(whitelist)}::jsonb)`.execute(session.db);
 }
 
 async function recordRunEnd(session: Session, runId: string, status: string, counts: object | null): Promise<void> {
@@ -381,9 +493,9 @@ async function recordRunEnd(session: Session, runId: string, status: string, cou
     where run_id = ${runId}`.execute(session.db);
 }
 
-async function recordRunFailed(pool: pg.Pool, runId: string, counts: object, lastSeq: number): Promise<void> {
+async function recordRunFailed(pool: pg.Pool, runId: string, counts: object, checkpoint: SavedCheckpoint): Promise<void> {
   await pool.query(
-    `update migrate_users.runs set finished_at = now(), status = 'failed', counts = $2::jsonb, last_seq = greatest(last_seq, $3) where run_id = $1`,
-    [runId, JSON.stringify(counts), lastSeq],
+    `update migrate_users.runs set finished_at = now(), status = 'failed', counts = $2::jsonb, last_seq = $3, job_tally = $4::jsonb where run_id = $1`,
+    [runId, JSON.stringify(counts), checkpoint.lastSeq, JSON.stringify(checkpoint.committed)],
   );
 }

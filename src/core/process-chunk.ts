@@ -1,4 +1,5 @@
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
+import { PIN_TRANSACTION } from '../db/database.js';
 import { pgCode } from '../errors.js';
 import { publicRow, type CellValue, type ColumnDiff } from '../compare/compare-rows.js';
 import { adoptRows, insertRows, insertTriaged, keepPostgres, logResolutions, updateRows, type Sums, type WriteRow } from '../sink/apply-chunk.js';
@@ -121,6 +122,7 @@ async function inTransactionIfNeeded(db: Kysely<unknown>, steps: readonly ((db: 
   if (steps.length === 1 && only) return only(db);
   if (steps.length === 0) return;
   await db.transaction().execute(async (trx) => {
+    await sql.raw(PIN_TRANSACTION).execute(trx);
     for (const step of steps) await step(trx);
   });
 }
@@ -161,17 +163,12 @@ async function classifyAndWrite(db: Kysely<unknown>, options: ChunkOptions): Pro
     if (result.written.n > 0) settled.push({ outcome: 'inserted', sums: result.written });
     refused = result.refused;
   }
-  const entries: ClassifiedEntry[] = [];
-  if (others > 0) {
-    const facts = await loadFacts(db, stage, afterSeq, size, { withBase: options.withBase, skip: SETTLED_KINDS });
-    entries.push(...(await decideAndWrite(db, options, facts)));
-  }
-  // Inserts triage expected to be free that found the row or the email taken (the app wrote meanwhile):
-  // decided again from what PostgreSQL holds now.
-  if (refused.length > 0) {
-    const facts = await loadFacts(db, stage, afterSeq, size, { withBase: options.withBase, only: refused });
-    entries.push(...(await decideAndWrite(db, options, facts)));
-  }
+  // Inserts triage expected to be free that found the row or the email taken (the app wrote meanwhile) are
+  // decided again from what PostgreSQL holds now, with the others, in one transaction: a batch classified
+  // again after a failure finds nothing of that transaction written.
+  const facts = others > 0 ? await loadFacts(db, stage, afterSeq, size, { withBase: options.withBase, skip: SETTLED_KINDS }) : [];
+  if (refused.length > 0) facts.push(...(await loadFacts(db, stage, afterSeq, size, { withBase: options.withBase, only: refused })));
+  const entries = facts.length > 0 ? await decideAndWrite(db, options, facts) : [];
   return { lastSeq, entries, settled };
 }
 
@@ -184,7 +181,7 @@ async function decideAndWrite(db: Kysely<unknown>, options: ChunkOptions, facts:
   const rows = (...kinds: Plan[]): WriteRow[] =>
     planned
       .filter((p) => kinds.includes(p.plan))
-      .map((p) => ({ seq: p.fact.seq, observed: p.fact.observedUpdatedAt }));
+      .map((p) => ({ seq: p.fact.seq, observed: p.fact.observedVersion }));
   const seqs = (...kinds: Plan[]) => planned.filter((p) => kinds.includes(p.plan)).map((p) => p.fact.seq);
 
   let written = new Set(seqs('insert', 'update', 'force_insert', 'force_update', 'keep_postgres'));

@@ -5,7 +5,8 @@ import { canonicalColumns } from '../db/canonical.js';
 import { SECRET_COLUMNS, type UserColumn } from '../map/user-row.js';
 import { money, type MigrateReport } from '../report/report.js';
 import { migrate, type MigrateIo, type MigrateOptions } from './migrate.js';
-import type { ClassifiedEntry } from './process-chunk.js';
+import type { ClassifiedEntry, Take } from './process-chunk.js';
+import { logResolutions } from '../sink/apply-chunk.js';
 
 export const CLASSES = [
   'in_sync',
@@ -94,10 +95,11 @@ export async function reconcile(options: MigrateOptions & { apply: boolean }, io
         count(entry.class, BigInt(classified.fact.expected.current_credits), BigInt(classified.fact.actual?.current_credits ?? 0));
         await emit(entry);
       },
-      withStage: async (db, stage) => {
+      withStage: async (db, stage, runId) => {
+        const take = options.apply ? options.take : undefined;
         for await (const row of rowsMissingFromRedis(db, stage)) {
           count(row.class, 0n, row.credits);
-          await emit(row.entry);
+          await emit(await settleDeletedInRedis(db, row.entry, take, runId));
         }
       },
     },
@@ -160,11 +162,28 @@ function shownBase(column: UserColumn, value: CellValue | undefined): CellValue 
   return SECRET_COLUMNS.has(column) && value !== null && value !== undefined ? '(set)' : value;
 }
 
+/**
+ * A user the tool wrote whose Redis record is gone has nothing to take from Redis: `--take postgres` keeps
+ * the row (the ledger records the choice, and the user is settled from then on), `--take redis` is refused.
+ */
+async function settleDeletedInRedis(db: Kysely<unknown>, entry: ReconcileEntry, take: Take | undefined, runId: string): Promise<ReconcileEntry> {
+  if (entry.class !== 'deleted_in_redis' || entry.resolved_by || !take || !entry.user_id || !take.users.has(entry.user_id)) return entry;
+  if (take.side === 'redis') {
+    return { ...entry, detail: `${entry.detail}; --take redis cannot settle it (there is no Redis record to take): --take postgres keeps the row` };
+  }
+  const kept = await sql`
+    update migrate_users.ledger set postgres_owns = true, row_xmin = null, run_id = ${runId}, written_at = now()
+    where user_id = ${entry.user_id} and not postgres_owns`.execute(db);
+  if (Number(kept.numAffectedRows ?? 0n) === 0) return entry;
+  await logResolutions(db, [{ userId: entry.user_id, side: 'postgres', reason: 'deleted_in_redis', digest: '(no Redis record)' }], runId);
+  return { ...entry, resolved_by: 'postgres' };
+}
+
 /** PostgreSQL rows with no Redis record: new-app signups, or users the tool wrote whose Redis record is gone. */
 async function* rowsMissingFromRedis(db: Kysely<unknown>, stage: string) {
   for (let after = ''; ; ) {
-    const { rows } = await sql<Record<string, unknown> & { had_ledger: boolean; base: Record<string, CellValue> | null }>`
-      select ${canonicalColumns('u', 'a_')}, l.user_id is not null as had_ledger, l.base
+    const { rows } = await sql<Record<string, unknown> & { had_ledger: boolean; postgres_owns: boolean | null; base: Record<string, CellValue> | null }>`
+      select ${canonicalColumns('u', 'a_')}, l.user_id is not null as had_ledger, l.postgres_owns, l.base
       from public.users u left join migrate_users.ledger l on l.user_id = u.user_id
       where u.user_id > ${after} and not exists (select 1 from ${sql.raw(stage)} s where s.user_id = u.user_id)
       order by u.user_id limit 2000`.execute(db);
@@ -180,6 +199,8 @@ async function* rowsMissingFromRedis(db: Kysely<unknown>, stage: string) {
         detail: row.had_ledger ? 'the tool migrated this user; the Redis record is gone now' : 'no Redis record: created by the new app',
         columns: [],
         applied: false,
+        // An operator kept this row before (`--take postgres`): settled.
+        ...(row.postgres_owns ? { resolved_by: 'postgres' as const } : {}),
       };
       yield { class: cls, credits: BigInt(String(pg.current_credits)), entry };
     }

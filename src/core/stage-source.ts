@@ -18,6 +18,8 @@ export interface ReadOptions {
   /** Keys per second at most (0 = no limit): how gentle to be with production Redis. */
   readonly maxRate?: number | undefined;
   readonly retry?: RetryPolicy | undefined;
+  /** No key matching `match` is expected (--allow-empty): otherwise an empty source is an error. */
+  readonly allowEmpty?: boolean | undefined;
 }
 
 export interface Progress {
@@ -99,7 +101,7 @@ export async function stageSource(
       const mapped = mapRecord(record.keyEmail, record.value, options.mapContext);
       if (!mapped.ok) return { seq, key: record.key, userId: mapped.userId ?? null, reject: mapped };
       const { row, sourceCredits, topup } = mapped;
-      const digest = rowDigest(row);
+      const digest = rowDigest(row, sourceCredits);
       return { seq, key: record.key, userId: row.user_id, mapped: { row, sourceCredits, topup, digest }, copySafe: copySafe(record.key, record.value) };
     });
     await writer.write(staged);

@@ -25,7 +25,7 @@ export function verifyRecord(facts: Facts): VerifyStatus {
 
 /** One line of verify's difference list (README "verify report"). */
 export interface Difference {
-  readonly kind: 'mismatch' | 'missing' | 'not_migratable' | 'only_in_postgres';
+  readonly kind: 'mismatch' | 'missing' | 'not_migratable' | 'only_in_postgres' | 'deleted_in_redis';
   readonly key: string | null;
   readonly user_id: string | null;
   readonly email: string | null;

@@ -6,10 +6,11 @@ import { canonicalColumns } from '../db/canonical.js';
 import { assertSchema } from '../db/schema.js';
 import type { Logger } from '../log.js';
 import { publicRow, rowFromRecord } from '../compare/compare-rows.js';
-import { money } from '../report/report.js';
+import { money, type SourceInfo } from '../report/report.js';
 import type { RedisReadable } from '../source/redis-reader.js';
 import { createStage, finishStage, STAGE_TABLE } from '../stage/stage.js';
-import { heldBackRecords, loadFacts, triage, triagedTotals, type TriageKind } from './facts.js';
+import { heldBackRecords, loadFacts, prepareFacts, triage, triagedTotals, type TriageKind } from './facts.js';
+import { emptySource } from './migrate.js';
 import { sampleKeys, stageSource, type Progress, type ReadOptions } from './stage-source.js';
 import { verifyRecord, type Difference } from './verify-record.js';
 
@@ -20,6 +21,8 @@ export interface VerifyOptions extends ReadOptions {
   readonly sample?: number | undefined;
   /** How many differences to keep for the human outputs (the report gets all of them). */
   readonly show: number;
+  /** Named in the report. */
+  readonly source?: SourceInfo | undefined;
 }
 
 export interface VerifyIo {
@@ -47,6 +50,7 @@ export interface VerifyReport {
   /** Stopped by a signal before every key was compared: never ok. */
   readonly interrupted: boolean;
   readonly strict: boolean;
+  readonly source: SourceInfo | null;
   readonly sample: { readonly size: number; readonly keys_in_redis: number } | null;
   readonly started_at: string;
   readonly finished_at: string;
@@ -60,6 +64,8 @@ export interface VerifyReport {
     readonly not_migratable: number;
     /** null in sample mode: it cannot be known from a sample. */
     readonly only_in_postgres: number | null;
+    /** Rows the ledger says the tool wrote from a key the source no longer has; null in sample mode. */
+    readonly deleted_in_redis: number | null;
     readonly differences: number;
   };
   readonly reasons: Readonly<Record<string, number>>;
@@ -72,6 +78,8 @@ export interface VerifyReport {
     readonly expected: Side;
     readonly postgres_matching: Side;
     readonly postgres_only: Side | null;
+    /** Rows the tool wrote whose Redis record is gone (they fail verification). */
+    readonly postgres_deleted_in_redis: Side | null;
     readonly postgres_total: Side;
     /** Users, credits and credits used agree exactly between Redis (+ top-ups) and PostgreSQL. */
     readonly balanced: boolean;
@@ -103,7 +111,10 @@ export async function verify(options: VerifyOptions, io: VerifyIo): Promise<{ re
       const sampled = { seen: 0 };
       const keys = options.sample === undefined ? undefined : sampleKeys(io.redis, options, options.sample, sampled);
       const checked = await stageSource(session, stage, options, { ...io, log }, keys);
+      // Nothing checked is not a pass: a typo in --match or the wrong server must not turn CI green.
+      if (checked === 0 && !io.signal?.aborted && !options.allowEmpty) throw emptySource(options);
       await finishStage(session, stage, { userIdIndex: true });
+      await prepareFacts(session.db, stage.table);
       await triage(session.db, stage.table, 0);
       await sql`set transaction read only`.execute(session.db);
 
@@ -154,20 +165,33 @@ export async function verify(options: VerifyOptions, io: VerifyIo): Promise<{ re
         });
       }
       let onlyInPostgres: number | null = null;
+      let deletedInRedis: number | null = null;
       let only: Sums | null = null;
+      let deleted: Sums | null = null;
       // Neither a sample nor an interrupted read knows every Redis user: "only in PostgreSQL" would be wrong.
       if (options.sample === undefined && !io.signal?.aborted) {
         onlyInPostgres = 0;
+        deletedInRedis = 0;
         only = new Sums();
+        deleted = new Sums();
         for await (const row of rowsOnlyInPostgres(session.db)) {
-          onlyInPostgres++;
-          only.add(row.current_credits, row.total_credits_used);
-          await emit({ kind: 'only_in_postgres', key: null, user_id: row.user_id, email: row.email, column: null, expected: null, actual: 'row' });
+          const where = { key: row.source_key, user_id: row.user_id, email: row.email, column: null };
+          if (row.source_key !== null && !row.postgres_owns) {
+            // The ledger says the tool wrote this row from a key the source no longer has.
+            deletedInRedis++;
+            deleted.add(row.current_credits, row.total_credits_used);
+            await emit({ kind: 'deleted_in_redis', ...where, expected: null, actual: 'row', reason: 'deleted_in_redis', detail: 'the tool migrated this user from this key; the source no longer has it' });
+          } else {
+            onlyInPostgres++;
+            only.add(row.current_credits, row.total_credits_used);
+            await emit({ kind: 'only_in_postgres', ...where, expected: null, actual: 'row' });
+          }
         }
       }
-      const invariants = await computeInvariants(session.db, { ...sums, only });
+      const invariants = await computeInvariants(session.db, { ...sums, only, deleted });
       const interrupted = io.signal?.aborted === true;
-      const failures = counts.mismatch + counts.missing + counts.not_migratable + (options.strict ? onlyInPostgres ?? 0 : 0);
+      const failures =
+        counts.mismatch + counts.missing + counts.not_migratable + (deletedInRedis ?? 0) + (options.strict ? onlyInPostgres ?? 0 : 0);
       const finished = new Date();
       const report: VerifyReport = {
         run_id: runId,
@@ -175,6 +199,7 @@ export async function verify(options: VerifyOptions, io: VerifyIo): Promise<{ re
         ok: failures === 0 && !interrupted,
         interrupted,
         strict: options.strict,
+        source: options.source ?? null,
         sample: options.sample === undefined ? null : { size: checked, keys_in_redis: sampled.seen },
         started_at: started.toISOString(),
         finished_at: finished.toISOString(),
@@ -184,6 +209,7 @@ export async function verify(options: VerifyOptions, io: VerifyIo): Promise<{ re
           redis_users: invariants.redis.users,
           ...counts,
           only_in_postgres: onlyInPostgres,
+          deleted_in_redis: deletedInRedis,
           differences,
         },
         reasons,
@@ -205,18 +231,31 @@ async function pendingCount(db: Kysely<unknown>): Promise<number> {
   return Number(rows[0]?.n ?? 0);
 }
 
-async function* rowsOnlyInPostgres(
-  db: Kysely<unknown>,
-): AsyncGenerator<{ user_id: string; email: string; current_credits: string; total_credits_used: string }> {
+async function* rowsOnlyInPostgres(db: Kysely<unknown>): AsyncGenerator<{
+  user_id: string;
+  email: string;
+  current_credits: string;
+  total_credits_used: string;
+  source_key: string | null;
+  postgres_owns: boolean;
+}> {
   for (let after = ''; ; ) {
-    const { rows } = await sql<Record<string, unknown>>`
-      select ${canonicalColumns('u', 'a_')} from public.users u
+    const { rows } = await sql<Record<string, unknown> & { source_key: string | null; postgres_owns: boolean | null }>`
+      select ${canonicalColumns('u', 'a_')}, l.source_key, l.postgres_owns from public.users u
+      left join migrate_users.ledger l on l.user_id = u.user_id
       where u.user_id > ${after} and not exists (select 1 from ${sql.raw(STAGE_TABLE)} s where s.user_id = u.user_id)
       order by u.user_id limit 5000`.execute(db);
     for (const row of rows) {
       const actual = rowFromRecord(row, 'a_');
       const pub = publicRow(actual);
-      yield { user_id: String(pub.user_id), email: String(pub.email), current_credits: actual.current_credits, total_credits_used: actual.total_credits_used };
+      yield {
+        user_id: String(pub.user_id),
+        email: String(pub.email),
+        current_credits: actual.current_credits,
+        total_credits_used: actual.total_credits_used,
+        source_key: row.source_key,
+        postgres_owns: row.postgres_owns === true,
+      };
     }
     const last = rows[rows.length - 1];
     if (!last) return;
@@ -259,7 +298,7 @@ class Sums {
  */
 async function computeInvariants(
   db: Kysely<unknown>,
-  sums: { expected: Sums; matching: Sums; held: Sums; only: Sums | null },
+  sums: { expected: Sums; matching: Sums; held: Sums; only: Sums | null; deleted: Sums | null },
 ): Promise<VerifyReport['invariants']> {
   const t = sql.raw(STAGE_TABLE);
   const one = async <R>(query: { execute(db: Kysely<unknown>): Promise<{ rows: R[] }> }) => (await query.execute(db)).rows[0] as R;
@@ -287,6 +326,7 @@ async function computeInvariants(
     expected: sums.expected.side(),
     postgres_matching: sums.matching.side(),
     postgres_only: sums.only ? sums.only.side() : null,
+    postgres_deleted_in_redis: sums.deleted ? sums.deleted.side() : null,
     postgres_total: side(total),
     balanced:
       sums.expected.users === sums.matching.users &&

@@ -18,8 +18,36 @@ export interface PoolOptions {
   readonly log: Logger;
 }
 
+/**
+ * The session settings every result of the tool depends on, whatever the database or role sets by default
+ * (`alter database ... set timezone`, a DateStyle that prints zone abbreviations): a `timestamp without time
+ * zone` column is read and written as UTC, and text forms of timestamps are ISO. Set on every new connection,
+ * and again with SET LOCAL in every transaction the tool opens (a transaction-mode pooler may hand a
+ * transaction a server connection this client never configured).
+ */
+const SETTINGS = [`timezone = 'UTC'`, `datestyle = 'ISO, MDY'`, `intervalstyle = 'postgres'`, `extra_float_digits = 3`];
+const PIN_SESSION = SETTINGS.map((s) => `set ${s}`).join('; ');
+/** SET LOCAL of the settings above: the first statement of every transaction the tool opens. */
+export const PIN_TRANSACTION = SETTINGS.map((s) => `set local ${s}`).join('; ');
+
+/** A pg Client whose session is pinned (see SETTINGS) before the pool hands it out. */
+class PinnedClient extends pg.Client {
+  // pg-pool calls connect(callback); others may await connect().
+  override connect(): Promise<pg.Client>;
+  override connect(callback: (err: Error | null, client?: pg.Client) => void): void;
+  override connect(callback?: (err: Error | null, client?: pg.Client) => void): Promise<pg.Client> | void {
+    const connected = super.connect().then(async () => {
+      await this.query(PIN_SESSION);
+      return this as pg.Client;
+    });
+    if (!callback) return connected;
+    connected.then((client) => callback(null, client), (err: Error) => callback(err));
+  }
+}
+
 export async function withPool<T>(options: PoolOptions, fn: (pool: pg.Pool) => Promise<T>): Promise<T> {
   const pool = new pg.Pool({
+    Client: PinnedClient as unknown as typeof pg.Client,
     connectionString: options.url,
     ssl: options.ssl ?? false,
     max: options.max,
@@ -74,7 +102,7 @@ export async function withSession<T>(pool: pg.Pool, fn: (session: Session) => Pr
  * pooler allows (a plain SET would leak to other clients of a pooled server connection).
  */
 export async function inOneTransaction<T>(session: Session, fn: () => Promise<T>): Promise<T> {
-  await session.client.query('begin; set local statement_timeout = 0');
+  await session.client.query(`begin; set local statement_timeout = 0; ${PIN_TRANSACTION}`);
   try {
     const result = await fn();
     await session.client.query('commit');

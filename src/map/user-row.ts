@@ -45,11 +45,15 @@ export const USER_COLUMNS: readonly UserColumn[] = [
 
 export const SECRET_COLUMNS: ReadonlySet<UserColumn> = new Set<UserColumn>(['password_hash']);
 
-/** Stable fingerprint of a row: lets a re-run tell "Redis changed since we wrote it" without keeping values. */
-export function rowDigest(row: UserRow): string {
+/**
+ * Stable fingerprint of a Redis record as mapped: lets a re-run tell "Redis changed since we wrote it" without
+ * keeping values. `sourceCredits` (the balance as Redis holds it) stands for current_credits, so a change of
+ * the tool's whitelist is never taken for a change of the record.
+ */
+export function rowDigest(row: UserRow, sourceCredits: bigint | string = row.current_credits): string {
   let text = '';
   for (const column of USER_COLUMNS) {
-    const value = row[column];
+    const value = column === 'current_credits' ? sourceCredits : row[column];
     text += value === null ? '\u0000N\u0002' : `\u0001${String(value)}\u0002`;
   }
   return sha256hex(text).slice(0, 32);

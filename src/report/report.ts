@@ -16,6 +16,8 @@ export interface MigrateReport {
   readonly mode: Mode;
   /** finished; interrupted (Ctrl-C / SIGTERM: committed batches stay); failed (a server lost, retries spent). */
   readonly status: RunStatus;
+  /** Where the records were read (for a resumed run: where the stage it continued was read). */
+  readonly source: SourceInfo | null;
   /** Connection losses survived by retrying. */
   readonly retries: number;
   /** The unfinished run this one resumed (its stage and checkpoint), or null. */
@@ -37,15 +39,22 @@ export interface MigrateReport {
     readonly scan_duplicates: number;
     /** Read but not decided because the run was interrupted or failed (0 when finished). */
     readonly pending: number;
-    /** Records a resumed run skipped: already decided and committed by the run it resumed. */
+    /** Records decided and committed by the runs this one resumed: included in the counts above. */
     readonly resumed_skipped: number;
   };
   readonly reasons: Readonly<Record<string, number>>;
+  /** null in reports of runs that read no whitelist information (verify, reconcile without --apply). */
+  readonly whitelist: WhitelistInfo | null;
+  /** App rows whose email is not stored normalised (trimmed, lower-case): the new app may look emails up
+   * case-sensitively. The tool treats them as the normalised mailbox. */
+  readonly postgres_unnormalised_emails: number | null;
   readonly credits: {
     /** Sum over valid records, as Redis holds them (before the whitelist rule). */
     readonly read: Credits;
     /** Credits added by the whitelist rule to users that are (or would be) in PostgreSQL. */
     readonly whitelist_topup: number | string;
+    /** What the new app changed on rows it owns now (kept app changes): PostgreSQL's balance minus Redis's. */
+    readonly app_difference: Credits;
     /** Per outcome: what PostgreSQL holds (or would hold) for migrated users; the Redis values for conflicts. */
     readonly by_outcome: Readonly<Record<string, Credits>>;
     /** Credits in rows this run inserted or updated (in a dry-run: would). */
@@ -58,42 +67,98 @@ interface OutcomeRow {
   reason: string | null;
   valid: boolean;
   n: number;
+  /** Credits as Redis holds them, what the whitelist rule added, credits used as Redis holds them. */
   source: bigint;
   topup: bigint;
   used: bigint;
   topped: number;
+  /** The balance and credits used this outcome leaves in PostgreSQL (Redis's, held back, for conflicts). */
+  held: bigint;
+  heldUsed: bigint;
 }
 
 const MIGRATED = new Set(['inserted', 'updated', 'unchanged', 'kept_app_change']);
+
+/** One decided record's figures: Redis's, and PostgreSQL's balance where it differs (a kept app change). */
+export interface RecordCredits {
+  readonly source: bigint;
+  readonly topup: bigint;
+  readonly used: bigint;
+  /** What PostgreSQL holds when the app's row is kept; default: Redis's plus the top-up. */
+  readonly postgres?: { readonly current: bigint; readonly used: bigint } | undefined;
+}
 
 /** Counts and credit sums of classified records, kept in memory per (outcome, reason): a handful of groups. */
 export class Tally {
   private readonly groups = new Map<string, OutcomeRow>();
   count = 0;
 
-  add(outcome: string, reason: string | null, sourceCredits: bigint, topup: bigint, used: bigint): void {
-    const key = `${outcome}\u0000${reason ?? ''}`;
-    const row = this.groups.get(key) ?? { outcome, reason, valid: true, n: 0, source: 0n, topup: 0n, used: 0n, topped: 0 };
+  add(outcome: string, reason: string | null, credits: RecordCredits): void {
+    const row = this.group(outcome, reason);
     row.n++;
-    row.source += sourceCredits;
-    row.topup += topup;
-    row.used += used;
-    if (topup > 0n) row.topped++;
-    this.groups.set(key, row);
+    row.source += credits.source;
+    row.topup += credits.topup;
+    row.used += credits.used;
+    if (credits.topup > 0n) row.topped++;
+    row.held += credits.postgres?.current ?? credits.source + credits.topup;
+    row.heldUsed += credits.postgres?.used ?? credits.used;
     this.count++;
   }
 
-  /** Records settled together (see triage): their sums, with no reason. */
+  /** Records settled together (see triage): their sums, with no reason. PostgreSQL holds what Redis says. */
   addSums(outcome: string, sums: Sums): void {
-    const key = `${outcome}\u0000`;
-    const row = this.groups.get(key) ?? { outcome, reason: null, valid: true, n: 0, source: 0n, topup: 0n, used: 0n, topped: 0 };
+    const row = this.group(outcome, null);
     row.n += sums.n;
     row.source += sums.source;
     row.topup += sums.topup;
     row.used += sums.used;
     row.topped += sums.topped;
-    this.groups.set(key, row);
+    row.held += sums.source + sums.topup;
+    row.heldUsed += sums.used;
     this.count += sums.n;
+  }
+
+  merge(other: Tally): void {
+    for (const r of other.groups.values()) {
+      const row = this.group(r.outcome ?? '', r.reason);
+      row.n += r.n;
+      row.source += r.source;
+      row.topup += r.topup;
+      row.used += r.used;
+      row.topped += r.topped;
+      row.held += r.held;
+      row.heldUsed += r.heldUsed;
+    }
+    this.count += other.count;
+  }
+
+  /** For migrate_users.runs.job_tally: credits as decimal strings (money is never a float). */
+  toJSON(): object {
+    return [...this.groups.values()].map((r) => ({
+      ...r,
+      source: r.source.toString(),
+      topup: r.topup.toString(),
+      used: r.used.toString(),
+      held: r.held.toString(),
+      heldUsed: r.heldUsed.toString(),
+    }));
+  }
+
+  static fromJSON(json: unknown): Tally {
+    const tally = new Tally();
+    if (!Array.isArray(json)) return tally;
+    for (const r of json as Record<string, string | number | null>[]) {
+      const row = tally.group(String(r.outcome), r.reason === null ? null : String(r.reason));
+      row.n += Number(r.n);
+      row.source += BigInt(r.source ?? 0);
+      row.topup += BigInt(r.topup ?? 0);
+      row.used += BigInt(r.used ?? 0);
+      row.topped += Number(r.topped);
+      row.held += BigInt(r.held ?? 0);
+      row.heldUsed += BigInt(r.heldUsed ?? 0);
+      tally.count += Number(r.n);
+    }
+    return tally;
   }
 
   rows(): OutcomeRow[] {
@@ -105,9 +170,38 @@ export class Tally {
     for (const row of this.groups.values()) if (row.outcome) out[row.outcome] = (out[row.outcome] ?? 0) + row.n;
     return out;
   }
+
+  private group(outcome: string, reason: string | null): OutcomeRow {
+    const key = `${outcome}\u0000${reason ?? ''}`;
+    let row = this.groups.get(key);
+    if (!row) {
+      row = { outcome, reason, valid: true, n: 0, source: 0n, topup: 0n, used: 0n, topped: 0, held: 0n, heldUsed: 0n };
+      this.groups.set(key, row);
+    }
+    return row;
+  }
 }
 
-interface ReportBase {
+/** Where the records came from (the report names it; a resume continues only a stage from the same one). */
+export interface SourceInfo {
+  readonly kind: 'redis' | 'redis-cluster';
+  /** Without credentials. */
+  readonly url: string;
+}
+
+/** The whitelist a run used, and how it differs from the one the last finished writing run used. */
+export interface WhitelistInfo {
+  readonly emails: number;
+  readonly credits: number;
+  /** null when no earlier finished run recorded one. */
+  readonly same_as_last_run: boolean | null;
+  readonly last_run: { readonly emails: number; readonly credits: number } | null;
+  /** Users topped up by an earlier run who keep the granted balance although this run's whitelist would not
+   * (a top-up is granted once). */
+  readonly grants_kept: number;
+}
+
+export interface ReportBase {
   run_id: string;
   mode: Mode;
   started: Date;
@@ -115,7 +209,11 @@ interface ReportBase {
   status: RunStatus;
   retries: { count: number };
   resumedFrom: string | null;
+  /** Records decided by the runs this one resumed (their counts are in the tally it was given). */
   resumedSkipped: number;
+  source: SourceInfo | null;
+  whitelist: WhitelistInfo | null;
+  unnormalisedEmails: number | null;
 }
 
 /** What a run that could not finish had done: the decisions made (and, in apply mode, committed). */
@@ -124,8 +222,9 @@ export function partialReport(base: ReportBase, tally: Tally): MigrateReport {
 }
 
 /**
- * Counts and credit totals: classified records from the tally, records held back before classification
- * (invalid, duplicates across keys) from the stage. Every staged record must be in exactly one of the two.
+ * Counts and credit totals: classified records from the tally (which includes what the runs this one resumed
+ * decided), records held back before or during classification (invalid, duplicates across keys, conflicts)
+ * from the stage. Every staged record must be in exactly one of the two.
  */
 export async function summarise(db: Kysely<unknown>, stage: string, base: ReportBase, tally: Tally): Promise<MigrateReport> {
   const staged = await sql<{ outcome: string | null; reason: string | null; valid: boolean; n: string; source: string; topup: string; used: string; topped: string }>`
@@ -134,16 +233,27 @@ export async function summarise(db: Kysely<unknown>, stage: string, base: Report
       coalesce(sum(total_credits_used), 0)::text as used, count(*) filter (where topup > 0)::text as topped
     from ${sql.raw(stage)} group by outcome, reason, valid`.execute(db);
   const classifiable = staged.rows.filter((r) => r.outcome === null).reduce((n, r) => n + Number(r.n), 0);
-  if (base.status === 'finished' && classifiable !== tally.count + base.resumedSkipped) {
+  if (base.status === 'finished' && classifiable !== tally.count) {
     throw new Error(`internal error: ${classifiable} staged records to classify, ${tally.count} classified`);
   }
-  const held: OutcomeRow[] = [
-    ...staged.rows
-      .filter((r) => r.outcome !== null)
-      .map((r) => ({ ...r, n: Number(r.n), source: BigInt(r.source), topup: BigInt(r.topup), used: BigInt(r.used), topped: Number(r.topped) })),
-  ];
-  const pending = classifiable - tally.count - base.resumedSkipped;
-  return build(base, [...held, ...tally.rows()], pending);
+  const held: OutcomeRow[] = staged.rows
+    .filter((r) => r.outcome !== null)
+    .map((r) => {
+      const source = BigInt(r.source);
+      const used = BigInt(r.used);
+      return { ...r, n: Number(r.n), source, topup: BigInt(r.topup), used, topped: Number(r.topped), held: source, heldUsed: used };
+    });
+  return build(base, [...held, ...tally.rows()], classifiable - tally.count);
+}
+
+/** The credit equation of a report: true when it closes exactly (README "Report format"). */
+export function creditsClose(report: MigrateReport): boolean {
+  const c = report.credits;
+  const sum = (pick: (x: Credits) => number | string) => Object.values(c.by_outcome).reduce((n, x) => n + BigInt(pick(x)), 0n);
+  return (
+    BigInt(c.read.current) + BigInt(c.whitelist_topup) + BigInt(c.app_difference.current) === sum((x) => x.current) &&
+    BigInt(c.read.used) + BigInt(c.app_difference.used) === sum((x) => x.used)
+  );
 }
 
 function build(base: ReportBase, rows: readonly OutcomeRow[], pending: number): MigrateReport {
@@ -157,21 +267,19 @@ function build(base: ReportBase, rows: readonly OutcomeRow[], pending: number): 
   const byOutcome: Record<string, Credits> = {};
   for (const outcome of [...MIGRATED, 'conflict']) {
     const of = (r: OutcomeRow) => r.outcome === outcome;
-    const withTopup = MIGRATED.has(outcome);
-    byOutcome[outcome] = {
-      current: money(total(of, (r) => r.source + (withTopup ? r.topup : 0n))),
-      used: money(total(of, (r) => r.used)),
-    };
+    byOutcome[outcome] = { current: money(total(of, (r) => r.held)), used: money(total(of, (r) => r.heldUsed)) };
   }
   const migrated = (r: OutcomeRow) => r.outcome !== null && MIGRATED.has(r.outcome);
   const written = (r: OutcomeRow) => r.outcome === 'inserted' || r.outcome === 'updated';
+  const kept = (r: OutcomeRow) => r.outcome === 'kept_app_change';
   const finished = new Date();
   const seconds = (finished.getTime() - base.started.getTime()) / 1000;
-  const scanned = count(() => true) + pending + base.resumedSkipped;
+  const scanned = count(() => true) + pending;
   return {
     run_id: base.run_id,
     mode: base.mode,
     status: base.status,
+    source: base.source,
     retries: base.retries.count,
     resumed_from: base.resumedFrom,
     started_at: base.started.toISOString(),
@@ -180,12 +288,12 @@ function build(base: ReportBase, rows: readonly OutcomeRow[], pending: number): 
     users_per_second: seconds > 0 ? Math.round(scanned / seconds) : scanned,
     counts: {
       scanned,
-      valid: count((r) => r.valid) + pending + base.resumedSkipped,
+      valid: count((r) => r.valid) + pending,
       invalid: count((r) => !r.valid),
       inserted: count((r) => r.outcome === 'inserted'),
       updated: count((r) => r.outcome === 'updated'),
       unchanged: count((r) => r.outcome === 'unchanged'),
-      kept_app_changes: count((r) => r.outcome === 'kept_app_change'),
+      kept_app_changes: count(kept),
       conflicts: count((r) => r.outcome === 'conflict'),
       whitelist_topups: rows.filter(migrated).reduce((n, r) => n + r.topped, 0),
       scan_duplicates: base.scanDuplicates,
@@ -193,16 +301,22 @@ function build(base: ReportBase, rows: readonly OutcomeRow[], pending: number): 
       resumed_skipped: base.resumedSkipped,
     },
     reasons,
+    whitelist: base.whitelist,
+    postgres_unnormalised_emails: base.unnormalisedEmails,
     credits: {
       read: {
         current: money(total((r) => r.valid, (r) => r.source)),
         used: money(total((r) => r.valid, (r) => r.used)),
       },
       whitelist_topup: money(total(migrated, (r) => r.topup)),
+      app_difference: {
+        current: money(total(kept, (r) => r.held - r.source - r.topup)),
+        used: money(total(kept, (r) => r.heldUsed - r.used)),
+      },
       by_outcome: byOutcome,
       written: {
-        current: money(total(written, (r) => r.source + r.topup)),
-        used: money(total(written, (r) => r.used)),
+        current: money(total(written, (r) => r.held)),
+        used: money(total(written, (r) => r.heldUsed)),
       },
     },
   };
@@ -210,5 +324,5 @@ function build(base: ReportBase, rows: readonly OutcomeRow[], pending: number): 
 
 /** JSON numbers when exact; a decimal string beyond 2^53 so no credit is ever rounded away. */
 export function money(value: bigint): number | string {
-  return value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value.toString();
+  return value <= BigInt(Number.MAX_SAFE_INTEGER) && value >= BigInt(Number.MIN_SAFE_INTEGER) ? Number(value) : value.toString();
 }

@@ -21,6 +21,7 @@ export function formatSummary(report: MigrateReport): string {
   const credits: [string, string | number][] = [
     ['credits read from Redis', cr.read.current],
     ['+ whitelist top-ups', cr.whitelist_topup],
+    ['+ changed by the new app (kept)', cr.app_difference.current],
     [`= ${would('inserted')}`, b.inserted?.current ?? 0],
     [`+ ${would('updated')}`, b.updated?.current ?? 0],
     ['+ already in sync', b.unchanged?.current ?? 0],
@@ -34,8 +35,25 @@ export function formatSummary(report: MigrateReport): string {
     .sort(([a], [b2]) => a.localeCompare(b2))
     .map(([reason, n]) => `  ${reason.padEnd(width)}  ${String(n).padStart(12)}`)
     .join('\n');
+  const notes: string[] = [];
+  if (report.source) notes.push(`  source: ${report.source.url}${report.resumed_from ? ` (the stage of ${report.resumed_from}, resumed)` : ''}`);
+  const w = report.whitelist;
+  if (w?.same_as_last_run === false) {
+    notes.push(
+      `  note: the whitelist differs from the last finished run's (${w.emails} emails at ${w.credits} credits, was ${w.last_run?.emails} at ${w.last_run?.credits}): ` +
+        'newly whitelisted users are topped up; no top-up granted before is taken back',
+    );
+  }
+  if (w && w.grants_kept > 0) notes.push(`  top-ups granted by earlier runs and kept: ${w.grants_kept}`);
+  if (report.postgres_unnormalised_emails) {
+    notes.push(
+      `  note: ${report.postgres_unnormalised_emails} PostgreSQL rows store their email not normalised (case or spaces): ` +
+        'they are matched as the same mailbox; the new app may look emails up case-sensitively',
+    );
+  }
   return [
     dry ? 'DRY RUN: nothing was written to PostgreSQL.' : `Migration ${report.run_id} finished.`,
+    ...(notes.length > 0 ? ['', ...notes] : []),
     '',
     render(lines),
     '',

@@ -17,7 +17,7 @@ function headline(report: VerifyReport): string {
 
 function failureCount(report: VerifyReport): number {
   const c = report.counts;
-  return c.mismatch + c.missing + c.not_migratable + (report.strict ? c.only_in_postgres ?? 0 : 0);
+  return c.mismatch + c.missing + c.not_migratable + (c.deleted_in_redis ?? 0) + (report.strict ? c.only_in_postgres ?? 0 : 0);
 }
 
 function countRows(report: VerifyReport): [string, string | number][] {
@@ -29,6 +29,7 @@ function countRows(report: VerifyReport): [string, string | number][] {
     ['differ (users)', c.mismatch],
     ['missing in PostgreSQL', c.missing],
     ['not migratable', c.not_migratable],
+    ['written by the tool, gone from Redis (fails)', c.deleted_in_redis === null ? 'not checked (sample)' : c.deleted_in_redis],
     [
       `only in PostgreSQL${report.strict ? ' (fails: --strict)' : ' (allowed)'}`,
       c.only_in_postgres === null ? 'not checked (sample)' : c.only_in_postgres,
@@ -51,6 +52,11 @@ function invariantRows(report: VerifyReport): [string, string, string][] {
     ['= expected total_credits_used', String(i.expected.total_credits_used), String(i.postgres_matching.total_credits_used)],
     ['invalid records (no trusted sums)', String(i.redis.invalid_records), ''],
     ['rows only in PostgreSQL', '', i.postgres_only ? `${i.postgres_only.users} (${i.postgres_only.current_credits} credits)` : 'not checked'],
+    [
+      'rows gone from Redis',
+      '',
+      i.postgres_deleted_in_redis ? `${i.postgres_deleted_in_redis.users} (${i.postgres_deleted_in_redis.current_credits} credits)` : 'not checked',
+    ],
     ['all rows in PostgreSQL', '', `${i.postgres_total.users} (${i.postgres_total.current_credits} credits)`],
   ];
 }
@@ -59,8 +65,9 @@ const DIFF_HEADER = ['user_id', 'email', 'column', 'expected', 'actual'];
 
 function diffRow(d: Difference): string[] {
   const column = d.column ?? (d.kind === 'not_migratable' ? '(record)' : '(row)');
-  const expected = d.kind === 'missing' ? 'row present' : d.kind === 'only_in_postgres' ? 'no row' : d.expected;
-  const actual = d.kind === 'missing' ? 'no row' : d.kind === 'only_in_postgres' ? 'row present' : d.actual;
+  const extra = d.kind === 'only_in_postgres' || d.kind === 'deleted_in_redis';
+  const expected = d.kind === 'missing' ? 'row present' : extra ? 'no row' : d.expected;
+  const actual = d.kind === 'missing' ? 'no row' : extra ? 'row present' : d.actual;
   return [cell(d.user_id ?? d.key), cell(d.email), column, cell(expected), cell(actual)];
 }
 
@@ -138,6 +145,11 @@ export function formatVerifyJunit(report: VerifyReport, first: readonly Differen
       failed: c.mismatch + c.missing > 0 ? `${c.mismatch} users differ, ${c.missing} missing\n${listing}` : null,
     },
     { name: 'every Redis record is migratable', failed: c.not_migratable > 0 ? `${c.not_migratable} not migratable: ${JSON.stringify(report.reasons)}` : null },
+    {
+      name: 'every row the tool wrote still has its Redis record',
+      failed: (c.deleted_in_redis ?? 0) > 0 ? `${c.deleted_in_redis} rows the tool wrote have no Redis record any more` : null,
+      ...(c.deleted_in_redis === null ? { skipped: 'sample' } : {}),
+    },
     {
       name: 'no rows only in PostgreSQL (--strict)',
       failed: report.strict && (c.only_in_postgres ?? 0) > 0 ? `${c.only_in_postgres} rows only in PostgreSQL` : null,

@@ -5,19 +5,24 @@ import { pgCode } from '../errors.js';
 
 const UNIQUE_VIOLATION = '23505';
 
-const LEDGER_COLUMNS = sql`(user_id, source_key, source_digest, row_updated_at, run_id, base, postgres_owns)`;
+const LEDGER_COLUMNS = sql`(user_id, source_key, source_digest, row_xmin, run_id, base, postgres_owns, granted_credits)`;
+/** A top-up is granted once: the level granted only ever rises, whatever a later run's whitelist says. */
 const LEDGER_UPSERT = sql`
   on conflict (user_id) do update set source_key = excluded.source_key, source_digest = excluded.source_digest,
-    row_updated_at = excluded.row_updated_at, run_id = excluded.run_id, written_at = now(),
-    base = excluded.base, postgres_owns = excluded.postgres_owns`;
+    row_xmin = excluded.row_xmin, run_id = excluded.run_id, written_at = now(),
+    base = excluded.base, postgres_owns = excluded.postgres_owns,
+    granted_credits = greatest(migrate_users.ledger.granted_credits, excluded.granted_credits)`;
 
-/** One staged record to write: its seq, and updated_at as the decision saw it. */
+/** The whitelist level a staged record `s` grants (null when the rule added nothing). */
+const GRANTED = sql.raw(`case when s.topup > 0 then s.current_credits end`);
+
+/** One staged record to write: its seq, and the row version (xmin) the decision saw. */
 export interface WriteRow {
   readonly seq: number;
   readonly observed?: string | null;
 }
 
-/** The staged records of `rows`, each with its observed updated_at and the ledger's base text. */
+/** The staged records of `rows`, each with the row version it saw and the ledger's base text. */
 function staged(stage: string, rows: readonly WriteRow[]) {
   return sql`
     select st.*, v.observed, ${canonicalJson('st')} as base from ${sql.raw(stage)} st
@@ -42,11 +47,11 @@ function insertCtes(from: RawBuilder<unknown>, runId: string, guard: 'skip' | 'f
       insert into public.users (${COLUMN_LIST})
       select ${COLUMN_LIST} from s
       ${skip ? sql`on conflict do nothing` : sql``}
-      returning user_id, updated_at
+      returning user_id, xmin
     ),
     led as (
       insert into migrate_users.ledger ${LEDGER_COLUMNS}
-      select ins.user_id, s.key, s.digest, ins.updated_at, ${runId}, s.base, false
+      select ins.user_id, s.key, s.digest, ins.xmin, ${runId}, s.base, false, ${GRANTED}
       from ins join s on s.user_id = ins.user_id
       ${skip ? LEDGER_UPSERT : sql``}
     )`;
@@ -96,9 +101,9 @@ export async function insertTriaged(
   const from = sql`
     select st.*, ${canonicalJson('st')} as base from ${sql.raw(stage)} st
     where st.seq > ${afterSeq} and st.seq <= ${afterSeq + size} and st.outcome is null and ${triageKind('st', stage)} = 'insert'`;
-  const insert = (guard: 'skip' | 'fail') => sql<{ n: number; source: string; topup: string; used: string; topped: number; candidates: number; at: string }>`
+  const insert = (guard: 'skip' | 'fail') => sql<{ n: number; source: string; topup: string; used: string; topped: number; candidates: number; xid: string | null }>`
     with ${insertCtes(from, runId, guard)}
-    select ${sumsSelect('w')}, (select count(*)::int from s) as candidates, now()::text as at
+    select ${sumsSelect('w')}, (select count(*)::int from s) as candidates, (select ins.xmin::text from ins limit 1) as xid
     from s w where w.user_id in (select user_id from ins)`.execute(db);
   let result;
   try {
@@ -110,20 +115,37 @@ export async function insertTriaged(
   const row = result.rows[0];
   if (!row) throw new Error('the triaged insert returned no summary row');
   if (row.n === row.candidates) return { written: toSums(row), refused: [] };
-  // Rare: the app took a row or an email meanwhile. What this statement wrote has a ledger entry written at
-  // its transaction's now() (a retried range may also hold entries an earlier statement wrote: refused here).
-  const refused = await sql<{ seq: string }>`
-    select st.seq from ${sql.raw(stage)} st
+  // Rare: the app took a row or an email meanwhile, or an earlier statement of this run inserted the row (a
+  // batch classified again after a failure: its inserts stay this run's inserts). What this statement wrote
+  // carries its transaction's id as xmin, in the ledger too (an xid, compared as one: no timestamp goes
+  // through text).
+  const rest = await sql<{ ours: boolean; n: number; source: string; topup: string; used: string; topped: number; seqs: string[] }>`
+    select l.user_id is not null as ours, ${sumsSelect('st')}, array_agg(st.seq::text) as seqs
+    from ${sql.raw(stage)} st
+    left join migrate_users.ledger l on l.user_id = st.user_id and l.run_id = ${runId} and l.source_digest = st.digest
     where st.seq > ${afterSeq} and st.seq <= ${afterSeq + size} and st.outcome is null and ${triageKind('st', stage)} = 'insert'
-      and not exists (select 1 from migrate_users.ledger l
-        where l.user_id = st.user_id and l.run_id = ${runId} and l.written_at = ${row.at}::timestamptz)`.execute(db);
-  return { written: toSums(row), refused: refused.rows.map((r) => Number(r.seq)) };
+      and not exists (select 1 from migrate_users.ledger w
+        where w.user_id = st.user_id and w.run_id = ${runId} and w.row_xmin = ${row.xid}::xid)
+    group by 1`.execute(db);
+  let written = toSums(row);
+  let refused: number[] = [];
+  for (const group of rest.rows) {
+    if (group.ours) written = addSums(written, toSums(group));
+    else refused = group.seqs.map(Number);
+  }
+  return { written, refused };
+}
+
+export function addSums(a: Sums | undefined, b: Sums): Sums {
+  if (!a) return b;
+  return { n: a.n + b.n, source: a.source + b.source, topup: a.topup + b.topup, used: a.used + b.used, topped: a.topped + b.topped };
 }
 
 /**
  * Updates rows to the Redis values, each only if it is still exactly as the decision saw it:
- * `guard: 'ledger'` (catch-up) needs updated_at to still be the one recorded right after the tool's last
- * write; `guard: 'observed'` (an operator's `--take redis`) needs the updated_at this batch observed.
+ * `guard: 'ledger'` (catch-up) needs the row version (xmin) the tool's last write left; `guard: 'observed'`
+ * (an operator's `--take redis`) needs the version this batch observed. Under READ COMMITTED an UPDATE that
+ * waited for the app's uncommitted write re-checks its WHERE on the new version, whose xmin differs: skipped.
  */
 export async function updateRows(
   db: Kysely<unknown>,
@@ -135,18 +157,18 @@ export async function updateRows(
   if (rows.length === 0) return new Set();
   const condition =
     guard === 'observed'
-      ? sql`u.updated_at = s.observed::timestamptz`
-      : sql`u.updated_at = (select l.row_updated_at from migrate_users.ledger l where l.user_id = s.user_id)`;
+      ? sql`u.xmin = s.observed::xid`
+      : sql`u.xmin = (select l.row_xmin from migrate_users.ledger l where l.user_id = s.user_id)`;
   const result = await sql<{ seq: string }>`
     with s as (${staged(stage, rows)}),
     upd as (
       update public.users u set ${SET_FROM_STAGE}
       from s where u.user_id = s.user_id and ${condition}
-      returning u.user_id, u.updated_at, s.seq
+      returning u.user_id, u.xmin, s.seq
     ),
     led as (
       insert into migrate_users.ledger ${LEDGER_COLUMNS}
-      select upd.user_id, s.key, s.digest, upd.updated_at, ${runId}, s.base, false
+      select upd.user_id, s.key, s.digest, upd.xmin, ${runId}, s.base, false, ${GRANTED}
       from upd join s on s.seq = upd.seq
       ${LEDGER_UPSERT}
     )
@@ -163,24 +185,25 @@ export async function adoptRows(db: Kysely<unknown>, stage: string, rows: readon
   await sql`
     with s as (${staged(stage, rows)})
     insert into migrate_users.ledger ${LEDGER_COLUMNS}
-    select u.user_id, s.key, s.digest, u.updated_at, ${runId}, s.base, false
-    from s join public.users u on u.user_id = s.user_id and u.updated_at = s.observed::timestamptz
+    select u.user_id, s.key, s.digest, u.xmin, ${runId}, s.base, false, ${GRANTED}
+    from s join public.users u on u.user_id = s.user_id and u.xmin = s.observed::xid
     ${LEDGER_UPSERT}`.execute(db);
 }
 
 /**
- * An operator chose PostgreSQL for these users: the ledger takes the current Redis record as seen, and a
- * row_updated_at no row can have, so the app's row (or its deletion) stands until Redis changes again.
+ * An operator chose PostgreSQL for these users: the ledger takes the current Redis record as seen, and no
+ * row version (a null row_xmin equals none), so the app's row (or its deletion) stands until Redis changes
+ * again.
  */
 export async function keepPostgres(db: Kysely<unknown>, stage: string, seqs: readonly number[], runId: string): Promise<void> {
   if (seqs.length === 0) return;
   await sql`
     insert into migrate_users.ledger ${LEDGER_COLUMNS}
-    select s.user_id, s.key, s.digest, '-infinity'::timestamptz, ${runId}, l.base, true
+    select s.user_id, s.key, s.digest, null, ${runId}, l.base, true, l.granted_credits
     from ${sql.raw(stage)} s left join migrate_users.ledger l on l.user_id = s.user_id
     where s.seq = any(${seqs}::bigint[])
     on conflict (user_id) do update set source_key = excluded.source_key, source_digest = excluded.source_digest,
-      row_updated_at = excluded.row_updated_at, run_id = excluded.run_id, written_at = now(), postgres_owns = true`.execute(db);
+      row_xmin = null, run_id = excluded.run_id, written_at = now(), postgres_owns = true`.execute(db);
 }
 
 export async function logResolutions(

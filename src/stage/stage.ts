@@ -29,6 +29,11 @@ export function triageTable(stage: string): string {
   return stage === STAGE_TABLE ? 'mu_triage' : `${stage}_triage`;
 }
 
+/** The stage's list of app rows whose email is not stored normalised (see core/facts.ts: prepareFacts). */
+export function emailsTable(stage: string): string {
+  return stage === STAGE_TABLE ? 'mu_emails' : `${stage}_emails`;
+}
+
 export interface Stage {
   /** mu_stage (TEMP), or migrate_users.stage_<run>. */
   readonly table: string;
@@ -74,14 +79,16 @@ export async function createStage(session: Session, persistentFor?: string): Pro
       last_login timestamptz,
       source_credits bigint,
       topup bigint,
-      digest text
+      digest text,
+      -- The run that recorded a conflict (a resumed run lists those the runs before it found).
+      decided_by text
     ) ${sql.raw(persistentFor ? '' : 'on commit drop')}`.execute(session.db);
   return { table, persistent: persistentFor !== undefined };
 }
 
 export async function dropStage(db: Kysely<unknown>, table: string): Promise<void> {
   if (!/^migrate_users\.stage_[a-z0-9_]+$/.test(table)) throw new Error(`refusing to drop ${table}: not a stage table`);
-  await sql`drop table if exists ${sql.raw(table)}, ${sql.raw(`${table}_triage`)}`.execute(db);
+  await sql`drop table if exists ${sql.raw(table)}, ${sql.raw(triageTable(table))}, ${sql.raw(emailsTable(table))}`.execute(db);
 }
 
 /** Streams records into the stage with COPY, honouring backpressure so memory stays bounded. */

@@ -165,7 +165,7 @@ describe('verify', () => {
     expect(again.code).toBe(1);
     expect((await readFile(markdown, 'utf8')).match(/## ❌/g)).toHaveLength(2);
     const xml = await readFile(junit, 'utf8');
-    expect(xml).toContain('<testsuites name="migrate-users verify" tests="3" failures="1">');
+    expect(xml).toContain('<testsuites name="migrate-users verify" tests="4" failures="1">');
     expect(xml).toContain('<failure message="1 users differ, 0 missing">');
   });
 
