@@ -4,7 +4,7 @@ import { Scrubber } from '../redact.js';
 import type { CliContext } from './context.js';
 import { addConnectionOptions } from './context.js';
 import { addMigrateOptions, runMigrate } from './migrate-command.js';
-import { runSchemaApply } from './schema-command.js';
+import { runSchemaApply, runSchemaCheck } from './schema-command.js';
 import { runSeed } from './seed-command.js';
 import { addVerifyCommand } from './verify-command.js';
 import { addReconcileCommand } from './reconcile-command.js';
@@ -49,6 +49,9 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   addConnectionOptions(schema.command('apply').description('create users and the bookkeeping tables (idempotent)'))
     .exitOverride()
     .action(run(runSchemaApply));
+  addConnectionOptions(schema.command('check').description('show public.users beside what the tool writes; exit 2 if it cannot hold it'))
+    .exitOverride()
+    .action(run(runSchemaCheck));
 
   addVerifyCommand(program, run);
   addReconcileCommand(program, run);

@@ -1,5 +1,6 @@
 import { withPool } from '../db/database.js';
 import { applySchema } from '../db/schema.js';
+import { describeTarget, readTarget } from '../db/target.js';
 import { EXIT } from '../errors.js';
 import { Problems } from './config.js';
 import { setup, type CliContext, type ConnectionFlags } from './context.js';
@@ -8,12 +9,28 @@ export async function runSchemaApply(flags: ConnectionFlags, ctx: CliContext): P
   const problems = new Problems();
   const { conn, log } = setup(flags, ctx, problems);
   problems.throwIfAny();
-  const applied = await withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: 1, log }, (pool) => applySchema(pool));
-  const files = applied.files.map((f) => `sql/${f}`).join(', ');
-  ctx.out(
-    applied.usersExisted
-      ? `Schema applied (${files}). public.users already exists and was left exactly as it is (the tool never alters it); running it again changes nothing.\n`
-      : `Schema applied (${files}); running it again changes nothing.\n`,
-  );
-  return EXIT.ok;
+  return withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: 1, log }, async (pool) => {
+    const applied = await applySchema(pool);
+    const files = applied.files.map((f) => `sql/${f}`).join(', ');
+    if (!applied.usersExisted) {
+      ctx.out(`Schema applied (${files}); running it again changes nothing.\n`);
+      return EXIT.ok;
+    }
+    const target = await readTarget(pool);
+    ctx.out(
+      `Schema applied (${files}). public.users already exists and was left exactly as it is (the tool never alters it); ` +
+        `running it again changes nothing.\n\n${describeTarget(target)}`,
+    );
+    return target.problems.length === 0 ? EXIT.ok : EXIT.usage;
+  });
+}
+
+/** `schema check`: public.users as the catalog describes it, beside what the tool writes. Exit 2 if it cannot. */
+export async function runSchemaCheck(flags: ConnectionFlags, ctx: CliContext): Promise<number> {
+  const problems = new Problems();
+  const { conn, log } = setup(flags, ctx, problems);
+  problems.throwIfAny();
+  const target = await withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: 1, log }, (pool) => readTarget(pool, { ledger: false }));
+  ctx.out(describeTarget(target));
+  return target.problems.length === 0 ? EXIT.ok : EXIT.usage;
 }

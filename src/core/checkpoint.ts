@@ -38,6 +38,8 @@ export function configDigest(options: ReadOptions & { command: string; take?: Ta
         maxValueBytes: options.maxValueBytes,
         whitelist: [...options.mapContext.whitelist].sort(),
         whitelistCredits: options.mapContext.whitelistCredits.toString(),
+        // The target's limits decide which records the mapping rejects.
+        limits: JSON.stringify(options.mapContext.limits ?? null, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)),
         take: options.take ? { side: options.take.side, users: [...options.take.users].sort() } : null,
       }),
     )

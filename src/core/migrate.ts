@@ -2,14 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import type pg from 'pg';
 import { inOneTransaction, tryAdvisoryLock, withSession, type HeldLock, type Session } from '../db/database.js';
-import { assertSchema } from '../db/schema.js';
 import type { Logger } from '../log.js';
 import type { RedisReadable } from '../source/redis-reader.js';
 import { createStage, dropStage, finishStage, type Stage } from '../stage/stage.js';
 import { configDigest, dropLeftoverStages, findResumable, recordStage, takeOverStage, whitelistDigest, type Resumable } from './checkpoint.js';
 import { partialReport, summarise, Tally, type MigrateReport, type Mode, type ReportBase, type SourceInfo, type WhitelistInfo } from '../report/report.js';
 import type { RecordSink } from '../report/ndjson-file.js';
-import { stageSource, type Progress, type ReadOptions } from './stage-source.js';
+import { boundByTarget, stageSource, type Progress, type ReadOptions } from './stage-source.js';
 import { conflictEntry, presettledKinds, processChunk, type ClassifiedEntry, type Take } from './process-chunk.js';
 import { heldBackRecords, prepareFacts, recordConflicts, triage, triagedTotals, type TriageKind } from './facts.js';
 import { NO_RETRY, RetryCounter, withRetries } from './retry.js';
@@ -74,12 +73,12 @@ export async function migrate(options: MigrateOptions, io: MigrateIo): Promise<M
   return withRetries('run', options.retry ?? NO_RETRY, retries, io.log, () => runOnce(options, io, retries), io.signal);
 }
 
-async function runOnce(options: MigrateOptions, io: MigrateIo, retries: RetryCounter): Promise<MigrateReport> {
+async function runOnce(given: MigrateOptions, io: MigrateIo, retries: RetryCounter): Promise<MigrateReport> {
+  const options = await boundByTarget(io.pool, given);
   const started = new Date();
   const runId = `run_${started.toISOString().replace(/\D/g, '').slice(0, 14)}_${randomBytes(3).toString('hex')}`;
   const mode: Mode = options.dryRun ? 'dry-run' : 'apply';
   const log = io.log.child({ run: runId, mode });
-  await assertSchema(io.pool);
   let tally = new Tally();
   const base: ReportBase = {
     run_id: runId,

@@ -86,6 +86,16 @@ const RETRYABLE = new Set(['23505', '40P01', '40001']);
 const ATTEMPTS = 4;
 
 /**
+ * PostgreSQL refusing a row for what it holds: a data exception (class 22: too long, out of range), an
+ * integrity rule other than uniqueness (a check, not-null, foreign-key or exclusion constraint), or an app
+ * trigger raising (P0001). Never a bug or a lost server: those stop the run.
+ */
+export function isRefusal(error: unknown): boolean {
+  const code = pgCode(error);
+  return code !== undefined && (/^(22|P0)/.test(code) || (code.startsWith('23') && code !== '23505'));
+}
+
+/**
  * Classifies the next `size` pending staged records against PostgreSQL and, unless `dryRun`, writes them,
  * all in one transaction: the rows' users entries and ledger entries commit together or not at all.
  */
@@ -104,12 +114,43 @@ export async function processChunk(db: Kysely<unknown>, options: ChunkOptions): 
         attempt--;
         continue;
       }
+      // A row PostgreSQL refuses fails its whole batch: halve the batch until the refused records stand
+      // alone (as pgloader does); each is then held back with the server's reason, and the rest is written.
+      if (isRefusal(error) && !options.dryRun) {
+        if (size > 1) {
+          size = Math.max(1, Math.floor(size / 2));
+          options.log.info({ afterSeq: options.afterSeq, size, code }, 'PostgreSQL refused a row of this batch; isolating it');
+          attempt--;
+          continue;
+        }
+        return await refused(db, options, error);
+      }
       if (!code || !RETRYABLE.has(code) || attempt >= ATTEMPTS) {
         throw new Error(`processing records after seq ${options.afterSeq}`, { cause: error });
       }
       options.log.warn({ code, attempt, afterSeq: options.afterSeq }, 'concurrent write detected; classifying the batch again');
     }
   }
+}
+
+/** The one record at options.afterSeq + 1, which PostgreSQL refuses: held back, with the server's words. */
+async function refused(db: Kysely<unknown>, options: ChunkOptions, error: unknown): Promise<ChunkResult> {
+  const lastSeq = options.afterSeq + 1;
+  const facts = await loadFacts(db, options.stage, options.afterSeq, 1, { withBase: options.withBase });
+  // The message only (never error.detail: PostgreSQL puts the failing row, password hash included, there).
+  const message = error instanceof Error ? serverMessage(error) : String(error);
+  options.log.warn({ seq: lastSeq, code: pgCode(error) }, 'PostgreSQL refused a record; held back as refused_by_database');
+  const entries = facts.map(
+    (fact): ClassifiedEntry => ({ fact, outcome: 'conflict', reason: 'refused_by_database', detail: `PostgreSQL refused the row: ${message}`, diffs: [] }),
+  );
+  return { lastSeq, entries, settled: [] };
+}
+
+function serverMessage(error: Error): string {
+  for (let e: unknown = error; e instanceof Error; e = e.cause) {
+    if ((e as { code?: unknown }).code !== undefined && pgCode(e) !== undefined) return e.message;
+  }
+  return error.message;
 }
 
 /**

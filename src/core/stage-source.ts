@@ -1,4 +1,6 @@
+import type pg from 'pg';
 import type { Session } from '../db/database.js';
+import { assertWritable, columnLimits, readTarget } from '../db/target.js';
 import type { Logger } from '../log.js';
 import { mapRecord, type MapContext } from '../map/map-record.js';
 import { rowDigest } from '../map/user-row.js';
@@ -34,6 +36,16 @@ export interface SourceIo {
   readonly progress?: Progress | undefined;
   readonly signal?: AbortSignal | undefined;
   readonly retries?: RetryCounter | undefined;
+}
+
+/**
+ * Reads the target table (exit 2 if the tool cannot write it) and returns `options` with the mapping
+ * bounded by its columns: a value a column cannot hold is rejected at mapping, in a dry-run too.
+ */
+export async function boundByTarget<T extends ReadOptions>(pool: Pick<pg.Pool, 'query'>, options: T): Promise<T> {
+  const target = await readTarget(pool);
+  assertWritable(target);
+  return { ...options, mapContext: { ...options.mapContext, limits: columnLimits(target) } };
 }
 
 /**

@@ -3,7 +3,6 @@ import { sql, type Kysely } from 'kysely';
 import type pg from 'pg';
 import { inOneTransaction, withSession } from '../db/database.js';
 import { canonicalColumns } from '../db/canonical.js';
-import { assertSchema } from '../db/schema.js';
 import type { Logger } from '../log.js';
 import { publicRow, rowFromRecord } from '../compare/compare-rows.js';
 import { money, type SourceInfo } from '../report/report.js';
@@ -11,7 +10,7 @@ import type { RedisReadable } from '../source/redis-reader.js';
 import { createStage, finishStage, STAGE_TABLE } from '../stage/stage.js';
 import { heldBackRecords, loadFacts, prepareFacts, triage, triagedTotals, type TriageKind } from './facts.js';
 import { emptySource } from './migrate.js';
-import { sampleKeys, stageSource, type Progress, type ReadOptions } from './stage-source.js';
+import { boundByTarget, sampleKeys, stageSource, type Progress, type ReadOptions } from './stage-source.js';
 import { verifyRecord, type Difference } from './verify-record.js';
 
 export interface VerifyOptions extends ReadOptions {
@@ -90,11 +89,11 @@ export interface VerifyReport {
  * Read-only on both sides: stages Redis the way migrate does (same mapping, same whitelist rule), then
  * compares each expected row with PostgreSQL using the same comparison.
  */
-export async function verify(options: VerifyOptions, io: VerifyIo): Promise<{ report: VerifyReport; first: Difference[] }> {
+export async function verify(given: VerifyOptions, io: VerifyIo): Promise<{ report: VerifyReport; first: Difference[] }> {
   const started = new Date();
   const runId = `verify_${started.toISOString().replace(/\D/g, '').slice(0, 14)}_${randomBytes(3).toString('hex')}`;
   const log = io.log.child({ run: runId, mode: 'verify' });
-  await assertSchema(io.pool);
+  const options = await boundByTarget(io.pool, given);
   const first: Difference[] = [];
   let differences = 0;
   const emit = async (difference: Difference) => {

@@ -1,7 +1,6 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
-import { UsageError } from '../errors.js';
 
 const SQL_DIR = fileURLToPath(new URL('../../sql/', import.meta.url));
 
@@ -54,17 +53,5 @@ export async function applySchema(pool: pg.Pool): Promise<Applied> {
     throw error;
   } finally {
     client.release();
-  }
-}
-
-/** Fails early, with the fix in the message, when the tables the tool needs are missing. */
-export async function assertSchema(pool: pg.Pool): Promise<void> {
-  const { rows } = await pool.query<{ users: string | null; ledger: string | null }>(
-    `select to_regclass('public.users')::text as users, to_regclass('migrate_users.ledger')::text as ledger`,
-  );
-  const row = rows[0];
-  const missing = [!row?.users && 'public.users', !row?.ledger && 'migrate_users.ledger'].filter(Boolean);
-  if (missing.length > 0) {
-    throw new UsageError(`table ${missing.join(' and ')} not found: run \`migrate-users schema apply\` first`);
   }
 }

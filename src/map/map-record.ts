@@ -1,11 +1,14 @@
 import { parseTimestamp, typeName } from './timestamps.js';
 import type { RejectReason } from './reasons.js';
-import type { UserRow } from './user-row.js';
+import type { UserColumn, UserRow } from './user-row.js';
+import type { ColumnLimits } from '../db/target.js';
 
 export interface MapContext {
   /** Normalised emails of whitelisted users. */
   readonly whitelist: ReadonlySet<string>;
   readonly whitelistCredits: bigint;
+  /** What the target's columns can hold (see db/target.ts): a value beyond is a reject, not a failed batch. */
+  readonly limits?: ColumnLimits | undefined;
 }
 
 export interface Mapped {
@@ -71,12 +74,27 @@ export function mapRecord(keyEmail: string, value: string, ctx: MapContext): Map
       created_at: readTimestamp(record, 'created_at'),
       last_login: readTimestamp(record, 'last_login'),
     };
+    if (ctx.limits) checkLimits(row, ctx.limits);
     return { ok: true, row, sourceCredits, topup: credits - sourceCredits };
   } catch (error) {
     if (!(error instanceof Reject)) throw error;
     return userId === undefined
       ? { ok: false, reason: error.reason, detail: error.detail }
       : { ok: false, reason: error.reason, detail: error.detail, userId };
+  }
+}
+
+/** The row as written must fit the target's columns: varchar(n) counts characters (code points). */
+function checkLimits(row: UserRow, limits: ColumnLimits): void {
+  for (const [column, limit] of Object.entries(limits.length) as [UserColumn, number][]) {
+    const value = row[column];
+    if (typeof value !== 'string' || value.length <= limit) continue;
+    const characters = [...value].length;
+    if (characters > limit) throw new Reject('value_too_long', `${column} is ${characters} characters > varchar(${limit})`);
+  }
+  for (const [column, max] of Object.entries(limits.max) as [UserColumn, bigint][]) {
+    const value = row[column];
+    if (typeof value === 'string' && BigInt(value) > max) throw new Reject('value_out_of_range', `${column} ${value} > ${max}, the most its column holds`);
   }
 }
 

@@ -20,6 +20,8 @@ export const REJECT_REASONS = [
   'invalid_text',
   'invalid_timestamp',
   'timestamp_out_of_range',
+  'value_too_long',
+  'value_out_of_range',
 ] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 
@@ -32,5 +34,6 @@ export const CONFLICT_REASONS = [
   'changed_in_both',
   'deleted_in_postgres',
   'changed_during_run',
+  'refused_by_database',
 ] as const;
 export type ConflictReason = (typeof CONFLICT_REASONS)[number];
