@@ -254,6 +254,27 @@ describe('migrate', () => {
     expect(settled.report?.counts).toMatchObject({ updated: 0, inserted: 0, unchanged: 1, kept_app_changes: 1, conflicts: 2 });
   });
 
+  it('an email the app stored as typed is the same mailbox; emails stored normalised are matched only exactly', async () => {
+    await db.query(`insert into users (user_id, email, current_credits, signup_bonus_granted)
+      values ('app_bob', ' Bob@Example.COM ', 50, true), ('app_sam', 'sam@example.com', 5, true)`);
+    await keys.putUser('bob@example.com', user('usr_bob'));
+    // Would collide with 'sam@example.com' if normalising trimmed letters instead of white space.
+    await keys.putUser('am@example.com', user('usr_am'));
+    const dry = await migrate(['--dry-run']);
+    const run = await migrate();
+    for (const result of [dry, run]) {
+      expect(result.code).toBe(1);
+      expect(result.report?.counts).toMatchObject({ inserted: 1, conflicts: 1 });
+      expect(result.report?.reasons).toEqual({ email_taken: 1 });
+      expect((result.report as unknown as { postgres_unnormalised_emails: number }).postgres_unnormalised_emails).toBe(1);
+    }
+    expect(run.rejects).toEqual([expect.objectContaining({ user_id: 'usr_bob', reason: 'email_taken', detail: expect.stringContaining('app_bob') })]);
+    expect(await db.query(`select user_id from users order by 1`)).toEqual([{ user_id: 'app_bob' }, { user_id: 'app_sam' }, { user_id: 'usr_am' }]);
+    const verify = await runCli(['verify', '--match', keys.match], { DATABASE_URL: db.url, REDIS_URL: 'redis://127.0.0.1:6379' });
+    expect(verify.code).toBe(1);
+    expect(verify.stdout).toContain('not migratable');
+  });
+
   it('does not overwrite a row with the same user_id that the tool did not write', async () => {
     await keys.putUser('x@example.com', user('usr_x', { current_credits: 1 }));
     await keys.putUser('y@example.com', user('usr_y', { current_credits: 2 }));

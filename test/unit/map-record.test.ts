@@ -154,3 +154,52 @@ describe('rowDigest', () => {
     expect(rowDigest({ ...row, username: null })).not.toBe(rowDigest({ ...row, username: '' }));
   });
 });
+
+describe('mapRecord: the target columns\' limits', () => {
+  const limited: MapContext = {
+    ...ctx,
+    limits: { length: { username: 5, user_id: 10 }, max: { current_credits: 32_767n, total_credits_used: 32_767n } },
+  };
+  const mapLimited = (record: unknown, keyEmail = 'a@example.com') => mapRecord(keyEmail, JSON.stringify(record), limited);
+
+  it('rejects a value longer than its varchar(n), naming the column and the limit', () => {
+    expect(mapLimited({ ...base, username: 'abcdef' })).toMatchObject({
+      ok: false,
+      reason: 'value_too_long',
+      detail: 'username is 6 characters > varchar(5)',
+      userId: 'usr_1',
+    });
+  });
+
+  it('counts characters as PostgreSQL does, not UTF-16 units', () => {
+    // Five characters, ten UTF-16 units: fits varchar(5).
+    expect(mapLimited({ ...base, username: '😀😀😀😀😀' })).toMatchObject({ ok: true });
+    expect(mapLimited({ ...base, username: '😀😀😀😀😀😀' })).toMatchObject({ ok: false, reason: 'value_too_long' });
+  });
+
+  it('rejects credits above what the column type holds, after the whitelist rule', () => {
+    expect(mapLimited({ ...base, current_credits: 32_768 })).toMatchObject({ ok: false, reason: 'value_out_of_range' });
+    expect(mapLimited({ ...base, current_credits: 32_767 })).toMatchObject({ ok: true });
+    // Whitelisted: max(100, 100000) does not fit a smallint.
+    expect(mapLimited({ ...base, email: 'vip@example.com' }, 'vip@example.com')).toMatchObject({
+      ok: false,
+      reason: 'value_out_of_range',
+      detail: 'current_credits 100000 > 32767, the most its column holds',
+    });
+  });
+
+  it('without limits (the shipped table) the same values pass', () => {
+    expect(map({ ...base, username: 'abcdef', current_credits: 32_768 })).toMatchObject({ ok: true });
+  });
+});
+
+describe('rowDigest: the Redis record, not the whitelist rule', () => {
+  it('is the same for a whitelisted and a plain mapping of one record', () => {
+    const plain = mapRecord('vip@example.com', JSON.stringify({ ...base, email: 'vip@example.com' }), { ...ctx, whitelist: new Set() });
+    const topped = mapRecord('vip@example.com', JSON.stringify({ ...base, email: 'vip@example.com' }), ctx);
+    if (!plain.ok || !topped.ok) throw new Error('both map');
+    expect(topped.row.current_credits).toBe('100000');
+    expect(rowDigest(topped.row, topped.sourceCredits)).toBe(rowDigest(plain.row, plain.sourceCredits));
+    expect(rowDigest(topped.row)).not.toBe(rowDigest(plain.row));
+  });
+});
