@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import type { ConnectionOptions } from 'node:tls';
 import { UsageError } from '../errors.js';
 import { MAX_CREDITS, normaliseEmail } from '../map/map-record.js';
@@ -36,6 +37,26 @@ export class Problems {
 
   throwIfAny(): void {
     if (this.list.length > 0) throw new UsageError(this.list.join('; '));
+  }
+
+  /** An output file: checked before any work, so a typo in a path never costs a whole run. */
+  outputPath(name: string, path: string | undefined): string | undefined {
+    if (path === undefined) return undefined;
+    const full = resolve(path);
+    const dir = dirname(full);
+    try {
+      if (statSync(full, { throwIfNoEntry: false })?.isDirectory()) {
+        this.add(`${name} ${path} is a directory: give a file name`);
+        return path;
+      }
+      if (!statSync(dir).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+      accessSync(dir, constants.W_OK);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      const why = code === 'ENOENT' || code === 'ENOTDIR' ? 'does not exist' : code === 'EACCES' ? 'is not writable' : String(code ?? error);
+      this.add(`${name} ${path}: the folder ${dir} ${why}`);
+    }
+    return path;
   }
 
   integer(name: string, raw: unknown, fallback: number, min: number, max: number): number {

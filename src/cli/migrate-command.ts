@@ -46,11 +46,15 @@ export async function runMigrate(flags: MigrateFlags, ctx: CliContext): Promise<
     restart: flags.restart === true,
     writeConcurrency: problems.integer('--write-concurrency', flags.writeConcurrency, DEFAULTS.writeConcurrency, 1, 16),
   };
+  problems.outputPath('--report', flags.report);
+  problems.outputPath('--rejects', flags.rejects);
   problems.throwIfAny();
 
   const rejects = flags.rejects ? await NdjsonFile.open(flags.rejects) : undefined;
+  let reported = false;
   const writeReport = async (report: MigrateReport) => {
     if (flags.report) await writeFile(flags.report, `${ctx.scrubber.scrub(JSON.stringify(report, null, 2))}\n`, { mode: 0o600 });
+    reported = true;
   };
   try {
     const report = await withRedis(conn, log, (redis) =>
@@ -67,6 +71,7 @@ export async function runMigrate(flags: MigrateFlags, ctx: CliContext): Promise<
     if (error instanceof RunFailedError) await writeReport(error.partial);
     throw error;
   } finally {
-    await rejects?.close();
+    // The rejects of a run go in place with its report; a run that never got going leaves the last ones.
+    await (reported ? rejects?.close() : rejects?.discard());
   }
 }

@@ -52,10 +52,14 @@ export async function runReconcile(flags: ReconcileFlags, ctx: CliContext): Prom
   const format = flags.conflictsFormat ?? (flags.conflicts?.toLowerCase().endsWith('.csv') ? 'csv' : 'ndjson');
   if (format !== 'csv' && format !== 'ndjson') problems.add(`--conflicts-format must be ndjson or csv, got "${format}"`);
   const take = parseTake(flags, problems);
+  problems.outputPath('--report', flags.report);
+  problems.outputPath('--rejects', flags.rejects);
+  problems.outputPath('--conflicts', flags.conflicts);
   problems.throwIfAny();
 
   const rejects = flags.rejects ? await NdjsonFile.open(flags.rejects) : undefined;
   const conflicts = flags.conflicts ? await TextFile.open(flags.conflicts) : undefined;
+  let reported = false;
   try {
     if (format === 'csv') await conflicts?.write(csvRow(CONFLICT_CSV_HEADER));
     const samples = new Map<ReconcileClass, ReconcileEntry[]>();
@@ -75,12 +79,14 @@ export async function runReconcile(flags: ReconcileFlags, ctx: CliContext): Prom
       ),
     );
     if (flags.report) await writeFile(flags.report, `${JSON.stringify(report, null, 2)}\n`, { mode: 0o600 });
+    reported = true;
     ctx.out(formatReconcileText(report, samples));
     if (report.status === 'interrupted') return ctx.interruptedExitCode();
     return report.remaining === 0 ? EXIT.ok : EXIT.differences;
   } finally {
-    await rejects?.close();
-    await conflicts?.close();
+    // The files of a run go in place together; a run that did not finish leaves the last ones.
+    await (reported ? rejects?.close() : rejects?.discard());
+    await (reported ? conflicts?.close() : conflicts?.discard());
   }
 }
 

@@ -44,6 +44,9 @@ export async function runVerify(flags: VerifyFlags, ctx: CliContext): Promise<nu
   const show = problems.integer('--show', flags.show, 20, 0, 100_000);
   const format = flags.format ?? 'text';
   if (format !== 'text' && format !== 'markdown') problems.add(`--format must be text or markdown, got "${format}"`);
+  problems.outputPath('--report', flags.report);
+  problems.outputPath('--markdown', flags.markdown);
+  problems.outputPath('--junit', flags.junit);
   problems.throwIfAny();
 
   const report = flags.report ? await JsonObjectStream.open(flags.report) : undefined;
@@ -59,8 +62,9 @@ export async function runVerify(flags: VerifyFlags, ctx: CliContext): Promise<nu
     );
     if (report) for (const [key, value] of Object.entries(result.report)) await report.field(key, value);
     const markdown = formatVerifyMarkdown(result.report, result.first);
-    if (flags.markdown) await writeFile(flags.markdown, markdown, { flag: 'a' });
-    if (flags.junit) await writeFile(flags.junit, formatVerifyJunit(result.report, result.first));
+    // Both name users' emails: created 0600 like the reports.
+    if (flags.markdown) await writeFile(flags.markdown, markdown, { flag: 'a', mode: 0o600 });
+    if (flags.junit) await writeFile(flags.junit, formatVerifyJunit(result.report, result.first), { mode: 0o600 });
     ctx.out(format === 'markdown' ? markdown : formatVerifyText(result.report, result.first));
     if (result.report.interrupted) return ctx.interruptedExitCode();
     return result.report.ok ? EXIT.ok : EXIT.differences;

@@ -22,4 +22,8 @@ export class NdjsonFile implements RecordSink {
   close(): Promise<void> {
     return this.file.close();
   }
+
+  discard(): Promise<void> {
+    return this.file.discard();
+  }
 }

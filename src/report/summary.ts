@@ -1,5 +1,16 @@
 import type { MigrateReport } from './report.js';
 
+function headline(report: MigrateReport): string {
+  const c = report.counts;
+  const resumed = report.resumed_from ? ` It resumed ${report.resumed_from} (${c.resumed_skipped} records were done before).` : '';
+  if (report.status === 'interrupted') {
+    return `${report.mode === 'dry-run' ? 'DRY RUN interrupted' : `Migration ${report.run_id} INTERRUPTED`}: ${c.pending} records not decided yet. ` +
+      `Run the same command again to ${report.mode === 'dry-run' ? 'start over' : 'resume'}.${resumed}`;
+  }
+  if (report.status === 'failed') return `Migration ${report.run_id} FAILED with ${c.pending} records not decided.${resumed}`;
+  return report.mode === 'dry-run' ? 'DRY RUN: nothing was written to PostgreSQL.' : `Migration ${report.run_id} finished.${resumed}`;
+}
+
 /** The human summary printed on stdout at the end of a run. */
 export function formatSummary(report: MigrateReport): string {
   const c = report.counts;
@@ -52,7 +63,7 @@ export function formatSummary(report: MigrateReport): string {
     );
   }
   return [
-    dry ? 'DRY RUN: nothing was written to PostgreSQL.' : `Migration ${report.run_id} finished.`,
+    headline(report),
     ...(notes.length > 0 ? ['', ...notes] : []),
     '',
     render(lines),

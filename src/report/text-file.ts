@@ -1,20 +1,37 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
+import { rename, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { once } from 'node:events';
 
-/** A text file written with backpressure, created 0600 (exports name users: personal data). */
+/**
+ * A text file written with backpressure, created 0600 (exports name users: personal data). It is written
+ * beside its path and put in place by `close()`: a run that never gets going (`discard()`) leaves the
+ * previous run's file as it was, so the files of one run always belong together.
+ */
 export class TextFile {
   private failure: Error | undefined;
 
-  private constructor(private readonly stream: WriteStream) {
+  private constructor(
+    private readonly stream: WriteStream,
+    private readonly temp: string,
+    private readonly path: string,
+  ) {
     stream.on('error', (err) => {
       this.failure ??= err;
     });
   }
 
   static async open(path: string): Promise<TextFile> {
-    const stream = createWriteStream(path, { mode: 0o600 });
+    const temp = join(dirname(path), `.${basename(path)}.${process.pid}.partial`);
+    const stream = createWriteStream(temp, { mode: 0o600 });
     await Promise.race([once(stream, 'open'), once(stream, 'error').then(([err]) => Promise.reject(err))]);
-    return new TextFile(stream);
+    return new TextFile(stream, temp, path);
+  }
+
+  /** Drops what was written: the file at `path` stays as it was. */
+  async discard(): Promise<void> {
+    await this.end();
+    await unlink(this.temp).catch(() => undefined);
   }
 
   async write(text: string): Promise<void> {
@@ -22,11 +39,18 @@ export class TextFile {
     if (!this.stream.write(text)) await once(this.stream, 'drain');
   }
 
+  /** Finishes the file and puts it in place. */
   async close(): Promise<void> {
+    if (this.stream.closed) return;
+    await this.end();
+    if (this.failure) throw this.failure;
+    await rename(this.temp, this.path);
+  }
+
+  private async end(): Promise<void> {
     if (this.stream.closed) return;
     const closed = once(this.stream, 'close');
     this.stream.end();
     await closed;
-    if (this.failure) throw this.failure;
   }
 }

@@ -38,16 +38,20 @@ async function seed(n: number): Promise<number> {
 
 const env = (extra: Record<string, string> = {}) => ({ DATABASE_URL: db.url, REDIS_URL: redis.url, LOG_LEVEL: 'warn', ...extra });
 
-function start(args: string[], extra: Record<string, string> = {}): { child: ChildProcess; stderr: () => string; exit: Promise<number | null> } {
+function start(
+  args: string[],
+  extra: Record<string, string> = {},
+): { child: ChildProcess; stderr: () => string; stdout: () => string; exit: Promise<number | null> } {
   const child = spawn(process.execPath, [BIN, '--match', MATCH, '--no-progress', ...args], {
     env: { PATH: process.env.PATH, ...env(extra) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let err = '';
   child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  child.stdout?.resume();
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   const exit = once(child, 'exit').then(([code]) => code as number | null);
-  return { child, stderr: () => err, exit };
+  return { child, stderr: () => err, stdout: () => out, exit };
 }
 
 async function until(test: () => boolean | Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
@@ -126,6 +130,8 @@ describe('faults', () => {
     expect(report.status).toBe('interrupted');
     expect(report.counts.pending).toBeGreaterThan(0);
     expect(report.counts.inserted).toBeGreaterThan(0);
+    // The summary says so too, with what to do next.
+    expect(run.stdout()).toContain(`INTERRUPTED: ${report.counts.pending} records not decided yet. Run the same command again to resume.`);
     const [row] = await db.query<{ n: number }>('select count(*)::int as n from users');
     expect(row?.n).toBe(report.counts.inserted);
     const runs = await db.query<{ status: string }>('select status from migrate_users.runs');
@@ -137,6 +143,7 @@ describe('faults', () => {
     expect(rest.stderr).toContain('resuming an unfinished run');
     const after = JSON.parse(readFileSync(join(dir, 'rest.json'), 'utf8')) as { resumed_from: string | null; counts: Counts };
     expect(after.resumed_from).toMatch(/^run_/);
+    expect(rest.stdout).toContain(`It resumed ${after.resumed_from} (${report.counts.inserted} records were done before).`);
     // It reports the whole job: what the interrupted run committed plus its own.
     expect(after.counts.resumed_skipped).toBe(report.counts.inserted);
     expect(after.counts.inserted).toBe(20_000);

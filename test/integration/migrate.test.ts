@@ -275,6 +275,27 @@ describe('migrate', () => {
     expect(verify.stdout).toContain('not migratable');
   });
 
+  it('a bad output path is refused before any work, and a run that cannot start leaves the last files as they were', async () => {
+    await keys.putUser('a@example.com', user('usr_a'));
+    const bad = await runCli(['--match', keys.match, '--report', join(dir, 'nodir', 'run.json'), '--rejects', dir], { DATABASE_URL: db.url });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain(`--report ${join(dir, 'nodir', 'run.json')}: the folder ${join(dir, 'nodir')} does not exist`);
+    expect(bad.stderr).toContain(`--rejects ${dir} is a directory`);
+    expect(await db.query('select count(*)::int as n from migrate_users.runs')).toEqual([{ n: 0 }]);
+
+    const rejects = join(dir, 'rejects.ndjson');
+    writeFileSync(rejects, 'the last run\n');
+    const unreachable = await runCli(['--match', keys.match, '--rejects', rejects, '--retries', '0'], {
+      DATABASE_URL: 'postgres://postgres@127.0.0.1:1/none',
+      REDIS_URL: 'redis://127.0.0.1:6379',
+    });
+    expect(unreachable.code).toBe(3);
+    expect(await readFile(rejects, 'utf8')).toBe('the last run\n');
+    const verifyBad = await runCli(['verify', '--match', keys.match, '--junit', join(dir, 'no', 'j.xml')], { DATABASE_URL: db.url });
+    expect(verifyBad.code).toBe(2);
+    expect(verifyBad.stderr).toContain('--junit');
+  });
+
   it('does not overwrite a row with the same user_id that the tool did not write', async () => {
     await keys.putUser('x@example.com', user('usr_x', { current_credits: 1 }));
     await keys.putUser('y@example.com', user('usr_y', { current_credits: 2 }));
