@@ -156,7 +156,7 @@ async function runOnce(given: MigrateOptions, io: MigrateIo, retries: RetryCount
         };
         const prepared = options.dryRun ? await ready() : await inOneTransaction(session, ready);
         log.info({ grantsKept: prepared.grantsKept, unnormalisedEmails: prepared.unnormalisedEmails }, 'triage done');
-        base.whitelist = await whitelistInfo(session.db, options, prepared.grantsKept);
+        base.whitelist = await whitelistInfo(session.db, options, prepared.grantsKept, done.table);
         base.unnormalisedEmails = prepared.unnormalisedEmails;
         if (stage.persistent && !resumed) await recordStage(session.db, runId, { rows: await stageRows(session.db, stage.table) });
         if (options.dryRun) {
@@ -217,13 +217,19 @@ async function markAbandoned(db: Kysely<unknown>): Promise<void> {
   await sql`update migrate_users.runs set status = 'abandoned', finished_at = coalesce(finished_at, now()) where status = 'running'`.execute(db);
 }
 
-/** This run's whitelist, beside the one the last finished writing run used. */
-async function whitelistInfo(db: Kysely<unknown>, options: MigrateOptions, grantsKept: number): Promise<WhitelistInfo> {
+/** This run's whitelist, beside the one the last finished writing run used, and its emails no record has. */
+async function whitelistInfo(db: Kysely<unknown>, options: MigrateOptions, grantsKept: number, stage: string): Promise<WhitelistInfo> {
   const emails = options.mapContext.whitelist.size;
   const credits = Number(options.mapContext.whitelistCredits);
+  // A typo'd VIP gets no top-up: say so. Bounded by the whitelist's size.
+  const { rows: lonely } = await sql<{ email: string }>`
+    select w.email from unnest(${[...options.mapContext.whitelist]}::text[]) as w(email)
+    where not exists (select 1 from ${sql.raw(stage)} s where s.valid and s.email = w.email)
+    order by 1`.execute(db);
+  const unmatched = lonely.map((r) => r.email);
   // A reader role given only what sql/roles.sql granted before runs was readable: no comparison then.
   const readable = await sql<{ ok: boolean }>`select has_table_privilege('migrate_users.runs', 'select') as ok`.execute(db);
-  if (!readable.rows[0]?.ok) return { emails, credits, same_as_last_run: null, last_run: null, grants_kept: grantsKept };
+  if (!readable.rows[0]?.ok) return { emails, credits, unmatched, same_as_last_run: null, last_run: null, grants_kept: grantsKept };
   const { rows } = await sql<{ whitelist: { emails: number; credits: number; digest: string } }>`
     select whitelist from migrate_users.runs where status = 'finished' and whitelist is not null
     order by started_at desc limit 1`.execute(db);
@@ -231,6 +237,7 @@ async function whitelistInfo(db: Kysely<unknown>, options: MigrateOptions, grant
   return {
     emails,
     credits,
+    unmatched,
     same_as_last_run: last ? last.digest === whitelistDigest(options) : null,
     last_run: last ? { emails: last.emails, credits: last.credits } : null,
     grants_kept: grantsKept,

@@ -193,6 +193,8 @@ export interface SourceInfo {
 export interface WhitelistInfo {
   readonly emails: number;
   readonly credits: number;
+  /** Whitelisted emails no valid record of the source has (a typo gets no top-up, and nobody would know). */
+  readonly unmatched: readonly string[];
   /** null when no earlier finished run recorded one. */
   readonly same_as_last_run: boolean | null;
   readonly last_run: { readonly emails: number; readonly credits: number } | null;

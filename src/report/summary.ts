@@ -55,6 +55,10 @@ export function formatSummary(report: MigrateReport): string {
         'newly whitelisted users are topped up; no top-up granted before is taken back',
     );
   }
+  if (w && w.unmatched.length > 0) {
+    const shown = w.unmatched.slice(0, 10).join(', ');
+    notes.push(`  note: ${w.unmatched.length} whitelisted emails match no Redis user (no top-up for them): ${shown}${w.unmatched.length > 10 ? ', ...' : ''}`);
+  }
   if (w && w.grants_kept > 0) notes.push(`  top-ups granted by earlier runs and kept: ${w.grants_kept}`);
   if (report.postgres_unnormalised_emails) {
     notes.push(

@@ -296,6 +296,15 @@ describe('migrate', () => {
     expect(verifyBad.stderr).toContain('--junit');
   });
 
+  it('names whitelisted emails that match no Redis user, in the report and the summary', async () => {
+    await keys.putUser('vip@example.com', user('usr_vip'));
+    const run = await migrate([], { WHITELIST_EMAILS: 'vip@example.com, vipp@example.com' });
+    expect(run.code).toBe(0);
+    expect((run.report as unknown as { whitelist: { unmatched: string[] } }).whitelist.unmatched).toEqual(['vipp@example.com']);
+    expect(run.stdout).toContain('1 whitelisted emails match no Redis user (no top-up for them): vipp@example.com');
+    expect(await db.query('select current_credits::int as c from users')).toEqual([{ c: 100_000 }]);
+  });
+
   it('does not overwrite a row with the same user_id that the tool did not write', async () => {
     await keys.putUser('x@example.com', user('usr_x', { current_credits: 1 }));
     await keys.putUser('y@example.com', user('usr_y', { current_credits: 2 }));
