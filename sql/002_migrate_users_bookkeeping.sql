@@ -69,3 +69,24 @@ alter table migrate_users.ledger add column if not exists granted_credits bigint
 alter table migrate_users.runs add column if not exists source jsonb;
 alter table migrate_users.runs add column if not exists whitelist jsonb;
 alter table migrate_users.runs add column if not exists job_tally jsonb;
+
+-- One row per merge (`reconcile --apply --merge`): an old user who signed in to the new app before the
+-- migration reached them got a fresh row there; their Redis account was merged into it. old_user_id ->
+-- user_id is the map other tables need to re-key the old user_id. Both balances before, the bonus withheld,
+-- the result. The ledger entry of user_id names the Redis key and carries merged_from.
+create table if not exists migrate_users.merges (
+  old_user_id        text primary key,
+  user_id            text not null,
+  redis_key          text not null,
+  redis_credits      bigint not null,
+  redis_used         bigint not null,
+  postgres_credits   bigint not null,
+  postgres_used      bigint not null,
+  bonus_withheld     bigint not null,
+  merged_credits     bigint not null,
+  merged_used        bigint not null,
+  run_id             text not null,
+  merged_at          timestamptz not null default now()
+);
+create index if not exists merges_user_id on migrate_users.merges (user_id);
+alter table migrate_users.ledger add column if not exists merged_from text;

@@ -19,12 +19,12 @@ $$;
 
 -- dry-run, verify, reconcile without --apply: read both tables; TEMP for the run's own stage.
 grant usage on schema public, migrate_users to migrate_users_reader;
-grant select on public.users, migrate_users.ledger, migrate_users.runs to migrate_users_reader;
+grant select on public.users, migrate_users.ledger, migrate_users.runs, migrate_users.merges to migrate_users_reader;
 do $$ begin execute format('grant temporary on database %I to migrate_users_reader', current_database()); end $$;
 
 -- migrate, reconcile --apply: everything the reader has, plus writing users and the bookkeeping, and
 -- creating (and dropping) the run's stage table in migrate_users.
 grant migrate_users_reader to migrate_users_writer;
 grant select, insert, update on public.users to migrate_users_writer;
-grant select, insert, update on migrate_users.ledger, migrate_users.runs, migrate_users.resolutions to migrate_users_writer;
+grant select, insert, update on migrate_users.ledger, migrate_users.runs, migrate_users.resolutions, migrate_users.merges to migrate_users_writer;
 grant create on schema migrate_users to migrate_users_writer;

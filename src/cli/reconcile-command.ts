@@ -24,6 +24,8 @@ interface ReconcileFlags extends ConnectionFlags, ReadFlags {
   take?: string;
   users?: string;
   show?: string;
+  merge?: boolean;
+  signupCredits?: string;
   progress: boolean;
 }
 
@@ -38,6 +40,8 @@ export function addReconcileCommand(program: Command, run: (fn: typeof runReconc
     .addOption(new Option('--conflicts-format <format>', 'ndjson or csv (default: from the file name)'))
     .addOption(new Option('--take <side>', 'resolve the conflicts of the users in --users by choosing redis or postgres (needs --apply)'))
     .addOption(new Option('--users <path>', 'user_ids for --take, one per line, # comments'))
+    .option('--merge', 'early logins (a new-app row created at a first login holds the email): plan their merge; with --apply, merge them')
+    .addOption(new Option('--signup-credits <n>', 'the signup bonus the new app granted those rows: withheld from the merge (default 100)'))
     .addOption(new Option('--show <n>', 'users listed per class in the summary (default 10)'))
     .option('--no-progress', 'no progress bar')
     .exitOverride()
@@ -52,6 +56,8 @@ export async function runReconcile(flags: ReconcileFlags, ctx: CliContext): Prom
   const format = flags.conflictsFormat ?? (flags.conflicts?.toLowerCase().endsWith('.csv') ? 'csv' : 'ndjson');
   if (format !== 'csv' && format !== 'ndjson') problems.add(`--conflicts-format must be ndjson or csv, got "${format}"`);
   const take = parseTake(flags, problems);
+  if (flags.signupCredits !== undefined && !flags.merge) problems.add('--signup-credits goes with --merge');
+  const merge = flags.merge ? { bonus: BigInt(problems.integer('--signup-credits', flags.signupCredits, 100, 0, 2_147_483_647)) } : undefined;
   problems.outputPath('--report', flags.report);
   problems.outputPath('--rejects', flags.rejects);
   problems.outputPath('--conflicts', flags.conflicts);
@@ -73,7 +79,7 @@ export async function runReconcile(flags: ReconcileFlags, ctx: CliContext): Prom
     const report = await withRedis(conn, log, (redis) =>
       withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: 3, log }, (pool) =>
         reconcile(
-          { ...read, dryRun: !flags.apply, apply: flags.apply === true, take, source: sourceInfo(conn, redis) },
+          { ...read, dryRun: !flags.apply, apply: flags.apply === true, take, merge, source: sourceInfo(conn, redis) },
           { redis, pool, log, rejects, onEntry, progress: createProgress(flags.progress), signal: ctx.signal },
         ),
       ),

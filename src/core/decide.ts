@@ -6,9 +6,18 @@ import type { UserRow } from '../map/user-row.js';
 export interface Facts {
   readonly expected: UserRow;
   readonly digest: string;
+  /** The row this record lives in: the row with its user_id, or the row it was merged into. */
   readonly actual: UserRow | null;
   /** user_id of another row in PostgreSQL that already holds this email. */
   readonly emailOwner: string | null;
+  /** That row, when there is one: what a merge would merge into. */
+  readonly owner?: {
+    readonly row: UserRow;
+    /** The tool wrote (or merged into) that row: it is no early login. */
+    readonly written: boolean;
+  } | null;
+  /** This record was merged into PostgreSQL's row `userId` by an earlier run. */
+  readonly merged?: { readonly userId: string } | null;
   readonly ledger: {
     readonly digest: string;
     readonly untouched: boolean;
@@ -19,6 +28,11 @@ export interface Facts {
   } | null;
 }
 
+/** `reconcile --merge`: early logins are merged into their new-app row; `bonus` is the signup bonus it granted. */
+export interface MergePolicy {
+  readonly bonus: bigint;
+}
+
 export type Decision =
   | { readonly action: 'insert' }
   | { readonly action: 'update'; readonly diffs: readonly ColumnDiff[] }
@@ -26,6 +40,8 @@ export type Decision =
   | { readonly action: 'unchanged'; readonly adopt: boolean }
   /** The app changed the row since the tool wrote it and Redis did not change: the app owns it now. */
   | { readonly action: 'kept_app_change'; readonly diffs: readonly ColumnDiff[] }
+  /** An early login: the Redis account goes into the new app's row (see mergeRows). */
+  | { readonly action: 'merge'; readonly into: string; readonly row: UserRow; readonly withheld: bigint; readonly diffs: readonly ColumnDiff[] }
   | {
       readonly action: 'conflict';
       readonly reason: ConflictReason;
@@ -35,13 +51,13 @@ export type Decision =
 
 /**
  * The rules of BRIEF.md as one pure decision: rows the app created or changed are never overwritten;
- * a Redis change is caught up only onto a row nobody else has touched since the tool wrote it.
+ * a Redis change is caught up only onto a row nobody else has touched since the tool wrote it; an early
+ * login is merged only when the operator asks (`merge`), and a merged user is never written blindly again.
  */
-export function decide(facts: Facts): Decision {
+export function decide(facts: Facts, merge?: MergePolicy): Decision {
   const { expected, actual, ledger } = facts;
-  if (facts.emailOwner !== null) {
-    return conflict('email_taken', `email ${expected.email} belongs to user_id ${facts.emailOwner} in PostgreSQL`);
-  }
+  if (facts.merged) return decideMerged(facts, facts.merged.userId);
+  if (facts.emailOwner !== null) return emailTaken(facts, merge);
   if (actual === null) {
     if (ledger?.postgresOwns && ledger.digest === facts.digest) return { action: 'kept_app_change', diffs: [] };
     if (ledger) return conflict('deleted_in_postgres', 'the tool wrote this user before; the row has since been deleted');
@@ -55,6 +71,65 @@ export function decide(facts: Facts): Decision {
   if (ledger.untouched) return { action: 'update', diffs };
   if (ledger.digest === facts.digest) return { action: 'kept_app_change', diffs };
   return conflict('changed_in_both', 'Redis changed and the app changed the row since the tool wrote it', diffs);
+}
+
+/** A record merged before: its row is the new app's now; only a Redis change needs a person. */
+function decideMerged(facts: Facts, into: string): Decision {
+  const { actual, ledger } = facts;
+  if (actual === null) return conflict('deleted_in_postgres', `merged into ${into}; that row has since been deleted`);
+  if (!ledger || ledger.digest !== facts.digest) {
+    return conflict('changed_after_merge', `merged into ${into}; the Redis record changed since: nothing is applied over a merge`, compareRows(facts.expected, actual));
+  }
+  return ledger.untouched ? { action: 'unchanged', adopt: false } : { action: 'kept_app_change', diffs: [] };
+}
+
+/** Someone else's row holds the email: an early login if the new app created that row for this person. */
+function emailTaken(facts: Facts, merge: MergePolicy | undefined): Decision {
+  const taken = `email ${facts.expected.email} belongs to user_id ${facts.emailOwner} in PostgreSQL`;
+  const owner = facts.owner;
+  const why =
+    facts.actual !== null
+      ? 'a row with the Redis user_id exists too'
+      : !owner
+        ? 'that row is gone'
+        : owner.written
+          ? 'the tool wrote that row'
+          : !owner.row.signup_bonus_granted
+            ? 'that row has signup_bonus_granted = false'
+            : null;
+  if (why !== null || !owner) return conflict('email_taken', `${taken}; not mergeable: ${why ?? 'no row'}`);
+  if (!merge) return conflict('early_login', `${taken}, created by the new app at a first login: \`reconcile --merge\` shows the merge`);
+  const { row, withheld } = mergeRows(facts.expected, owner.row, merge.bonus);
+  return { action: 'merge', into: owner.row.user_id, row, withheld, diffs: compareRows(row, owner.row) };
+}
+
+/**
+ * The merged row (BRIEF.md): PostgreSQL's user_id; credits = Redis's (whitelist rule applied) + what the
+ * new-app row holds beyond the signup bonus it granted (never below zero); credits used summed; the earlier
+ * created_at, the later last_login; PostgreSQL's other values where set, else Redis's.
+ */
+export function mergeRows(redis: UserRow, postgres: UserRow, bonus: bigint): { row: UserRow; withheld: bigint } {
+  const pg = BigInt(postgres.current_credits);
+  const kept = pg > bonus ? pg - bonus : 0n;
+  const earlier = (a: string | null, b: string | null) => (a === null ? b : b === null ? a : a < b ? a : b);
+  const later = (a: string | null, b: string | null) => (a === null ? b : b === null ? a : a > b ? a : b);
+  return {
+    withheld: pg - kept,
+    row: {
+      user_id: postgres.user_id,
+      email: postgres.email,
+      username: postgres.username ?? redis.username,
+      avatar: postgres.avatar ?? redis.avatar,
+      password_hash: postgres.password_hash ?? redis.password_hash,
+      current_credits: (BigInt(redis.current_credits) + kept).toString(),
+      total_credits_used: (BigInt(redis.total_credits_used) + BigInt(postgres.total_credits_used)).toString(),
+      signup_bonus_granted: true,
+      current_plan_id: postgres.current_plan_id ?? redis.current_plan_id,
+      plan_renew_at: postgres.plan_renew_at ?? redis.plan_renew_at,
+      created_at: earlier(redis.created_at, postgres.created_at),
+      last_login: later(redis.last_login, postgres.last_login),
+    },
+  };
 }
 
 function conflict(reason: ConflictReason, detail: string, diffs: readonly ColumnDiff[] = []): Decision {

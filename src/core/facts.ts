@@ -13,6 +13,8 @@ export interface RecordFacts extends Facts {
   readonly topup: bigint;
   /** The row version (xmin) this batch saw: writes based on this look are guarded by it. */
   readonly observedVersion: string | null;
+  /** The version of the email owner's row (what a merge writes into) this batch saw. */
+  readonly ownerVersion: string | null;
 }
 
 interface FactRow extends Record<string, unknown> {
@@ -29,6 +31,10 @@ interface FactRow extends Record<string, unknown> {
   source_credits: string;
   topup: string;
   a_xmin: string | null;
+  merged_into: string | null;
+  o_user_id: string | null;
+  o_xmin: string | null;
+  owner_written: boolean;
 }
 
 /**
@@ -226,10 +232,17 @@ export async function loadFacts(
       u.user_id is not null as has_row, l.user_id is not null as has_ledger, l.source_digest as ledger_digest, l.postgres_owns,
       ${options.withBase ? sql`l.base` : sql`null`} as base,
       coalesce(u.xmin = l.row_xmin, false) as untouched,
-      ${emailOwner(stage, 's.email', 's.user_id')} as email_owner
+      m.user_id as merged_into, eo.email_owner,
+      ${canonicalColumns('o', 'o_')}, o.xmin::text as o_xmin, ol.user_id is not null or om.user_id is not null as owner_written
     from s
-    left join public.users u on u.user_id = s.user_id
-    left join migrate_users.ledger l on l.user_id = s.user_id
+    -- A record merged before lives in the row it was merged into.
+    left join migrate_users.merges m on m.old_user_id = s.user_id
+    left join public.users u on u.user_id = coalesce(m.user_id, s.user_id)
+    left join migrate_users.ledger l on l.user_id = coalesce(m.user_id, s.user_id)
+    cross join lateral (select ${emailOwner(stage, 's.email', 's.user_id')} as email_owner) eo
+    left join public.users o on o.user_id = eo.email_owner
+    left join migrate_users.ledger ol on ol.user_id = eo.email_owner
+    left join lateral (select mo.user_id from migrate_users.merges mo where mo.user_id = eo.email_owner limit 1) om on true
     order by s.seq`.execute(db);
   return rows.map((row) => ({
     seq: Number(row.seq),
@@ -241,6 +254,9 @@ export async function loadFacts(
     expected: rowFromRecord(row, 'e_'),
     actual: row.has_row ? rowFromRecord(row, 'a_') : null,
     emailOwner: row.email_owner,
+    owner: row.o_user_id === null ? null : { row: rowFromRecord(row, 'o_'), written: row.owner_written },
+    ownerVersion: row.o_xmin,
+    merged: row.merged_into === null ? null : { userId: row.merged_into },
     ledger: row.has_ledger
       ? { digest: row.ledger_digest ?? '', untouched: row.untouched === true, postgresOwns: row.postgres_owns === true, base: parseBase(row.base) }
       : null,

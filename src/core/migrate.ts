@@ -6,10 +6,12 @@ import type { Logger } from '../log.js';
 import type { RedisReadable } from '../source/redis-reader.js';
 import { createStage, dropStage, finishStage, type Stage } from '../stage/stage.js';
 import { configDigest, dropLeftoverStages, findResumable, recordStage, takeOverStage, whitelistDigest, type Resumable } from './checkpoint.js';
-import { partialReport, summarise, Tally, type MigrateReport, type Mode, type ReportBase, type SourceInfo, type WhitelistInfo } from '../report/report.js';
+import { partialReport, summarise, Tally, type RecordCredits, type MigrateReport, type Mode, type ReportBase, type SourceInfo, type WhitelistInfo } from '../report/report.js';
 import type { RecordSink } from '../report/ndjson-file.js';
 import { boundByTarget, stageSource, type Progress, type ReadOptions } from './stage-source.js';
 import { conflictEntry, presettledKinds, processChunk, type ClassifiedEntry, type Take } from './process-chunk.js';
+import type { MergePolicy } from './decide.js';
+import type { UserRow } from '../map/user-row.js';
 import { heldBackRecords, prepareFacts, recordConflicts, triage, triagedTotals, type TriageKind } from './facts.js';
 import { NO_RETRY, RetryCounter, withRetries } from './retry.js';
 import { UnfinishedError, UsageError } from '../errors.js';
@@ -29,6 +31,8 @@ export interface MigrateOptions extends ReadOptions {
   readonly writeConcurrency?: number | undefined;
   /** Where the records are read: part of what a resume must match, and named in the report. */
   readonly source?: SourceInfo | undefined;
+  /** `reconcile --merge`: early logins are merged into their new-app rows (see decide). */
+  readonly merge?: MergePolicy | undefined;
 }
 
 export type { Progress };
@@ -446,6 +450,7 @@ async function classifyBatch(db: Kysely<unknown>, run: ClassifyRun, log: Logger,
     withBase: io.onClassified !== undefined,
     everyRecord: io.onClassified !== undefined,
     presettled: run.presettled,
+    merge: options.merge,
   });
   const batch = new Tally();
   for (const { outcome, sums } of result.settled) batch.addSums(outcome, sums);
@@ -455,16 +460,7 @@ async function classifyBatch(db: Kysely<unknown>, run: ClassifyRun, log: Logger,
     const { fact } = entry;
     // Conflicts are counted from the stage (recorded above), everything else from the tally.
     if (entry.outcome !== 'conflict') {
-      batch.add(entry.outcome, entry.reason, {
-        source: fact.sourceCredits,
-        topup: fact.topup,
-        used: BigInt(fact.expected.total_credits_used),
-        // The row the app changed stands: PostgreSQL's balance is what this user has.
-        postgres:
-          entry.outcome === 'kept_app_change' && fact.actual
-            ? { current: BigInt(fact.actual.current_credits), used: BigInt(fact.actual.total_credits_used) }
-            : undefined,
-      });
+      batch.add(entry.outcome, entry.reason, recordCredits(entry));
     } else {
       await io.rejects?.write(conflictEntry(entry));
     }
@@ -474,6 +470,21 @@ async function classifyBatch(db: Kysely<unknown>, run: ClassifyRun, log: Logger,
   decided.merge(batch);
   io.progress?.advance(result.entries.length + result.settled.reduce((n, s) => n + s.sums.n, 0));
   return result.lastSeq;
+}
+
+/** What one decided record adds to the report: Redis's figures, and PostgreSQL's where its row differs. */
+function recordCredits(entry: ClassifiedEntry): RecordCredits {
+  const { fact } = entry;
+  const redis = { source: fact.sourceCredits, topup: fact.topup, used: BigInt(fact.expected.total_credits_used) };
+  const held = (row: UserRow) => ({ current: BigInt(row.current_credits), used: BigInt(row.total_credits_used) });
+  if (entry.merge) {
+    const before = fact.owner ? held(fact.owner.row) : undefined;
+    return { ...redis, postgres: held(entry.merge.row), merged: { before, withheld: entry.merge.withheld } };
+  }
+  // A row merged before, or one the app changed, holds what it holds: PostgreSQL's balance is the user's.
+  if (fact.merged && fact.actual) return { ...redis, postgres: held(fact.actual), merged: {} };
+  if (entry.outcome === 'kept_app_change' && fact.actual) return { ...redis, postgres: held(fact.actual) };
+  return redis;
 }
 
 /** Records held back before classification, and the conflicts the runs this one resumed found. */

@@ -2,12 +2,13 @@ import { sql, type Kysely } from 'kysely';
 import { PIN_TRANSACTION } from '../db/database.js';
 import { pgCode } from '../errors.js';
 import { publicRow, type CellValue, type ColumnDiff } from '../compare/compare-rows.js';
-import { adoptRows, insertRows, insertTriaged, keepPostgres, logResolutions, updateRows, type Sums, type WriteRow } from '../sink/apply-chunk.js';
-import { decide, type Decision } from './decide.js';
+import { adoptRows, insertRows, insertTriaged, keepPostgres, logResolutions, mergeInto, updateRows, type MergeWrite, type Sums, type WriteRow } from '../sink/apply-chunk.js';
+import type { UserRow } from '../map/user-row.js';
+import { decide, type Decision, type MergePolicy } from './decide.js';
 import { loadFacts, triagedSums, type RecordFacts, type TriageKind } from './facts.js';
 import type { Logger } from '../log.js';
 
-export type Outcome = 'inserted' | 'updated' | 'unchanged' | 'kept_app_change' | 'conflict';
+export type Outcome = 'inserted' | 'updated' | 'unchanged' | 'kept_app_change' | 'merged' | 'conflict';
 
 /** A record that was not migrated, with both sides shown (secrets reduced to "(set)"). */
 export interface ConflictEntry {
@@ -29,6 +30,8 @@ export interface ClassifiedEntry {
   readonly diffs: readonly ColumnDiff[];
   /** Set when an operator's --take decided this record. */
   readonly resolvedBy?: 'redis' | 'postgres';
+  /** For a merge (planned or done): the row merged into, the merged row, and the bonus withheld. */
+  readonly merge?: { readonly into: string; readonly row: UserRow; readonly withheld: bigint };
 }
 
 /** Records triage settled (see facts.ts), summed per outcome: inserted, or found identical and recorded. */
@@ -66,6 +69,8 @@ export interface ChunkOptions {
   readonly everyRecord?: boolean | undefined;
   /** Triage kinds the caller already counted for the whole stage (see presettledKinds): not counted again. */
   readonly presettled?: readonly TriageKind[] | undefined;
+  /** `reconcile --merge`: early logins are merged (see decide). */
+  readonly merge?: MergePolicy | undefined;
 }
 
 /** Triage kinds whose decision is known without comparing columns: insert, and unchanged with nothing to record. */
@@ -168,10 +173,11 @@ async function inTransactionIfNeeded(db: Kysely<unknown>, steps: readonly ((db: 
   });
 }
 
-type Plan = 'insert' | 'update' | 'force_insert' | 'force_update' | 'keep_postgres' | 'adopt' | 'none';
+type Plan = 'insert' | 'update' | 'force_insert' | 'force_update' | 'keep_postgres' | 'adopt' | 'merge' | 'none';
 
 function plan(fact: RecordFacts, decision: Decision, take: Take | undefined): Plan {
   if (decision.action === 'insert') return 'insert';
+  if (decision.action === 'merge') return 'merge';
   if (decision.action === 'update') return 'update';
   if (decision.action === 'unchanged') return decision.adopt ? 'adopt' : 'none';
   if (decision.action === 'conflict' && take && RESOLVABLE.has(decision.reason) && take.users.has(fact.expected.user_id)) {
@@ -216,7 +222,7 @@ async function classifyAndWrite(db: Kysely<unknown>, options: ChunkOptions): Pro
 /** decide() for each record of `facts`, then (unless dry-run) their writes, in one transaction. */
 async function decideAndWrite(db: Kysely<unknown>, options: ChunkOptions, facts: readonly RecordFacts[]): Promise<ClassifiedEntry[]> {
   const planned = facts.map((fact) => {
-    const decision = decide(fact);
+    const decision = decide(fact, options.merge);
     return { fact, decision, plan: plan(fact, decision, options.take) };
   });
   const rows = (...kinds: Plan[]): WriteRow[] =>
@@ -225,7 +231,7 @@ async function decideAndWrite(db: Kysely<unknown>, options: ChunkOptions, facts:
       .map((p) => ({ seq: p.fact.seq, observed: p.fact.observedVersion }));
   const seqs = (...kinds: Plan[]) => planned.filter((p) => kinds.includes(p.plan)).map((p) => p.fact.seq);
 
-  let written = new Set(seqs('insert', 'update', 'force_insert', 'force_update', 'keep_postgres'));
+  let written = new Set(seqs('insert', 'update', 'force_insert', 'force_update', 'keep_postgres', 'merge'));
   if (!options.dryRun) {
     const { runId, stage } = options;
     const resolutions = planned
@@ -246,12 +252,18 @@ async function decideAndWrite(db: Kysely<unknown>, options: ChunkOptions, facts:
     const forced = rows('force_update');
     const adopts = rows('adopt');
     const kept = seqs('keep_postgres');
+    const merges = planned.flatMap((p): MergeWrite[] =>
+      p.decision.action === 'merge' && p.plan === 'merge'
+        ? [{ seq: p.fact.seq, observed: p.fact.ownerVersion, row: p.decision.row, withheld: p.decision.withheld, before: p.fact.owner?.row ?? null }]
+        : [],
+    );
     const steps: ((db: Kysely<unknown>) => Promise<void>)[] = [];
     if (inserts.length > 0) steps.push(async (d) => collect(await insertRows(d, stage, inserts, runId)));
     if (updates.length > 0) steps.push(async (d) => collect(await updateRows(d, stage, updates, runId, 'ledger')));
     if (forced.length > 0) steps.push(async (d) => collect(await updateRows(d, stage, forced, runId, 'observed')));
     if (kept.length > 0) steps.push(async (d) => collect((await keepPostgres(d, stage, kept, runId), kept)));
     if (adopts.length > 0) steps.push((d) => adoptRows(d, stage, adopts, runId));
+    if (merges.length > 0) steps.push(async (d) => collect(await mergeInto(d, stage, merges, runId)));
     // Logged in the same transaction as the writes it describes, and only for what was written.
     if (resolutions.length > 0) steps.push((d) => logResolutions(d, resolutions.filter((r) => done.has(r.seq)), runId));
     await inTransactionIfNeeded(db, steps);
@@ -273,6 +285,17 @@ async function decideAndWrite(db: Kysely<unknown>, options: ChunkOptions, facts:
       };
     }
     if (p === 'keep_postgres') return { fact, outcome: 'kept_app_change', reason: null, detail: null, diffs, resolvedBy: 'postgres' };
+    if (decision.action === 'merge') {
+      const merge = { into: decision.into, row: decision.row, withheld: decision.withheld };
+      if (written.has(fact.seq)) return { fact, outcome: 'merged', reason: null, detail: `merged into ${decision.into}`, diffs: decision.diffs, merge };
+      return {
+        fact,
+        outcome: 'conflict',
+        reason: 'changed_during_run',
+        detail: `the app changed ${decision.into} while the tool was merging into it; left as the app wrote it (a later run merges it)`,
+        diffs: decision.diffs,
+      };
+    }
     if (decision.action === 'conflict') return { fact, outcome: 'conflict', reason: decision.reason, detail: decision.detail, diffs };
     if (decision.action === 'insert' || decision.action === 'update') throw new Error('unreachable: planned writes handled above');
     return { fact, outcome: decision.action, reason: null, detail: null, diffs };

@@ -15,6 +15,7 @@ export const CLASSES = [
   'changed_in_both',
   'only_in_redis',
   'only_in_postgres',
+  'early_login',
   'deleted_in_postgres',
   'deleted_in_redis',
   'other_conflict',
@@ -31,6 +32,8 @@ export interface ColumnDrift {
   readonly base: CellValue | undefined;
   readonly redis: CellValue | undefined;
   readonly postgres: CellValue | undefined;
+  /** For a merge: the value of the merged row. */
+  readonly merged?: CellValue | undefined;
 }
 
 export interface ReconcileEntry {
@@ -92,7 +95,9 @@ export async function reconcile(options: MigrateOptions & { apply: boolean }, io
       ...io,
       onClassified: async (classified) => {
         const entry = toEntry(classified, options.apply);
-        count(entry.class, BigInt(classified.fact.expected.current_credits), BigInt(classified.fact.actual?.current_credits ?? 0));
+        // An early login's PostgreSQL side is the new-app row holding its email.
+        const postgres = classified.fact.actual ?? (entry.class === 'early_login' ? classified.fact.owner?.row : null);
+        count(entry.class, BigInt(classified.fact.expected.current_credits), BigInt(postgres?.current_credits ?? 0));
         await emit(entry);
       },
       withStage: async (db, stage, runId) => {
@@ -124,7 +129,12 @@ export async function reconcile(options: MigrateOptions & { apply: boolean }, io
 
 function toEntry(c: ClassifiedEntry, apply: boolean): ReconcileEntry {
   const base = c.fact.ledger?.base ?? null;
-  const columns = c.diffs.map((d) => ({
+  const merge = c.merge;
+  const owner = c.fact.owner?.row;
+  // A merge shows, per column it changes, Redis's value, the new-app row's, and the merged one.
+  const redis = publicRow(c.fact.expected);
+  const before = owner ? publicRow(owner) : null;
+  const columns = merge && before ? c.diffs.map((d) => ({ column: d.column, base: undefined, redis: redis[d.column], postgres: before[d.column], merged: d.expected })) : c.diffs.map((d) => ({
     column: d.column,
     base: base ? shownBase(d.column, base[d.column]) : undefined,
     redis: d.expected,
@@ -143,6 +153,8 @@ function toEntry(c: ClassifiedEntry, apply: boolean): ReconcileEntry {
   };
   if (c.resolvedBy) return { ...common, class: c.fact.actual === null ? 'deleted_in_postgres' : 'changed_in_both' };
   switch (c.outcome) {
+    case 'merged':
+      return { ...common, class: 'early_login', applied: apply };
     case 'inserted':
       return { ...common, class: 'only_in_redis' };
     case 'updated':
@@ -154,6 +166,7 @@ function toEntry(c: ClassifiedEntry, apply: boolean): ReconcileEntry {
     default:
       if (c.reason === 'changed_in_both') return { ...common, class: 'changed_in_both' };
       if (c.reason === 'deleted_in_postgres') return { ...common, class: 'deleted_in_postgres' };
+      if (c.reason === 'early_login') return { ...common, class: 'early_login' };
       return { ...common, class: 'other_conflict' };
   }
 }
@@ -186,6 +199,8 @@ async function* rowsMissingFromRedis(db: Kysely<unknown>, stage: string) {
       select ${canonicalColumns('u', 'a_')}, l.user_id is not null as had_ledger, l.postgres_owns, l.base
       from public.users u left join migrate_users.ledger l on l.user_id = u.user_id
       where u.user_id > ${after} and not exists (select 1 from ${sql.raw(stage)} s where s.user_id = u.user_id)
+        -- A row a staged record was merged into is that record's row.
+        and not exists (select 1 from migrate_users.merges m join ${sql.raw(stage)} s on s.user_id = m.old_user_id where m.user_id = u.user_id)
       order by u.user_id limit 2000`.execute(db);
     for (const row of rows) {
       const pg = publicRow(rowFromRecord(row, 'a_'));

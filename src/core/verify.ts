@@ -11,7 +11,7 @@ import { createStage, finishStage, STAGE_TABLE } from '../stage/stage.js';
 import { heldBackRecords, loadFacts, prepareFacts, triage, triagedTotals, type TriageKind } from './facts.js';
 import { emptySource } from './migrate.js';
 import { boundByTarget, sampleKeys, stageSource, type Progress, type ReadOptions } from './stage-source.js';
-import { verifyRecord, type Difference } from './verify-record.js';
+import { mergedCredits, verifyRecord, type Difference } from './verify-record.js';
 
 export interface VerifyOptions extends ReadOptions {
   /** Rows only in PostgreSQL fail verification too. */
@@ -73,7 +73,9 @@ export interface VerifyReport {
     readonly redis: Side & { readonly invalid_records: number; readonly whitelist_topup: Amount };
     /** Valid records that cannot be migrated (duplicates, email taken), credits after the whitelist rule. */
     readonly not_migratable: Side;
-    /** redis + whitelist_topup - not_migratable: what PostgreSQL must hold for the migratable users. */
+    /** Merged users: what their merges kept of the new-app rows (merged balance minus Redis's). */
+    readonly merged_from_postgres: Side;
+    /** redis + whitelist_topup - not_migratable + merged_from_postgres: what PostgreSQL must hold for the migratable users. */
     readonly expected: Side;
     readonly postgres_matching: Side;
     readonly postgres_only: Side | null;
@@ -118,7 +120,7 @@ export async function verify(given: VerifyOptions, io: VerifyIo): Promise<{ repo
       await sql`set transaction read only`.execute(session.db);
 
       const counts = { match: 0, mismatch: 0, missing: 0, not_migratable: 0 };
-      const sums = { expected: new Sums(), matching: new Sums(), held: new Sums() };
+      const sums = { expected: new Sums(), matching: new Sums(), held: new Sums(), merged: new Sums() };
       const reasons: Record<string, number> = {};
       io.progress?.phase('comparing', await pendingCount(session.db));
       // Rows triage found identical to their record match: counted and summed in one pass, not compared
@@ -133,14 +135,25 @@ export async function verify(given: VerifyOptions, io: VerifyIo): Promise<{ repo
       }
       for (const afterSeq of rangesWithOthers) {
         if (io.signal?.aborted) break;
-        const facts = await loadFacts(session.db, stage.table, afterSeq, options.batchSize, { skip: MATCHING });
+        // With the ledger's base: a merged user is compared with the merge the tool wrote.
+        const facts = await loadFacts(session.db, stage.table, afterSeq, options.batchSize, { skip: MATCHING, withBase: true });
         for (const fact of facts) {
           const result = verifyRecord(fact);
           counts[result.status]++;
           if (result.status === 'not_migratable') {
             sums.held.add(fact.expected.current_credits, fact.expected.total_credits_used);
           } else {
-            sums.expected.add(fact.expected.current_credits, fact.expected.total_credits_used);
+            const merged = mergedCredits(fact);
+            if (merged) {
+              // What PostgreSQL must hold for a merged user: Redis's credits plus what the merge kept of the new-app row.
+              sums.expected.add(merged.current, merged.used);
+              sums.merged.add(
+                (BigInt(merged.current) - BigInt(fact.expected.current_credits)).toString(),
+                (BigInt(merged.used) - BigInt(fact.expected.total_credits_used)).toString(),
+              );
+            } else {
+              sums.expected.add(fact.expected.current_credits, fact.expected.total_credits_used);
+            }
             if (fact.actual) sums.matching.add(fact.actual.current_credits, fact.actual.total_credits_used);
           }
           const where = { key: fact.key, user_id: fact.expected.user_id, email: fact.expected.email };
@@ -243,6 +256,8 @@ async function* rowsOnlyInPostgres(db: Kysely<unknown>): AsyncGenerator<{
       select ${canonicalColumns('u', 'a_')}, l.source_key, l.postgres_owns from public.users u
       left join migrate_users.ledger l on l.user_id = u.user_id
       where u.user_id > ${after} and not exists (select 1 from ${sql.raw(STAGE_TABLE)} s where s.user_id = u.user_id)
+        -- A row a staged record was merged into is that record's row.
+        and not exists (select 1 from migrate_users.merges m join ${sql.raw(STAGE_TABLE)} s on s.user_id = m.old_user_id where m.user_id = u.user_id)
       order by u.user_id limit 5000`.execute(db);
     for (const row of rows) {
       const actual = rowFromRecord(row, 'a_');
@@ -297,7 +312,7 @@ class Sums {
  */
 async function computeInvariants(
   db: Kysely<unknown>,
-  sums: { expected: Sums; matching: Sums; held: Sums; only: Sums | null; deleted: Sums | null },
+  sums: { expected: Sums; matching: Sums; held: Sums; merged: Sums; only: Sums | null; deleted: Sums | null },
 ): Promise<VerifyReport['invariants']> {
   const t = sql.raw(STAGE_TABLE);
   const one = async <R>(query: { execute(db: Kysely<unknown>): Promise<{ rows: R[] }> }) => (await query.execute(db)).rows[0] as R;
@@ -322,6 +337,7 @@ async function computeInvariants(
   return {
     redis: { ...side(redis), invalid_records: Number(redis.invalid), whitelist_topup: money(BigInt(redis.topup)) },
     not_migratable: held.side(),
+    merged_from_postgres: sums.merged.side(),
     expected: sums.expected.side(),
     postgres_matching: sums.matching.side(),
     postgres_only: sums.only ? sums.only.side() : null,

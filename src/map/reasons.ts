@@ -30,10 +30,12 @@ export const CONFLICT_REASONS = [
   'duplicate_email',
   'duplicate_user_id',
   'email_taken',
+  'early_login',
   'row_not_written_by_tool',
   'changed_in_both',
   'deleted_in_postgres',
   'changed_during_run',
   'refused_by_database',
+  'changed_after_merge',
 ] as const;
 export type ConflictReason = (typeof CONFLICT_REASONS)[number];

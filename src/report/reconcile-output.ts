@@ -9,6 +9,7 @@ export const CLASS_LABELS: Record<ReconcileClass, string> = {
   changed_in_both: 'changed on both sides',
   only_in_redis: 'only in Redis',
   only_in_postgres: 'only in PostgreSQL',
+  early_login: 'early logins (merge)',
   deleted_in_postgres: 'deleted in PostgreSQL',
   deleted_in_redis: 'deleted in Redis',
   other_conflict: 'other conflicts',
@@ -21,6 +22,7 @@ function action(cls: ReconcileClass, applied: boolean): string {
   if (SETTLED.has(cls)) return cls === 'only_in_postgres' ? 'new-app signups: left alone' : 'the app owns it: left alone';
   if (cls === 'invalid_in_redis') return 'fix in Redis (see --rejects)';
   if (cls === 'other_conflict') return 'fix the data (see --rejects)';
+  if (cls === 'early_login') return applied ? 'merged (--merge)' : 'merge: reconcile --merge (plan), --apply --merge';
   return 'conflict: review --conflicts, then --take';
 }
 
@@ -30,9 +32,10 @@ const short = (v: unknown) => {
 };
 
 export function formatReconcileText(report: ReconcileReport, samples: ReadonlyMap<ReconcileClass, readonly ReconcileEntry[]>): string {
+  const merged = report.counts.merged > 0 ? `, ${report.counts.merged} merged` : '';
   const head = report.applied
-    ? `RECONCILE --apply (${report.run_id}): ${report.counts.inserted} inserted, ${report.counts.updated} updated; nothing else written.`
-    : 'RECONCILE (read-only: nothing written).';
+    ? `RECONCILE --apply (${report.run_id}): ${report.counts.inserted} inserted, ${report.counts.updated} updated${merged}; nothing else written.`
+    : `RECONCILE (read-only: nothing written${merged ? `; would merge ${report.counts.merged}` : ''}).`;
   const rows = [['class', 'users', 'credits in Redis', 'credits in PostgreSQL', 'action']];
   for (const cls of CLASSES) {
     const t = report.classes[cls];
@@ -50,10 +53,19 @@ export function formatReconcileText(report: ReconcileReport, samples: ReadonlyMa
       if (e.columns.length === 0) out.push(`${who}  ${e.detail ?? e.reason ?? ''}`);
       for (const c of e.columns) {
         const base = c.base === undefined ? '' : `base ${short(c.base)} | `;
-        out.push(`${who}  ${c.column}: ${base}redis ${short(c.redis)} | postgres ${short(c.postgres)}`);
+        const merged = c.merged === undefined ? '' : ` -> merged ${short(c.merged)}`;
+        out.push(`${who}  ${c.column}: ${base}redis ${short(c.redis)} | postgres ${short(c.postgres)}${merged}`);
       }
     }
     out.push('');
+  }
+  const m = report.credits.merges;
+  if (report.counts.merged > 0) {
+    out.push(
+      `  merges: Redis ${m.redis} + new-app rows ${m.postgres} - signup bonus withheld ${m.bonus_withheld} = ${m.result} credits` +
+        ` (credits used: ${m.used_redis} + ${m.used_postgres})`,
+      '',
+    );
   }
   out.push(
     report.remaining === 0 ? '  nothing left to reconcile.' : `  ${report.remaining} users left to reconcile.`,

@@ -34,6 +34,8 @@ export interface MigrateReport {
     readonly updated: number;
     readonly unchanged: number;
     readonly kept_app_changes: number;
+    /** Early logins merged into their new-app row (reconcile --apply --merge; planned, without --apply). */
+    readonly merged: number;
     readonly conflicts: number;
     readonly whitelist_topups: number;
     readonly scan_duplicates: number;
@@ -55,6 +57,18 @@ export interface MigrateReport {
     readonly whitelist_topup: number | string;
     /** What the new app changed on rows it owns now (kept app changes): PostgreSQL's balance minus Redis's. */
     readonly app_difference: Credits;
+    /** This run's merges: Redis's side (whitelist rule applied), the new-app rows' balances before, the
+     * signup bonus withheld, the merged balances; credits used of both sides. */
+    readonly merges: {
+      readonly redis: number | string;
+      readonly postgres: number | string;
+      readonly bonus_withheld: number | string;
+      readonly result: number | string;
+      readonly used_redis: number | string;
+      readonly used_postgres: number | string;
+    };
+    /** On every merged row (merged now or before): PostgreSQL's balance minus Redis's (plus top-up). */
+    readonly merge_difference: Credits;
     /** Per outcome: what PostgreSQL holds (or would hold) for migrated users; the Redis values for conflicts. */
     readonly by_outcome: Readonly<Record<string, Credits>>;
     /** Credits in rows this run inserted or updated (in a dry-run: would). */
@@ -75,9 +89,15 @@ interface OutcomeRow {
   /** The balance and credits used this outcome leaves in PostgreSQL (Redis's, held back, for conflicts). */
   held: bigint;
   heldUsed: bigint;
+  /** The row is a merge of a Redis account into a new-app row (this run's or an earlier one's). */
+  merged: boolean;
+  /** Merges of this run: the new-app row's balance and credits used before, and the bonus withheld. */
+  mergedPostgres: bigint;
+  mergedPostgresUsed: bigint;
+  withheld: bigint;
 }
 
-const MIGRATED = new Set(['inserted', 'updated', 'unchanged', 'kept_app_change']);
+const MIGRATED = new Set(['inserted', 'updated', 'unchanged', 'kept_app_change', 'merged']);
 
 /** One decided record's figures: Redis's, and PostgreSQL's balance where it differs (a kept app change). */
 export interface RecordCredits {
@@ -86,6 +106,8 @@ export interface RecordCredits {
   readonly used: bigint;
   /** What PostgreSQL holds when the app's row is kept; default: Redis's plus the top-up. */
   readonly postgres?: { readonly current: bigint; readonly used: bigint } | undefined;
+  /** The row is a merge (see OutcomeRow.merged); `before`/`withheld` for a merge done now. */
+  readonly merged?: { readonly before?: { readonly current: bigint; readonly used: bigint }; readonly withheld?: bigint } | undefined;
 }
 
 /** Counts and credit sums of classified records, kept in memory per (outcome, reason): a handful of groups. */
@@ -94,7 +116,10 @@ export class Tally {
   count = 0;
 
   add(outcome: string, reason: string | null, credits: RecordCredits): void {
-    const row = this.group(outcome, reason);
+    const row = this.group(outcome, reason, credits.merged !== undefined);
+    row.mergedPostgres += credits.merged?.before?.current ?? 0n;
+    row.mergedPostgresUsed += credits.merged?.before?.used ?? 0n;
+    row.withheld += credits.merged?.withheld ?? 0n;
     row.n++;
     row.source += credits.source;
     row.topup += credits.topup;
@@ -120,7 +145,10 @@ export class Tally {
 
   merge(other: Tally): void {
     for (const r of other.groups.values()) {
-      const row = this.group(r.outcome ?? '', r.reason);
+      const row = this.group(r.outcome ?? '', r.reason, r.merged);
+      row.mergedPostgres += r.mergedPostgres;
+      row.mergedPostgresUsed += r.mergedPostgresUsed;
+      row.withheld += r.withheld;
       row.n += r.n;
       row.source += r.source;
       row.topup += r.topup;
@@ -141,21 +169,27 @@ export class Tally {
       used: r.used.toString(),
       held: r.held.toString(),
       heldUsed: r.heldUsed.toString(),
+      mergedPostgres: r.mergedPostgres.toString(),
+      mergedPostgresUsed: r.mergedPostgresUsed.toString(),
+      withheld: r.withheld.toString(),
     }));
   }
 
   static fromJSON(json: unknown): Tally {
     const tally = new Tally();
     if (!Array.isArray(json)) return tally;
-    for (const r of json as Record<string, string | number | null>[]) {
-      const row = tally.group(String(r.outcome), r.reason === null ? null : String(r.reason));
+    for (const r of json as Record<string, string | number | boolean | null>[]) {
+      const row = tally.group(String(r.outcome), r.reason === null ? null : String(r.reason), r.merged === true);
+      row.mergedPostgres += BigInt(String(r.mergedPostgres ?? 0));
+      row.mergedPostgresUsed += BigInt(String(r.mergedPostgresUsed ?? 0));
+      row.withheld += BigInt(String(r.withheld ?? 0));
       row.n += Number(r.n);
-      row.source += BigInt(r.source ?? 0);
-      row.topup += BigInt(r.topup ?? 0);
-      row.used += BigInt(r.used ?? 0);
+      row.source += BigInt(String(r.source ?? 0));
+      row.topup += BigInt(String(r.topup ?? 0));
+      row.used += BigInt(String(r.used ?? 0));
       row.topped += Number(r.topped);
-      row.held += BigInt(r.held ?? 0);
-      row.heldUsed += BigInt(r.heldUsed ?? 0);
+      row.held += BigInt(String(r.held ?? 0));
+      row.heldUsed += BigInt(String(r.heldUsed ?? 0));
       tally.count += Number(r.n);
     }
     return tally;
@@ -171,11 +205,14 @@ export class Tally {
     return out;
   }
 
-  private group(outcome: string, reason: string | null): OutcomeRow {
-    const key = `${outcome}\u0000${reason ?? ''}`;
+  private group(outcome: string, reason: string | null, merged = false): OutcomeRow {
+    const key = `${outcome}\u0000${reason ?? ''}\u0000${merged}`;
     let row = this.groups.get(key);
     if (!row) {
-      row = { outcome, reason, valid: true, n: 0, source: 0n, topup: 0n, used: 0n, topped: 0, held: 0n, heldUsed: 0n };
+      row = {
+        outcome, reason, valid: true, n: 0, source: 0n, topup: 0n, used: 0n, topped: 0, held: 0n, heldUsed: 0n,
+        merged, mergedPostgres: 0n, mergedPostgresUsed: 0n, withheld: 0n,
+      };
       this.groups.set(key, row);
     }
     return row;
@@ -243,7 +280,10 @@ export async function summarise(db: Kysely<unknown>, stage: string, base: Report
     .map((r) => {
       const source = BigInt(r.source);
       const used = BigInt(r.used);
-      return { ...r, n: Number(r.n), source, topup: BigInt(r.topup), used, topped: Number(r.topped), held: source, heldUsed: used };
+      return {
+        ...r, n: Number(r.n), source, topup: BigInt(r.topup), used, topped: Number(r.topped), held: source, heldUsed: used,
+        merged: false, mergedPostgres: 0n, mergedPostgresUsed: 0n, withheld: 0n,
+      };
     });
   return build(base, [...held, ...tally.rows()], classifiable - tally.count);
 }
@@ -267,13 +307,15 @@ function build(base: ReportBase, rows: readonly OutcomeRow[], pending: number): 
   for (const r of rows) if (r.reason) reasons[r.reason] = (reasons[r.reason] ?? 0) + r.n;
 
   const byOutcome: Record<string, Credits> = {};
-  for (const outcome of [...MIGRATED, 'conflict']) {
+  for (const outcome of [...MIGRATED, 'merged', 'conflict']) {
     const of = (r: OutcomeRow) => r.outcome === outcome;
     byOutcome[outcome] = { current: money(total(of, (r) => r.held)), used: money(total(of, (r) => r.heldUsed)) };
   }
   const migrated = (r: OutcomeRow) => r.outcome !== null && MIGRATED.has(r.outcome);
   const written = (r: OutcomeRow) => r.outcome === 'inserted' || r.outcome === 'updated';
-  const kept = (r: OutcomeRow) => r.outcome === 'kept_app_change';
+  const kept = (r: OutcomeRow) => r.outcome === 'kept_app_change' && !r.merged;
+  const mergedRow = (r: OutcomeRow) => r.merged && r.outcome !== 'conflict';
+  const mergedNow = (r: OutcomeRow) => r.outcome === 'merged';
   const finished = new Date();
   const seconds = (finished.getTime() - base.started.getTime()) / 1000;
   const scanned = count(() => true) + pending;
@@ -295,7 +337,8 @@ function build(base: ReportBase, rows: readonly OutcomeRow[], pending: number): 
       inserted: count((r) => r.outcome === 'inserted'),
       updated: count((r) => r.outcome === 'updated'),
       unchanged: count((r) => r.outcome === 'unchanged'),
-      kept_app_changes: count(kept),
+      kept_app_changes: count((r) => r.outcome === 'kept_app_change'),
+      merged: count(mergedNow),
       conflicts: count((r) => r.outcome === 'conflict'),
       whitelist_topups: rows.filter(migrated).reduce((n, r) => n + r.topped, 0),
       scan_duplicates: base.scanDuplicates,
@@ -314,6 +357,18 @@ function build(base: ReportBase, rows: readonly OutcomeRow[], pending: number): 
       app_difference: {
         current: money(total(kept, (r) => r.held - r.source - r.topup)),
         used: money(total(kept, (r) => r.heldUsed - r.used)),
+      },
+      merges: {
+        redis: money(total(mergedNow, (r) => r.source + r.topup)),
+        postgres: money(total(mergedNow, (r) => r.mergedPostgres)),
+        bonus_withheld: money(total(mergedNow, (r) => r.withheld)),
+        result: money(total(mergedNow, (r) => r.held)),
+        used_redis: money(total(mergedNow, (r) => r.used)),
+        used_postgres: money(total(mergedNow, (r) => r.mergedPostgresUsed)),
+      },
+      merge_difference: {
+        current: money(total(mergedRow, (r) => r.held - r.source - r.topup)),
+        used: money(total(mergedRow, (r) => r.heldUsed - r.used)),
       },
       by_outcome: byOutcome,
       written: {

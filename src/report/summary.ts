@@ -24,6 +24,7 @@ export function formatSummary(report: MigrateReport): string {
     [would('updated'), c.updated],
     ['already in sync', c.unchanged],
     ['kept app changes', c.kept_app_changes],
+    [would('merged (early logins)'), c.merged],
     ['conflicts (held back)', c.conflicts],
     ['whitelist top-ups', c.whitelist_topups],
   ];
@@ -33,10 +34,12 @@ export function formatSummary(report: MigrateReport): string {
     ['credits read from Redis', cr.read.current],
     ['+ whitelist top-ups', cr.whitelist_topup],
     ['+ changed by the new app (kept)', cr.app_difference.current],
+    ['+ kept from new-app rows by merges', cr.merge_difference.current],
     [`= ${would('inserted')}`, b.inserted?.current ?? 0],
     [`+ ${would('updated')}`, b.updated?.current ?? 0],
     ['+ already in sync', b.unchanged?.current ?? 0],
     ['+ kept app changes', b.kept_app_change?.current ?? 0],
+    [`+ ${would('merged')}`, b.merged?.current ?? 0],
     ['+ held back (conflicts)', b.conflict?.current ?? 0],
   ];
   const width = Math.max(...[...lines, ...credits].map(([label]) => label.length));

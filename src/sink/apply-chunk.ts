@@ -2,6 +2,7 @@ import { sql, type Kysely, type RawBuilder } from 'kysely';
 import { canonicalJson, COLUMN_LIST, SET_FROM_STAGE } from '../db/canonical.js';
 import { triageKind } from '../stage/stage.js';
 import { pgCode } from '../errors.js';
+import type { UserRow } from '../map/user-row.js';
 
 const UNIQUE_VIOLATION = '23505';
 
@@ -218,4 +219,66 @@ export async function logResolutions(
     from unnest(${entries.map((e) => e.userId)}::text[], ${entries.map((e) => e.side)}::text[],
                 ${entries.map((e) => e.reason)}::text[], ${entries.map((e) => e.digest)}::text[])
       as v(user_id, side, reason, digest)`.execute(db);
+}
+
+/** One early login to merge: its stage seq, the merged row, and the version of the new-app row it saw. */
+export interface MergeWrite {
+  readonly seq: number;
+  readonly observed: string | null;
+  readonly row: UserRow;
+  readonly withheld: bigint;
+  /** The new-app row before the merge. */
+  readonly before: UserRow | null;
+}
+
+/**
+ * Merges Redis accounts into the new app's rows (see decide: mergeRows), each only while that row is still
+ * the version the decision saw, and, in the same statement, the ledger entry (the row now carries this Redis
+ * key) and the merge's bookkeeping row: a merge is whole or not at all, and never done twice (old_user_id is
+ * the merges table's key). Returns the seqs merged.
+ */
+export async function mergeInto(db: Kysely<unknown>, stage: string, merges: readonly MergeWrite[], runId: string): Promise<Set<number>> {
+  if (merges.length === 0) return new Set();
+  const rows = JSON.stringify(merges.map((m) => m.row));
+  const meta = JSON.stringify(
+    merges.map((m) => ({
+      seq: m.seq,
+      user_id: m.row.user_id,
+      observed: m.observed,
+      withheld: m.withheld.toString(),
+      pg_credits: m.before?.current_credits ?? '0',
+      pg_used: m.before?.total_credits_used ?? '0',
+    })),
+  );
+  const result = await sql<{ seq: string }>`
+    with p as (select * from jsonb_populate_recordset(null::public.users, ${rows}::jsonb)),
+    v as (
+      select * from jsonb_to_recordset(${meta}::jsonb)
+        as v(seq bigint, user_id text, observed text, withheld bigint, pg_credits bigint, pg_used bigint)
+    ),
+    upd as (
+      update public.users u set username = p.username, avatar = p.avatar, password_hash = p.password_hash,
+        current_credits = p.current_credits, total_credits_used = p.total_credits_used, signup_bonus_granted = true,
+        current_plan_id = p.current_plan_id, plan_renew_at = p.plan_renew_at, created_at = p.created_at, last_login = p.last_login
+      from p join v on v.user_id = p.user_id
+      where u.user_id = p.user_id and u.xmin = v.observed::xid
+      returning u.*, u.xmin as new_xmin, v.seq, v.withheld, v.pg_credits, v.pg_used
+    ),
+    led as (
+      insert into migrate_users.ledger (user_id, source_key, source_digest, row_xmin, run_id, base, postgres_owns, granted_credits, merged_from)
+      select upd.user_id, s.key, s.digest, upd.new_xmin, ${runId}, ${canonicalJson('upd')}, false, ${GRANTED}, s.user_id
+      from upd join ${sql.raw(stage)} s on s.seq = upd.seq
+      on conflict (user_id) do update set source_key = excluded.source_key, source_digest = excluded.source_digest,
+        row_xmin = excluded.row_xmin, run_id = excluded.run_id, written_at = now(), base = excluded.base,
+        postgres_owns = false, granted_credits = excluded.granted_credits, merged_from = excluded.merged_from
+    ),
+    mer as (
+      insert into migrate_users.merges (old_user_id, user_id, redis_key, redis_credits, redis_used, postgres_credits, postgres_used,
+        bonus_withheld, merged_credits, merged_used, run_id)
+      select s.user_id, upd.user_id, s.key, s.current_credits, s.total_credits_used, upd.pg_credits, upd.pg_used,
+        upd.withheld, upd.current_credits, upd.total_credits_used, ${runId}
+      from upd join ${sql.raw(stage)} s on s.seq = upd.seq
+    )
+    select seq::text from upd`.execute(db);
+  return new Set(result.rows.map((r) => Number(r.seq)));
 }

@@ -174,7 +174,8 @@ describe('faults', () => {
     expect(after.resumed_from).toMatch(/^run_/);
     expect(after.counts.conflicts).toBe(200);
     const lines = readFileSync(rejects, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { reason: string });
-    expect(lines.filter((l) => l.reason === 'email_taken')).toHaveLength(200);
+    // Rows the new app created at a first login: early logins, mergeable with reconcile --merge.
+    expect(lines.filter((l) => l.reason === 'early_login')).toHaveLength(200);
   });
 
   it('--restart ignores the checkpoint; a stale or deleted checkpoint only costs time', { timeout: 120_000 }, async () => {

@@ -164,7 +164,8 @@ describe('migrate', () => {
     await keys.putUser('second@example.com', user('usr_same'));
     await keys.putUser('taken@example.com', user('usr_redis'));
     await keys.putUser('fine@example.com', user('usr_fine'));
-    await db.query(`insert into users (user_id, email, current_credits, signup_bonus_granted) values ('usr_app', 'taken@example.com', 100, true)`);
+    // signup_bonus_granted false: not a new-app first login, so not an early login either.
+    await db.query(`insert into users (user_id, email, current_credits, signup_bonus_granted) values ('usr_app', 'taken@example.com', 100, false)`);
 
     const run = await migrate();
     expect(run.code).toBe(1);
@@ -265,10 +266,11 @@ describe('migrate', () => {
     for (const result of [dry, run]) {
       expect(result.code).toBe(1);
       expect(result.report?.counts).toMatchObject({ inserted: 1, conflicts: 1 });
-      expect(result.report?.reasons).toEqual({ email_taken: 1 });
+      // The app created that row at a first login (signup bonus granted, the tool never wrote it).
+      expect(result.report?.reasons).toEqual({ early_login: 1 });
       expect((result.report as unknown as { postgres_unnormalised_emails: number }).postgres_unnormalised_emails).toBe(1);
     }
-    expect(run.rejects).toEqual([expect.objectContaining({ user_id: 'usr_bob', reason: 'email_taken', detail: expect.stringContaining('app_bob') })]);
+    expect(run.rejects).toEqual([expect.objectContaining({ user_id: 'usr_bob', reason: 'early_login', detail: expect.stringContaining('app_bob') })]);
     expect(await db.query(`select user_id from users order by 1`)).toEqual([{ user_id: 'app_bob' }, { user_id: 'app_sam' }, { user_id: 'usr_am' }]);
     const verify = await runCli(['verify', '--match', keys.match], { DATABASE_URL: db.url, REDIS_URL: 'redis://127.0.0.1:6379' });
     expect(verify.code).toBe(1);
