@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { compareRows, publicRow } from '../../src/compare/compare-rows.js';
-import { decide, type Facts } from '../../src/core/decide.js';
+import { decide, mergeRows, type Facts } from '../../src/core/decide.js';
 import { verifyRecord } from '../../src/core/verify-record.js';
 import type { UserRow } from '../../src/map/user-row.js';
 
@@ -54,5 +54,63 @@ describe('compareRows', () => {
     expect(compareRows(row, { ...row, password_hash: 'other' })).toEqual([{ column: 'password_hash', expected: '(set)', actual: '(set)' }]);
     expect(compareRows(row, { ...row, password_hash: null })).toEqual([{ column: 'password_hash', expected: '(set)', actual: null }]);
     expect(publicRow(row).password_hash).toBe('(set)');
+  });
+});
+
+describe('decide: early logins and merges', () => {
+  const early: UserRow = {
+    ...row,
+    user_id: 'new_1',
+    email: 'A@example.com',
+    username: 'fresh',
+    password_hash: null,
+    current_credits: '350',
+    total_credits_used: '4',
+    created_at: '2026-11-01T00:00:00.000000Z',
+    last_login: '2026-11-20T00:00:00.000000Z',
+  };
+  const redis: UserRow = { ...row, username: 'old', current_credits: '5000', total_credits_used: '10', last_login: '2025-01-01T00:00:00.000000Z' };
+  const owned = (over: Partial<Facts> = {}) => facts({ expected: redis, emailOwner: 'new_1', owner: { row: early, written: false }, ...over });
+  const bonus = { bonus: 100n };
+
+  it.each<[string, Partial<Facts>, object]>([
+    ['an early login, no --merge: its own reason, pointing to the merge', {}, { action: 'conflict', reason: 'early_login' }],
+    ['the tool wrote that row: not mergeable', { owner: { row: early, written: true } }, { action: 'conflict', reason: 'email_taken', detail: expect.stringContaining('the tool wrote that row') }],
+    ['no signup bonus on that row: not mergeable', { owner: { row: { ...early, signup_bonus_granted: false }, written: false } }, { action: 'conflict', reason: 'email_taken', detail: expect.stringContaining('signup_bonus_granted = false') }],
+    ['a row with the Redis user_id exists too', { actual: row }, { action: 'conflict', reason: 'email_taken', detail: expect.stringContaining('Redis user_id exists too') }],
+  ])('%s', (_name, over, expected) => {
+    expect(decide(owned(over))).toMatchObject(expected);
+  });
+
+  it('merges into the new-app row: its user_id, Redis credits plus what it holds beyond the bonus, used summed', () => {
+    const decision = decide(owned(), bonus);
+    expect(decision).toMatchObject({ action: 'merge', into: 'new_1', withheld: 100n });
+    if (decision.action !== 'merge') throw new Error('merge expected');
+    expect(decision.row).toEqual({
+      ...redis,
+      user_id: 'new_1',
+      email: 'A@example.com',
+      username: 'fresh',
+      password_hash: 'hash',
+      current_credits: '5250',
+      total_credits_used: '14',
+      created_at: '2024-01-01T00:00:00.000000Z',
+      last_login: '2026-11-20T00:00:00.000000Z',
+    });
+  });
+
+  it('never leaves the user below the Redis balance when the bonus was partly spent', () => {
+    const spent = mergeRows(redis, { ...early, current_credits: '40' }, 100n);
+    expect(spent.row.current_credits).toBe('5000');
+    expect(spent.withheld).toBe(40n);
+  });
+
+  it.each<[string, Partial<Facts>, object]>([
+    ['merged, nothing changed since', { ledger: { digest: 'd1', untouched: true } }, { action: 'unchanged', adopt: false }],
+    ['merged, the app changed the row since', { ledger: { digest: 'd1', untouched: false } }, { action: 'kept_app_change' }],
+    ['merged, Redis changed since: never applied over the merge', { ledger: { digest: 'd0', untouched: true } }, { action: 'conflict', reason: 'changed_after_merge' }],
+    ['merged, the row deleted since', { actual: null, ledger: { digest: 'd1', untouched: false } }, { action: 'conflict', reason: 'deleted_in_postgres' }],
+  ])('%s', (_name, over, expected) => {
+    expect(decide(facts({ expected: redis, actual: early, merged: { userId: 'new_1' }, emailOwner: 'new_1', ...over }), bonus)).toMatchObject(expected);
   });
 });
