@@ -188,7 +188,7 @@ describe('migrate', () => {
     await adminQuery(`create role ${role} login`);
     try {
       await db.query(`grant usage on schema migrate_users to ${role}`);
-      await db.query(`grant select on public.users, migrate_users.ledger to ${role}`);
+      await db.query(`grant select on public.users, migrate_users.ledger, migrate_users.merges to ${role}`);
       const url = new URL(db.url);
       url.username = role;
       const dry = await migrate(['--dry-run'], { DATABASE_URL: url.toString() });

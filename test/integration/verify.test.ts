@@ -174,7 +174,7 @@ describe('verify', () => {
     const acl = uniqueName('mu_verify_reader');
     await adminQuery(`create role ${role} login`);
     await db.query(`grant usage on schema migrate_users to ${role}`);
-    await db.query(`grant select on public.users, migrate_users.ledger to ${role}`);
+    await db.query(`grant select on public.users, migrate_users.ledger, migrate_users.merges to ${role}`);
     await keys.redis.call('ACL', 'SETUSER', acl, 'on', '>pw', 'resetkeys', `~${keys.prefix}user:email:*`, '-@all', '+@read', '+@connection', '+info', '+client');
     try {
       const url = new URL(db.url);
