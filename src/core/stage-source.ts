@@ -1,4 +1,6 @@
 import type pg from 'pg';
+import { UsageError } from '../errors.js';
+import type { SourceInfo } from '../report/report.js';
 import type { Session } from '../db/database.js';
 import { assertWritable, columnLimits, readTarget } from '../db/target.js';
 import type { Logger } from '../log.js';
@@ -46,6 +48,14 @@ export async function boundByTarget<T extends ReadOptions>(pool: Pick<pg.Pool, '
   const target = await readTarget(pool);
   assertWritable(target);
   return { ...options, mapContext: { ...options.mapContext, limits: columnLimits(target) } };
+}
+
+export function emptySource(options: ReadOptions & { source?: SourceInfo | undefined }): UsageError {
+  const where = options.source ? ` in ${options.source.url}` : '';
+  return new UsageError(
+    `no key${where} matches --match "${options.match}": nothing to migrate or check. ` +
+      'Check --match and the Redis URL (a typo, another server, another database number); --allow-empty if the source is meant to be empty',
+  );
 }
 
 /**

@@ -9,8 +9,7 @@ import { money, type SourceInfo } from '../report/report.js';
 import type { RedisReadable } from '../source/redis-reader.js';
 import { createStage, finishStage, STAGE_TABLE } from '../stage/stage.js';
 import { heldBackRecords, loadFacts, prepareFacts, triage, triagedTotals, type TriageKind } from './facts.js';
-import { emptySource } from './migrate.js';
-import { boundByTarget, sampleKeys, stageSource, type Progress, type ReadOptions } from './stage-source.js';
+import { boundByTarget, emptySource, sampleKeys, stageSource, type Progress, type ReadOptions } from './stage-source.js';
 import { mergedCredits, verifyRecord, type Difference } from './verify-record.js';
 
 export interface VerifyOptions extends ReadOptions {

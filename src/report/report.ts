@@ -125,7 +125,8 @@ export class Tally {
     row.topup += credits.topup;
     row.used += credits.used;
     if (credits.topup > 0n) row.topped++;
-    row.held += credits.postgres?.current ?? credits.source + credits.topup;
+    // A conflict holds back what Redis has (the top-up is granted only with a row).
+    row.held += credits.postgres?.current ?? credits.source + (outcome === 'conflict' ? 0n : credits.topup);
     row.heldUsed += credits.postgres?.used ?? credits.used;
     this.count++;
   }
@@ -293,8 +294,9 @@ export function creditsClose(report: MigrateReport): boolean {
   const c = report.credits;
   const sum = (pick: (x: Credits) => number | string) => Object.values(c.by_outcome).reduce((n, x) => n + BigInt(pick(x)), 0n);
   return (
-    BigInt(c.read.current) + BigInt(c.whitelist_topup) + BigInt(c.app_difference.current) === sum((x) => x.current) &&
-    BigInt(c.read.used) + BigInt(c.app_difference.used) === sum((x) => x.used)
+    BigInt(c.read.current) + BigInt(c.whitelist_topup) + BigInt(c.app_difference.current) + BigInt(c.merge_difference.current) ===
+      sum((x) => x.current) &&
+    BigInt(c.read.used) + BigInt(c.app_difference.used) + BigInt(c.merge_difference.used) === sum((x) => x.used)
   );
 }
 
@@ -307,7 +309,7 @@ function build(base: ReportBase, rows: readonly OutcomeRow[], pending: number): 
   for (const r of rows) if (r.reason) reasons[r.reason] = (reasons[r.reason] ?? 0) + r.n;
 
   const byOutcome: Record<string, Credits> = {};
-  for (const outcome of [...MIGRATED, 'merged', 'conflict']) {
+  for (const outcome of [...MIGRATED, 'conflict']) {
     const of = (r: OutcomeRow) => r.outcome === outcome;
     byOutcome[outcome] = { current: money(total(of, (r) => r.held)), used: money(total(of, (r) => r.heldUsed)) };
   }

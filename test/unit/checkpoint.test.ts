@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Checkpoint } from '../../src/core/migrate.js';
+import { Checkpoint } from '../../src/core/classify.js';
 import { Tally } from '../../src/report/report.js';
 
 function decided(outcome: string, n: number): Tally {
