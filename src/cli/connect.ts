@@ -4,6 +4,9 @@ import { UnfinishedError, UsageError, describe, tlsFailure } from '../errors.js'
 import type { Logger } from '../log.js';
 import { redactUrl } from '../redact.js';
 import type { SourceInfo } from '../report/report.js';
+import type pg from 'pg';
+import { withPool } from '../db/database.js';
+import { assertWritable, readTarget } from '../db/target.js';
 
 export interface RedisTarget {
   readonly redisUrl: string;
@@ -59,6 +62,22 @@ export async function withRedis<T>(target: RedisTarget, log: Logger, fn: (redis:
   } finally {
     await client.quit().catch(() => client.disconnect());
   }
+}
+
+/**
+ * PostgreSQL first, and the table checked (exit 2 naming the column when the tool cannot write it), then
+ * Redis: a table problem is reported as such, before anything is read, whatever Redis's state.
+ */
+export async function withServers<T>(
+  conn: RedisTarget & { readonly databaseUrl: string; readonly databaseSsl: false | ConnectionOptions },
+  log: Logger,
+  maxConnections: number,
+  fn: (redis: Redis | Cluster, pool: pg.Pool) => Promise<T>,
+): Promise<T> {
+  return withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: maxConnections, log }, async (pool) => {
+    assertWritable(await readTarget(pool));
+    return withRedis(conn, log, (redis) => fn(redis, pool));
+  });
 }
 
 /**

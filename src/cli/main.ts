@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { EXIT, UnfinishedError, UsageError, describe, isConnectionFailure, pgCode, tlsFailure } from '../errors.js';
 import { Scrubber } from '../redact.js';
@@ -44,6 +45,10 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     .configureOutput({ writeErr: (text) => process.stderr.write(text) })
     .showSuggestionAfterError();
   addMigrateOptions(program).action(run(runMigrate));
+  program.version(packageVersion(), '--version', 'print the version and exit');
+  addMigrateOptions(program.command('migrate').description('the migration (the default command): same flags as without a command'))
+    .exitOverride()
+    .action(run(runMigrate));
 
   const schema = program.command('schema').description('manage the PostgreSQL tables').exitOverride();
   addConnectionOptions(schema.command('apply').description('create users and the bookkeeping tables (idempotent)'))
@@ -70,6 +75,14 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     return report(error, ctx);
   } finally {
     interrupt.dispose();
+  }
+}
+
+function packageVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
   }
 }
 

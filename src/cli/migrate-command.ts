@@ -1,13 +1,12 @@
 import { writeFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
-import { withPool } from '../db/database.js';
 import { EXIT } from '../errors.js';
 import { migrate, RunFailedError } from '../core/migrate.js';
 import type { MigrateReport } from '../report/report.js';
 import { NdjsonFile } from '../report/ndjson-file.js';
 import { formatSummary } from '../report/summary.js';
 import { DEFAULTS, Problems } from './config.js';
-import { sourceInfo, withRedis } from './connect.js';
+import { sourceInfo, withServers } from './connect.js';
 import { addConnectionOptions, setup, type CliContext, type ConnectionFlags } from './context.js';
 import { createProgress } from './progress.js';
 import { addReadOptions, readOptions, type ReadFlags } from './read-options.js';
@@ -57,11 +56,9 @@ export async function runMigrate(flags: MigrateFlags, ctx: CliContext): Promise<
     reported = true;
   };
   try {
-    const report = await withRedis(conn, log, (redis) =>
-      // The session, the write lock's connection, one per extra write lane, and one to record a failure.
-      withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: 2 + options.writeConcurrency, log }, (pool) =>
-        migrate({ ...options, source: sourceInfo(conn, redis) }, { redis, pool, log, rejects, progress: createProgress(flags.progress), signal: ctx.signal }),
-      ),
+    // The session, the write lock's connection, one per extra write lane, and one to record a failure.
+    const report = await withServers(conn, log, 2 + options.writeConcurrency, (redis, pool) =>
+      migrate({ ...options, source: sourceInfo(conn, redis) }, { redis, pool, log, rejects, progress: createProgress(flags.progress), signal: ctx.signal }),
     );
     await writeReport(report);
     ctx.out(formatSummary(report));

@@ -1,7 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
-import { withPool } from '../db/database.js';
 import { EXIT } from '../errors.js';
 import { reconcile, type ReconcileClass, type ReconcileEntry } from '../core/reconcile.js';
 import type { Take } from '../core/process-chunk.js';
@@ -10,7 +9,7 @@ import { CONFLICT_CSV_HEADER, conflictCsvLines, formatReconcileText } from '../r
 import { csvRow } from '../report/csv.js';
 import { TextFile } from '../report/text-file.js';
 import { Problems } from './config.js';
-import { sourceInfo, withRedis } from './connect.js';
+import { sourceInfo, withServers } from './connect.js';
 import { addConnectionOptions, setup, type CliContext, type ConnectionFlags } from './context.js';
 import { createProgress } from './progress.js';
 import { addReadOptions, readOptions, type ReadFlags } from './read-options.js';
@@ -76,12 +75,10 @@ export async function runReconcile(flags: ReconcileFlags, ctx: CliContext): Prom
         await conflicts.write(format === 'csv' ? conflictCsvLines(entry) : `${JSON.stringify(entry)}\n`);
       }
     };
-    const report = await withRedis(conn, log, (redis) =>
-      withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: 3, log }, (pool) =>
-        reconcile(
-          { ...read, dryRun: !flags.apply, apply: flags.apply === true, take, merge, source: sourceInfo(conn, redis) },
-          { redis, pool, log, rejects, onEntry, progress: createProgress(flags.progress), signal: ctx.signal },
-        ),
+    const report = await withServers(conn, log, 3, (redis, pool) =>
+      reconcile(
+        { ...read, dryRun: !flags.apply, apply: flags.apply === true, take, merge, source: sourceInfo(conn, redis) },
+        { redis, pool, log, rejects, onEntry, progress: createProgress(flags.progress), signal: ctx.signal },
       ),
     );
     if (flags.report) await writeFile(flags.report, `${JSON.stringify(report, null, 2)}\n`, { mode: 0o600 });

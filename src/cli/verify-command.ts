@@ -1,12 +1,11 @@
 import { writeFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
-import { withPool } from '../db/database.js';
 import { EXIT } from '../errors.js';
 import { verify } from '../core/verify.js';
 import { JsonObjectStream } from '../report/json-stream.js';
 import { formatVerifyJunit, formatVerifyMarkdown, formatVerifyText } from '../report/verify-output.js';
 import { Problems } from './config.js';
-import { sourceInfo, withRedis } from './connect.js';
+import { sourceInfo, withServers } from './connect.js';
 import { addConnectionOptions, setup, type CliContext, type ConnectionFlags } from './context.js';
 import { createProgress } from './progress.js';
 import { addReadOptions, readOptions, type ReadFlags } from './read-options.js';
@@ -52,12 +51,10 @@ export async function runVerify(flags: VerifyFlags, ctx: CliContext): Promise<nu
   const report = flags.report ? await JsonObjectStream.open(flags.report) : undefined;
   try {
     await report?.beginArray('differences');
-    const result = await withRedis(conn, log, (redis) =>
-      withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: 2, log }, (pool) =>
-        verify(
-          { ...read, strict: flags.strict === true, sample, show, source: sourceInfo(conn, redis) },
-          { redis, pool, log, progress: createProgress(flags.progress), signal: ctx.signal, onDifference: report ? (d) => report.item(d) : undefined },
-        ),
+    const result = await withServers(conn, log, 2, (redis, pool) =>
+      verify(
+        { ...read, strict: flags.strict === true, sample, show, source: sourceInfo(conn, redis) },
+        { redis, pool, log, progress: createProgress(flags.progress), signal: ctx.signal, onDifference: report ? (d) => report.item(d) : undefined },
       ),
     );
     if (report) for (const [key, value] of Object.entries(result.report)) await report.field(key, value);

@@ -68,7 +68,13 @@ export function decide(facts: Facts, merge?: MergePolicy): Decision {
     return { action: 'unchanged', adopt: !ledger || ledger.digest !== facts.digest || !ledger.untouched };
   }
   if (!ledger) return conflict('row_not_written_by_tool', 'a different row with this user_id exists that the tool did not write', diffs);
-  if (ledger.untouched) return { action: 'update', diffs };
+  if (ledger.untouched) {
+    // The row is as the tool left it, written from this very Redis record: a difference is the table's own
+    // doing (a trigger or default rewrote a value on write), and writing again would change nothing. Only a
+    // whitelist top-up granted since (more credits than the row holds) is still to be written.
+    if (ledger.digest === facts.digest && !diffs.some(isTopUp)) return { action: 'unchanged', adopt: false };
+    return { action: 'update', diffs };
+  }
   if (ledger.digest === facts.digest) return { action: 'kept_app_change', diffs };
   return conflict('changed_in_both', 'Redis changed and the app changed the row since the tool wrote it', diffs);
 }
@@ -130,6 +136,10 @@ export function mergeRows(redis: UserRow, postgres: UserRow, bonus: bigint): { r
       last_login: later(redis.last_login, postgres.last_login),
     },
   };
+}
+
+function isTopUp(diff: ColumnDiff): boolean {
+  return diff.column === 'current_credits' && BigInt(String(diff.expected)) > BigInt(String(diff.actual));
 }
 
 function conflict(reason: ConflictReason, detail: string, diffs: readonly ColumnDiff[] = []): Decision {

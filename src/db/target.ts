@@ -32,6 +32,8 @@ export interface Target {
 export interface ColumnLimits {
   /** Characters, for text columns with a length limit. */
   readonly length: Readonly<Partial<Record<UserColumn, number>>>;
+  /** Columns the tool may leave null that the table declares NOT NULL. */
+  readonly required?: readonly UserColumn[];
   /** For credit columns narrower than the tool's own bound. */
   readonly max: Readonly<Partial<Record<UserColumn, bigint>>>;
 }
@@ -112,7 +114,8 @@ function assess(columns: ReadonlyMap<string, TargetColumn>, uniques: Target['uni
       continue;
     }
     if (!typeFits(need.kind, column.type)) problems.push(`column ${name} is ${column.type}, which cannot hold ${need.what}`);
-    if (column.notNull && NULLABLE.has(name)) notes.push(`column ${name} is NOT NULL: records without a ${name} will be refused by PostgreSQL`);
+    if (column.notNull && NULLABLE.has(name)) notes.push(`column ${name} is NOT NULL: records without a ${name} are rejected (value_missing)`);
+    if (!column.notNull && need.kind === 'integer') notes.push(`column ${name} is nullable: a NULL the app writes there is counted as 0`);
     if (column.maxLength !== null && column.maxLength < 254 && (name === 'email' || name === 'user_id')) {
       notes.push(`column ${name} is ${column.type}: longer values are rejected (value_too_long)`);
     }
@@ -146,15 +149,17 @@ function typeFits(kind: 'text' | 'integer' | 'boolean' | 'timestamp', type: stri
 export function columnLimits(target: Target): ColumnLimits {
   const length: Partial<Record<UserColumn, number>> = {};
   const max: Partial<Record<UserColumn, bigint>> = {};
+  const required: UserColumn[] = [];
   for (const name of USER_COLUMNS) {
     const column = target.columns.get(name);
     if (!column) continue;
+    if (column.notNull && NULLABLE.has(name)) required.push(name);
     if (column.maxLength !== null) length[name] = column.maxLength;
     const numeric = /^numeric\((\d+)(?:,0)?\)$/.exec(column.type);
     const bound = INTEGER_MAX[column.type] ?? (numeric ? 10n ** BigInt(numeric[1] ?? '0') - 1n : undefined);
     if (bound !== undefined && bound < 2_147_483_647n) max[name] = bound;
   }
-  return { length, max };
+  return { length, max, required };
 }
 
 /** Stops every command at once (exit 2) when the table cannot hold what the tool writes. */

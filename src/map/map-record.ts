@@ -86,6 +86,9 @@ export function mapRecord(keyEmail: string, value: string, ctx: MapContext): Map
 
 /** The row as written must fit the target's columns: varchar(n) counts characters (code points). */
 function checkLimits(row: UserRow, limits: ColumnLimits): void {
+  for (const column of limits.required ?? []) {
+    if (row[column] === null) throw new Reject('value_missing', `${column} is missing, and the column is NOT NULL`);
+  }
   for (const [column, limit] of Object.entries(limits.length) as [UserColumn, number][]) {
     const value = row[column];
     if (typeof value !== 'string' || value.length <= limit) continue;

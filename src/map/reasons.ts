@@ -22,6 +22,7 @@ export const REJECT_REASONS = [
   'timestamp_out_of_range',
   'value_too_long',
   'value_out_of_range',
+  'value_missing',
 ] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 

@@ -33,6 +33,10 @@ describe('decide (migrate)', () => {
     ['app changed, Redis did not: keep', { actual: changed, ledger: { digest: 'd1', untouched: false } }, { action: 'kept_app_change' }],
     ['both changed: conflict', { actual: changed, ledger: { digest: 'd0', untouched: false } }, { action: 'conflict', reason: 'changed_in_both' }],
     ['row the tool never wrote differs', { actual: changed }, { action: 'conflict', reason: 'row_not_written_by_tool' }],
+    // A trigger or default of the table rewrote a value when the tool wrote the row: writing again changes nothing.
+    ['same record, row as the tool left it, a value the table rewrote', { actual: { ...row, created_at: null }, ledger: { digest: 'd1', untouched: true } }, { action: 'unchanged', adopt: false }],
+    ['same record, newly whitelisted: the top-up is written', { expected: { ...row, current_credits: '100000' }, actual: row, ledger: { digest: 'd1', untouched: true } }, { action: 'update' }],
+    ['same record, removed from the whitelist: the top-up stays', { expected: { ...row, current_credits: '3' }, actual: row, ledger: { digest: 'd1', untouched: true } }, { action: 'unchanged', adopt: false }],
   ])('%s', (_name, over, expected) => {
     expect(decide(facts(over))).toMatchObject(expected);
   });

@@ -188,6 +188,16 @@ describe('mapRecord: the target columns\' limits', () => {
     });
   });
 
+  it('rejects a missing value for a column the table declares NOT NULL', () => {
+    const strict: MapContext = { ...ctx, limits: { length: {}, max: {}, required: ['username'] } };
+    expect(mapRecord('a@example.com', JSON.stringify(base), strict)).toMatchObject({
+      ok: false,
+      reason: 'value_missing',
+      detail: 'username is missing, and the column is NOT NULL',
+    });
+    expect(mapRecord('a@example.com', JSON.stringify({ ...base, username: 'x' }), strict)).toMatchObject({ ok: true });
+  });
+
   it('without limits (the shipped table) the same values pass', () => {
     expect(map({ ...base, username: 'abcdef', current_credits: 32_768 })).toMatchObject({ ok: true });
   });
