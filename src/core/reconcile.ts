@@ -88,12 +88,17 @@ export async function reconcile(options: MigrateOptions & { apply: boolean }, io
     if (entry.class !== 'in_sync') await io.onEntry?.(entry);
   };
 
+  const earlyLoginRows = new Set<string>();
   const report = await migrate(
     // Never resumes: the per-class accounting needs every user classified in this run.
     { ...options, dryRun: !options.apply, command: 'reconcile', restart: true },
     {
       ...io,
       onClassified: async (classified) => {
+        // The new-app row of an early login is that user's row: listed with them, not as a signup of its own.
+        if (classified.fact.owner && (classified.outcome === 'merged' || classified.reason === 'early_login')) {
+          earlyLoginRows.add(classified.fact.owner.row.user_id);
+        }
         const entry = toEntry(classified, options.apply);
         // An early login's PostgreSQL side is the new-app row holding its email.
         const postgres = classified.fact.actual ?? (entry.class === 'early_login' ? classified.fact.owner?.row : null);
@@ -103,6 +108,7 @@ export async function reconcile(options: MigrateOptions & { apply: boolean }, io
       withStage: async (db, stage, runId) => {
         const take = options.apply ? options.take : undefined;
         for await (const row of rowsMissingFromRedis(db, stage)) {
+          if (earlyLoginRows.has(row.entry.user_id ?? '')) continue;
           count(row.class, 0n, row.credits);
           await emit(await settleDeletedInRedis(db, row.entry, take, runId));
         }

@@ -121,6 +121,7 @@ export async function verify(given: VerifyOptions, io: VerifyIo): Promise<{ repo
       const counts = { match: 0, mismatch: 0, missing: 0, not_migratable: 0 };
       const sums = { expected: new Sums(), matching: new Sums(), held: new Sums(), merged: new Sums() };
       const reasons: Record<string, number> = {};
+      const earlyLoginRows = new Set<string>();
       io.progress?.phase('comparing', await pendingCount(session.db));
       // Rows triage found identical to their record match: counted and summed in one pass, not compared
       // again here. Only the ranges holding any other record are compared, record by record.
@@ -155,7 +156,9 @@ export async function verify(given: VerifyOptions, io: VerifyIo): Promise<{ repo
             }
             if (fact.actual) sums.matching.add(fact.actual.current_credits, fact.actual.total_credits_used);
           }
-          const where = { key: fact.key, user_id: fact.expected.user_id, email: fact.expected.email };
+          // A merged user's row has the new app's user_id.
+          const where = { key: fact.key, user_id: fact.actual?.user_id ?? fact.expected.user_id, email: fact.expected.email };
+          if (result.status === 'not_migratable' && result.reason === 'early_login' && fact.emailOwner) earlyLoginRows.add(fact.emailOwner);
           if (result.status === 'mismatch') {
             for (const d of result.diffs) await emit({ kind: 'mismatch', ...where, ...d });
           } else if (result.status === 'missing') {
@@ -186,6 +189,8 @@ export async function verify(given: VerifyOptions, io: VerifyIo): Promise<{ repo
         only = new Sums();
         deleted = new Sums();
         for await (const row of rowsOnlyInPostgres(session.db)) {
+          // The new-app row of an early login is counted with that user (not migratable until merged).
+          if (earlyLoginRows.has(row.user_id)) continue;
           const where = { key: row.source_key, user_id: row.user_id, email: row.email, column: null };
           if (row.source_key !== null && !row.postgres_owns) {
             // The ledger says the tool wrote this row from a key the source no longer has.
