@@ -3,8 +3,9 @@
 create schema if not exists migrate_users;
 
 -- One row per user the tool wrote (or found already identical): which Redis key it came from, a
--- digest of the row it wrote, and the row's updated_at right after the write. A later run compares
--- users.updated_at with row_updated_at to know whether the app has touched the row since.
+-- digest of the Redis record it wrote from, and the row's version right after the write (row_xmin, added
+-- below; row_updated_at is what earlier versions compared). A later run compares the row's xmin with
+-- row_xmin to know whether the app has touched the row since.
 create table if not exists migrate_users.ledger (
   user_id        text primary key,
   source_key     text not null,

@@ -27,7 +27,7 @@ export interface UserRow {
 
 export type UserColumn = keyof UserRow;
 
-/** Every column the migration owns, in table order. `updated_at` belongs to the trigger. */
+/** Every column the migration owns, in table order. `updated_at` and any other column belong to the app. */
 export const USER_COLUMNS: readonly UserColumn[] = [
   'user_id',
   'email',
