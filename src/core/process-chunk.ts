@@ -231,7 +231,7 @@ async function decideAndWrite(db: Kysely<unknown>, options: ChunkOptions, facts:
       .map((p) => ({ seq: p.fact.seq, observed: p.fact.observedVersion }));
   const seqs = (...kinds: Plan[]) => planned.filter((p) => kinds.includes(p.plan)).map((p) => p.fact.seq);
 
-  let written = new Set(seqs('insert', 'update', 'force_insert', 'force_update', 'keep_postgres', 'merge'));
+  let written = new Set(seqs('insert', 'update', 'force_insert', 'force_update', 'keep_postgres', 'merge', 'adopt'));
   if (!options.dryRun) {
     const { runId, stage } = options;
     const resolutions = planned
@@ -262,7 +262,7 @@ async function decideAndWrite(db: Kysely<unknown>, options: ChunkOptions, facts:
     if (updates.length > 0) steps.push(async (d) => collect(await updateRows(d, stage, updates, runId, 'ledger')));
     if (forced.length > 0) steps.push(async (d) => collect(await updateRows(d, stage, forced, runId, 'observed')));
     if (kept.length > 0) steps.push(async (d) => collect((await keepPostgres(d, stage, kept, runId), kept)));
-    if (adopts.length > 0) steps.push((d) => adoptRows(d, stage, adopts, runId));
+    if (adopts.length > 0) steps.push(async (d) => collect(await adoptRows(d, stage, adopts, runId)));
     if (merges.length > 0) steps.push(async (d) => collect(await mergeInto(d, stage, merges, runId)));
     // Logged in the same transaction as the writes it describes, and only for what was written.
     if (resolutions.length > 0) steps.push((d) => logResolutions(d, resolutions.filter((r) => done.has(r.seq)), runId));
@@ -285,6 +285,15 @@ async function decideAndWrite(db: Kysely<unknown>, options: ChunkOptions, facts:
       };
     }
     if (p === 'keep_postgres') return { fact, outcome: 'kept_app_change', reason: null, detail: null, diffs, resolvedBy: 'postgres' };
+    if (p === 'adopt' && !written.has(fact.seq)) {
+      return {
+        fact,
+        outcome: 'conflict',
+        reason: 'changed_during_run',
+        detail: 'the app changed this row while the tool was recording it as identical; left as the app wrote it',
+        diffs,
+      };
+    }
     if (decision.action === 'merge') {
       const merge = { into: decision.into, row: decision.row, withheld: decision.withheld };
       if (written.has(fact.seq)) return { fact, outcome: 'merged', reason: null, detail: `merged into ${decision.into}`, diffs: decision.diffs, merge };

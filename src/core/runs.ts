@@ -113,9 +113,20 @@ export async function recordRunEnd(session: Session, runId: string, status: stri
 }
 
 
+/**
+ * On a fresh connection of the pool, tried a few times: when the server ended the run's sessions, the pool
+ * may still hand out an idle connection that died with them before it learns so.
+ */
 export async function recordRunFailed(pool: pg.Pool, runId: string, counts: object, checkpoint: SavedCheckpoint): Promise<void> {
-  await pool.query(
-    `update migrate_users.runs set finished_at = now(), status = 'failed', counts = $2::jsonb, last_seq = $3, job_tally = $4::jsonb where run_id = $1`,
-    [runId, JSON.stringify(counts), checkpoint.lastSeq, JSON.stringify(checkpoint.committed)],
-  );
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await pool.query(
+        `update migrate_users.runs set finished_at = now(), status = 'failed', counts = $2::jsonb, last_seq = $3, job_tally = $4::jsonb where run_id = $1`,
+        [runId, JSON.stringify(counts), checkpoint.lastSeq, JSON.stringify(checkpoint.committed)],
+      );
+      return;
+    } catch (error) {
+      if (attempt >= 3) throw error;
+    }
+  }
 }

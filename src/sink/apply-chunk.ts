@@ -181,14 +181,19 @@ export async function updateRows(
  * Records in the ledger rows found already identical to Redis, so later runs can tell app changes apart;
  * only while the row is still as observed (else the app's version would be taken for the tool's).
  */
-export async function adoptRows(db: Kysely<unknown>, stage: string, rows: readonly WriteRow[], runId: string): Promise<void> {
-  if (rows.length === 0) return;
-  await sql`
-    with s as (${staged(stage, rows)})
-    insert into migrate_users.ledger ${LEDGER_COLUMNS}
-    select u.user_id, s.key, s.digest, u.xmin, ${runId}, s.base, false, ${GRANTED}
-    from s join public.users u on u.user_id = s.user_id and u.xmin = s.observed::xid
-    ${LEDGER_UPSERT}`.execute(db);
+export async function adoptRows(db: Kysely<unknown>, stage: string, rows: readonly WriteRow[], runId: string): Promise<Set<number>> {
+  if (rows.length === 0) return new Set();
+  const result = await sql<{ seq: string }>`
+    with s as (${staged(stage, rows)}),
+    adopted as (
+      insert into migrate_users.ledger ${LEDGER_COLUMNS}
+      select u.user_id, s.key, s.digest, u.xmin, ${runId}, s.base, false, ${GRANTED}
+      from s join public.users u on u.user_id = s.user_id and u.xmin = s.observed::xid
+      ${LEDGER_UPSERT}
+      returning user_id
+    )
+    select s.seq::text from s join adopted a on a.user_id = s.user_id`.execute(db);
+  return new Set(result.rows.map((r) => Number(r.seq)));
 }
 
 /**
