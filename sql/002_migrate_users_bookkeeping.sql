@@ -91,3 +91,9 @@ create table if not exists migrate_users.merges (
 );
 create index if not exists merges_user_id on migrate_users.merges (user_id);
 alter table migrate_users.ledger add column if not exists merged_from text;
+
+-- The money columns as the tool's write left them. A row counts as untouched since the tool wrote it only
+-- when its xmin AND these still match: xids are reused (after wraparound, or in a cluster restored from a
+-- dump), and a reused xid must never let a catch-up overwrite a balance the app changed.
+alter table migrate_users.ledger add column if not exists row_credits bigint;
+alter table migrate_users.ledger add column if not exists row_used bigint;

@@ -82,14 +82,19 @@ export async function withServers<T>(
 
 /**
  * The source as reports name it and as a resume must match it: scheme, user, host, port and database
- * number, never the password; a cluster by the node the URL names.
+ * number, never the password; and the server's own identity (INFO's run_id), so another server reached at
+ * the same address (a tunnel, a port-forward) is never taken for the one a stage was read from. A server
+ * that may not run INFO is named by its address only; a cluster by the node the URL names.
  */
-export function sourceInfo(target: RedisTarget, redis: Redis | Cluster): SourceInfo {
+export async function sourceInfo(target: RedisTarget, redis: Redis | Cluster): Promise<SourceInfo> {
   const parsed = new URL(target.redisUrl);
   const db = Number(parsed.pathname.replace(/^\//, '') || '0');
   const user = parsed.username ? `${decodeURIComponent(parsed.username)}@` : '';
   const url = `${parsed.protocol}//${user}${parsed.hostname}:${parsed.port || '6379'}/${Number.isFinite(db) ? db : 0}`;
-  return { kind: redis instanceof Cluster ? 'redis-cluster' : 'redis', url };
+  if (redis instanceof Cluster) return { kind: 'redis-cluster', url };
+  const info = await redis.info('server').catch(() => '');
+  const server = /^run_id:(\w+)/m.exec(info)?.[1];
+  return server ? { kind: 'redis', url, server } : { kind: 'redis', url };
 }
 
 /** INFO tells; a read-only ACL user may not be allowed INFO, and is then taken to mean one server. */

@@ -57,8 +57,8 @@ export async function runMigrate(flags: MigrateFlags, ctx: CliContext): Promise<
   };
   try {
     // The session, the write lock's connection, one per extra write lane, and one to record a failure.
-    const report = await withServers(conn, log, 2 + options.writeConcurrency, (redis, pool) =>
-      migrate({ ...options, source: sourceInfo(conn, redis) }, { redis, pool, log, rejects, progress: createProgress(flags.progress), signal: ctx.signal }),
+    const report = await withServers(conn, log, 2 + options.writeConcurrency, async (redis, pool) =>
+      migrate({ ...options, source: await sourceInfo(conn, redis) }, { redis, pool, log, rejects, progress: createProgress(flags.progress), signal: ctx.signal }),
     );
     await writeReport(report);
     ctx.out(formatSummary(report));

@@ -75,9 +75,9 @@ export async function runReconcile(flags: ReconcileFlags, ctx: CliContext): Prom
         await conflicts.write(format === 'csv' ? conflictCsvLines(entry) : `${JSON.stringify(entry)}\n`);
       }
     };
-    const report = await withServers(conn, log, 3, (redis, pool) =>
+    const report = await withServers(conn, log, 3, async (redis, pool) =>
       reconcile(
-        { ...read, dryRun: !flags.apply, apply: flags.apply === true, take, merge, source: sourceInfo(conn, redis) },
+        { ...read, dryRun: !flags.apply, apply: flags.apply === true, take, merge, source: await sourceInfo(conn, redis) },
         { redis, pool, log, rejects, onEntry, progress: createProgress(flags.progress), signal: ctx.signal },
       ),
     );

@@ -51,9 +51,9 @@ export async function runVerify(flags: VerifyFlags, ctx: CliContext): Promise<nu
   const report = flags.report ? await JsonObjectStream.open(flags.report) : undefined;
   try {
     await report?.beginArray('differences');
-    const result = await withServers(conn, log, 2, (redis, pool) =>
+    const result = await withServers(conn, log, 2, async (redis, pool) =>
       verify(
-        { ...read, strict: flags.strict === true, sample, show, source: sourceInfo(conn, redis) },
+        { ...read, strict: flags.strict === true, sample, show, source: await sourceInfo(conn, redis) },
         { redis, pool, log, progress: createProgress(flags.progress), signal: ctx.signal, onDifference: report ? (d) => report.item(d) : undefined },
       ),
     );

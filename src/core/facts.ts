@@ -3,7 +3,7 @@ import { canonicalColumns, sameRow } from '../db/canonical.js';
 import { publicRow, rowFromRecord, type CellValue } from '../compare/compare-rows.js';
 import type { Facts } from './decide.js';
 import { emailsTable, STAGE_TABLE, triageKind, triageTable } from '../stage/stage.js';
-import { addSums, sumsSelect, toSums, type Sums } from '../sink/apply-chunk.js';
+import { addSums, sumsSelect, toSums, untouchedSql, type Sums } from '../sink/apply-chunk.js';
 
 export interface RecordFacts extends Facts {
   readonly seq: number;
@@ -85,7 +85,7 @@ export async function prepareFacts(db: Kysely<unknown>, stage: string): Promise<
   const grants = await sql`
     update ${sql.raw(stage)} s set current_credits = l.granted_credits, topup = l.granted_credits - s.source_credits
     from migrate_users.ledger l
-    where l.user_id = s.user_id and s.valid and l.granted_credits > s.current_credits`.execute(db);
+    where l.user_id = s.user_id and s.valid and l.granted_credits is not null and l.granted_credits > s.current_credits`.execute(db);
   const emails = sql.raw(emailsTable(stage));
   const temp = stage === STAGE_TABLE;
   await sql`drop table if exists ${emails}`.execute(db);
@@ -129,15 +129,21 @@ export async function triage(db: Kysely<unknown>, stage: string, afterSeq: numbe
         case
           -- No row: free if the tool never wrote one and no other user holds the email. One index probe,
           -- and only here: a scalar subquery with LIMIT is never turned into a hash of every user.
+          -- A record merged into a new-app row is decided one by one (decide: decideMerged), never inserted.
+          when m.old_user_id is not null then null
           when u.user_id is null then
             case when l.user_id is null and ${emailOwner(stage, 's.email')} is null then 'insert' end
-          -- A row equal to the record holds the record's email, and emails are unique: no one else has it.
-          when ${sameRow('s', 'u')} then
-            case when l.source_digest = s.digest and u.xmin = l.row_xmin then 'same_current' else 'same' end
+          -- A row equal to the record holds the record's email, and emails are unique: no one else has it
+          -- exactly; only a row the app stored unnormalised (a short list, probed by index) can be a second
+          -- account of the same mailbox, which is decided one by one.
+          when ${sameRow('s', 'u')} and not exists (
+            select 1 from ${sql.raw(emailsTable(stage))} o where o.email = s.email and o.user_id <> s.user_id) then
+            case when l.source_digest = s.digest and ${untouchedSql('u', 'l')} then 'same_current' else 'same' end
         end as kind
       from ${sql.raw(stage)} s
       left join public.users u on u.user_id = s.user_id
       left join migrate_users.ledger l on l.user_id = s.user_id
+      left join migrate_users.merges m on m.old_user_id = s.user_id
       where s.valid and s.outcome is null and s.seq > ${afterSeq}
     ) k
     where kind is not null`.execute(db);
@@ -231,7 +237,7 @@ export async function loadFacts(
       ${canonicalColumns('s', 'e_')}, ${canonicalColumns('u', 'a_')},
       u.user_id is not null as has_row, l.user_id is not null as has_ledger, l.source_digest as ledger_digest, l.postgres_owns,
       ${options.withBase ? sql`l.base` : sql`null`} as base,
-      coalesce(u.xmin = l.row_xmin, false) as untouched,
+      coalesce(${untouchedSql('u', 'l')}, false) as untouched,
       m.user_id as merged_into, eo.email_owner,
       ${canonicalColumns('o', 'o_')}, o.xmin::text as o_xmin, ol.user_id is not null or om.user_id is not null as owner_written
     from s

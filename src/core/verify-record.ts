@@ -16,16 +16,15 @@ export type VerifyStatus =
  */
 export function verifyRecord(facts: Facts): VerifyStatus {
   if (facts.merged) return verifyMerged(facts);
-  if (facts.actual === null) {
-    if (facts.emailOwner !== null) {
-      // The same words as migrate: an early login (mergeable) or an email taken.
-      const decision = decide(facts);
-      return decision.action === 'conflict'
-        ? { status: 'not_migratable', reason: decision.reason, detail: decision.detail }
-        : { status: 'not_migratable', reason: 'email_taken', detail: `email ${facts.expected.email} belongs to user_id ${facts.emailOwner} in PostgreSQL` };
-    }
-    return { status: 'missing' };
+  // Another row holds this mailbox (with or without a row of this user: two accounts for one mailbox are
+  // never a pass). The same words as migrate: an early login (mergeable) or an email taken.
+  if (facts.emailOwner !== null) {
+    const decision = decide(facts);
+    return decision.action === 'conflict'
+      ? { status: 'not_migratable', reason: decision.reason, detail: decision.detail }
+      : { status: 'not_migratable', reason: 'email_taken', detail: `email ${facts.expected.email} belongs to user_id ${facts.emailOwner} in PostgreSQL` };
   }
+  if (facts.actual === null) return { status: 'missing' };
   const diffs = compareRows(facts.expected, facts.actual);
   return diffs.length === 0 ? { status: 'match' } : { status: 'mismatch', diffs };
 }

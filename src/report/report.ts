@@ -225,6 +225,8 @@ export interface SourceInfo {
   readonly kind: 'redis' | 'redis-cluster';
   /** Without credentials. */
   readonly url: string;
+  /** The Redis server's run_id (it changes when the server restarts), where INFO is allowed. */
+  readonly server?: string;
 }
 
 /** The whitelist a run used, and how it differs from the one the last finished writing run used. */

@@ -6,13 +6,22 @@ import type { UserRow } from '../map/user-row.js';
 
 const UNIQUE_VIOLATION = '23505';
 
-const LEDGER_COLUMNS = sql`(user_id, source_key, source_digest, row_xmin, run_id, base, postgres_owns, granted_credits)`;
+const LEDGER_COLUMNS = sql`(user_id, source_key, source_digest, row_xmin, row_credits, row_used, run_id, base, postgres_owns, granted_credits)`;
 /** A top-up is granted once: the level granted only ever rises, whatever a later run's whitelist says. */
 const LEDGER_UPSERT = sql`
   on conflict (user_id) do update set source_key = excluded.source_key, source_digest = excluded.source_digest,
-    row_xmin = excluded.row_xmin, run_id = excluded.run_id, written_at = now(),
-    base = excluded.base, postgres_owns = excluded.postgres_owns,
+    row_xmin = excluded.row_xmin, row_credits = excluded.row_credits, row_used = excluded.row_used, run_id = excluded.run_id,
+    written_at = now(), base = excluded.base, postgres_owns = excluded.postgres_owns,
     granted_credits = greatest(migrate_users.ledger.granted_credits, excluded.granted_credits)`;
+
+/**
+ * True when users row `u` is still as the tool's last write (ledger entry `l`) left it: the same row version
+ * (xmin) and the same balances. xids are reused (wraparound, a cluster restored from a dump): the balances
+ * make sure a reused xid can never pass a balance the app changed for the tool's own.
+ */
+export function untouchedSql(u: string, l: string): RawBuilder<unknown> {
+  return sql.raw(`(${u}.xmin = ${l}.row_xmin and ${u}.current_credits = ${l}.row_credits and ${u}.total_credits_used = ${l}.row_used)`);
+}
 
 /** The whitelist level a staged record `s` grants (null when the rule added nothing). */
 const GRANTED = sql.raw(`case when s.topup > 0 then s.current_credits end`);
@@ -48,11 +57,11 @@ function insertCtes(from: RawBuilder<unknown>, runId: string, guard: 'skip' | 'f
       insert into public.users (${COLUMN_LIST})
       select ${COLUMN_LIST} from s
       ${skip ? sql`on conflict do nothing` : sql``}
-      returning user_id, xmin
+      returning user_id, xmin, current_credits, total_credits_used
     ),
     led as (
       insert into migrate_users.ledger ${LEDGER_COLUMNS}
-      select ins.user_id, s.key, s.digest, ins.xmin, ${runId}, s.base, false, ${GRANTED}
+      select ins.user_id, s.key, s.digest, ins.xmin, ins.current_credits, ins.total_credits_used, ${runId}, s.base, false, ${GRANTED}
       from ins join s on s.user_id = ins.user_id
       ${skip ? LEDGER_UPSERT : sql``}
     )`;
@@ -159,17 +168,17 @@ export async function updateRows(
   const condition =
     guard === 'observed'
       ? sql`u.xmin = s.observed::xid`
-      : sql`u.xmin = (select l.row_xmin from migrate_users.ledger l where l.user_id = s.user_id)`;
+      : sql`exists (select 1 from migrate_users.ledger l where l.user_id = s.user_id and ${untouchedSql('u', 'l')})`;
   const result = await sql<{ seq: string }>`
     with s as (${staged(stage, rows)}),
     upd as (
       update public.users u set ${SET_FROM_STAGE}
       from s where u.user_id = s.user_id and ${condition}
-      returning u.user_id, u.xmin, s.seq
+      returning u.user_id, u.xmin, u.current_credits, u.total_credits_used, s.seq
     ),
     led as (
       insert into migrate_users.ledger ${LEDGER_COLUMNS}
-      select upd.user_id, s.key, s.digest, upd.xmin, ${runId}, s.base, false, ${GRANTED}
+      select upd.user_id, s.key, s.digest, upd.xmin, upd.current_credits, upd.total_credits_used, ${runId}, s.base, false, ${GRANTED}
       from upd join s on s.seq = upd.seq
       ${LEDGER_UPSERT}
     )
@@ -187,7 +196,7 @@ export async function adoptRows(db: Kysely<unknown>, stage: string, rows: readon
     with s as (${staged(stage, rows)}),
     adopted as (
       insert into migrate_users.ledger ${LEDGER_COLUMNS}
-      select u.user_id, s.key, s.digest, u.xmin, ${runId}, s.base, false, ${GRANTED}
+      select u.user_id, s.key, s.digest, u.xmin, u.current_credits, u.total_credits_used, ${runId}, s.base, false, ${GRANTED}
       from s join public.users u on u.user_id = s.user_id and u.xmin = s.observed::xid
       ${LEDGER_UPSERT}
       returning user_id
@@ -205,11 +214,11 @@ export async function keepPostgres(db: Kysely<unknown>, stage: string, seqs: rea
   if (seqs.length === 0) return;
   await sql`
     insert into migrate_users.ledger ${LEDGER_COLUMNS}
-    select s.user_id, s.key, s.digest, null, ${runId}, l.base, true, l.granted_credits
+    select s.user_id, s.key, s.digest, null, null, null, ${runId}, l.base, true, l.granted_credits
     from ${sql.raw(stage)} s left join migrate_users.ledger l on l.user_id = s.user_id
     where s.seq = any(${seqs}::bigint[])
     on conflict (user_id) do update set source_key = excluded.source_key, source_digest = excluded.source_digest,
-      row_xmin = null, run_id = excluded.run_id, written_at = now(), postgres_owns = true`.execute(db);
+      row_xmin = null, row_credits = null, row_used = null, run_id = excluded.run_id, written_at = now(), postgres_owns = true`.execute(db);
 }
 
 export async function logResolutions(
@@ -270,12 +279,14 @@ export async function mergeInto(db: Kysely<unknown>, stage: string, merges: read
       returning u.*, u.xmin as new_xmin, v.seq, v.withheld, v.pg_credits, v.pg_used
     ),
     led as (
-      insert into migrate_users.ledger (user_id, source_key, source_digest, row_xmin, run_id, base, postgres_owns, granted_credits, merged_from)
-      select upd.user_id, s.key, s.digest, upd.new_xmin, ${runId}, ${canonicalJson('upd')}, false, ${GRANTED}, s.user_id
+      insert into migrate_users.ledger (user_id, source_key, source_digest, row_xmin, row_credits, row_used, run_id, base, postgres_owns,
+        granted_credits, merged_from)
+      select upd.user_id, s.key, s.digest, upd.new_xmin, upd.current_credits, upd.total_credits_used, ${runId}, ${canonicalJson('upd')}, false,
+        ${GRANTED}, s.user_id
       from upd join ${sql.raw(stage)} s on s.seq = upd.seq
       on conflict (user_id) do update set source_key = excluded.source_key, source_digest = excluded.source_digest,
-        row_xmin = excluded.row_xmin, run_id = excluded.run_id, written_at = now(), base = excluded.base,
-        postgres_owns = false, granted_credits = excluded.granted_credits, merged_from = excluded.merged_from
+        row_xmin = excluded.row_xmin, row_credits = excluded.row_credits, row_used = excluded.row_used, run_id = excluded.run_id,
+        written_at = now(), base = excluded.base, postgres_owns = false, granted_credits = excluded.granted_credits, merged_from = excluded.merged_from
     ),
     mer as (
       insert into migrate_users.merges (old_user_id, user_id, redis_key, redis_credits, redis_used, postgres_credits, postgres_used,

@@ -563,6 +563,25 @@ describe('merge: early logins', () => {
     await expectMergedOnce(0);
   });
 
+  it('a merged user whose new-app row is deleted, or whose email moves, is never inserted again under the old user_id', async () => {
+    await keys.putUser('bob@x.test', { user_id: 'usr_bob', credits: 5000 });
+    await appRow('app_bob', 'bob@x.test', { credits: 100, used: 0 });
+    await keys.putUser('amy@x.test', { user_id: 'usr_amy', credits: 7000 });
+    await appRow('app_amy', 'amy@x.test', { credits: 100, used: 0 });
+    expect((await reconcile(['--apply', '--merge'])).report.counts).toMatchObject({ merged: 2 });
+    // Bob deletes his account in the new app; Amy changes her email there.
+    await db.query(`delete from users where user_id = 'app_bob'`);
+    await db.query(`update users set email = 'amy.new@x.test' where user_id = 'app_amy'`);
+
+    const rerun = await migrate();
+    expect(rerun.code).toBe(1);
+    expect(rerun.report.counts).toMatchObject({ inserted: 0, kept_app_changes: 1, conflicts: 1 });
+    expect(rerun.report.reasons).toEqual({ deleted_in_postgres: 1 });
+    expect(await db.query(`select user_id, current_credits::int as c from users order by 1`)).toEqual([{ user_id: 'app_amy', c: 7000 }]);
+    const proven = await verify();
+    expect(proven.code).toBe(1);
+  });
+
   it('after a merge: re-runs write nothing, verify and reconcile pass; an app spend is kept; a later Redis change is changed_after_merge', async () => {
     await keys.putUser('a@x.test', { user_id: 'usr_a', credits: 5000, credits_used: 5 });
     await appRow('app_a', 'a@x.test', { credits: 350, used: 2 });

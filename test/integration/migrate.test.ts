@@ -307,6 +307,19 @@ describe('migrate', () => {
     expect(await db.query('select current_credits::int as c from users')).toEqual([{ c: 100_000 }]);
   });
 
+  it('a reused xid (wraparound, a restored cluster) never passes an app change to the balance for the tool\'s own row', async () => {
+    await keys.putUser('a@example.com', user('usr_a', { current_credits: 5000 }));
+    expect((await migrate()).code).toBe(0);
+    // The app spends 50; then, as if the xid counter had come round to the tool's, the ledger's row version
+    // equals the app's. Redis moves too: a catch-up would be due if the row were still the tool's.
+    await db.query(`update users set current_credits = 4950 where user_id = 'usr_a'`);
+    await db.query(`update migrate_users.ledger l set row_xmin = u.xmin from users u where u.user_id = l.user_id`);
+    await keys.putUser('a@example.com', user('usr_a', { current_credits: 6000 }));
+    const run = await migrate();
+    expect(run.report?.reasons).toEqual({ changed_in_both: 1 });
+    expect(await db.query('select current_credits::int as c from users')).toEqual([{ c: 4950 }]);
+  });
+
   it('does not overwrite a row with the same user_id that the tool did not write', async () => {
     await keys.putUser('x@example.com', user('usr_x', { current_credits: 1 }));
     await keys.putUser('y@example.com', user('usr_y', { current_credits: 2 }));

@@ -304,14 +304,15 @@ describe('proof: the source of a resumed stage (repro 02)', { timeout: 120_000 }
     const stopped = await mistaken.finished();
     expect(stopped.code, mistaken.output()).toBe(130);
     expect(stopped.report.status).toBe('interrupted');
-    expect(stopped.report.source).toEqual({ kind: 'redis', url: sourceUrl(wrong.url) });
+    expect(stopped.report.source).toEqual({ kind: 'redis', url: sourceUrl(wrong.url), server: expect.stringMatching(/^[0-9a-f]{40}$/) });
     expect((await credits()).u_ghost).toBe(777_777);
 
     // The same command, pointed at the right Redis: a fresh run, never a continuation of the wrong stage.
     const right = await reported();
     expect(right.code, right.stderr).toBe(0);
     expect(right.report.resumed_from).toBeNull();
-    expect(right.report.source).toEqual({ kind: 'redis', url: sourceUrl(REDIS_URL) });
+    expect(right.report.source).toEqual({ kind: 'redis', url: sourceUrl(REDIS_URL), server: expect.stringMatching(/^[0-9a-f]{40}$/) });
+    expect(right.report.source?.server).not.toBe(stopped.report.source?.server);
     expect(right.report.counts).toMatchObject({ scanned: 3, valid: 3, resumed_skipped: 0, pending: 0 });
     expect(right.report.credits.read).toEqual({ current: 600, used: 0 });
     expectConsistent(right.report);
