@@ -155,7 +155,7 @@ async function runOnce(given: MigrateOptions, io: MigrateIo, retries: RetryCount
           }
           const prepared = await prepareFacts(session.db, done.table);
           // Reconcile looks at every record in detail; migrate and dry-run let triage settle the obvious ones.
-          if (!io.onClassified) await triage(session.db, done.table, checkpoint.lastSeq);
+          if (!io.onClassified) await triage(session.db, done.table, checkpoint.lastSeq, prepared);
           return prepared;
         };
         const prepared = options.dryRun ? await ready() : await inOneTransaction(session, ready);

@@ -114,8 +114,7 @@ export async function verify(given: VerifyOptions, io: VerifyIo): Promise<{ repo
       // Nothing checked is not a pass: a typo in --match or the wrong server must not turn CI green.
       if (checked === 0 && !io.signal?.aborted && !options.allowEmpty) throw emptySource(options);
       await finishStage(session, stage, { userIdIndex: true });
-      await prepareFacts(session.db, stage.table);
-      await triage(session.db, stage.table, 0);
+      await triage(session.db, stage.table, 0, await prepareFacts(session.db, stage.table));
       await sql`set transaction read only`.execute(session.db);
 
       const counts = { match: 0, mismatch: 0, missing: 0, not_migratable: 0 };
