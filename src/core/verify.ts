@@ -256,8 +256,11 @@ async function* rowsOnlyInPostgres(db: Kysely<unknown>): AsyncGenerator<{
 }> {
   for (let after = ''; ; ) {
     const { rows } = await sql<Record<string, unknown> & { source_key: string | null; postgres_owns: boolean | null }>`
-      select ${canonicalColumns('u', 'a_')}, l.source_key, l.postgres_owns from public.users u
-      left join migrate_users.ledger l on l.user_id = u.user_id
+      select ${canonicalColumns('u', 'a_')},
+        -- Probed for the few rows listed: a join would hash the whole ledger for every page.
+        (select l.source_key from migrate_users.ledger l where l.user_id = u.user_id) as source_key,
+        (select l.postgres_owns from migrate_users.ledger l where l.user_id = u.user_id) as postgres_owns
+      from public.users u
       where u.user_id > ${after} and not exists (select 1 from ${sql.raw(STAGE_TABLE)} s where s.user_id = u.user_id)
         -- A row a staged record was merged into is that record's row.
         and not exists (select 1 from migrate_users.merges m join ${sql.raw(STAGE_TABLE)} s on s.user_id = m.old_user_id where m.user_id = u.user_id)
