@@ -91,13 +91,20 @@ const RETRYABLE = new Set(['23505', '40P01', '40001']);
 const ATTEMPTS = 4;
 
 /**
- * PostgreSQL refusing a row for what it holds: a data exception (class 22: too long, out of range), an
- * integrity rule other than uniqueness (a check, not-null, foreign-key or exclusion constraint), or an app
- * trigger raising (P0001). Never a bug or a lost server: those stop the run.
+ * What a value the app's table cannot take raises: too long, out of range, a date or character it refuses.
+ * Other data exceptions (an invalid text representation, say) come from the tool's own SQL: a bug, which
+ * must stop the run rather than hold back every record.
+ */
+const VALUE_REFUSALS = new Set(['22001', '22003', '22007', '22008', '22021', '22026', '22P05']);
+
+/**
+ * PostgreSQL refusing a row for what it holds: a value its column cannot take, an integrity rule other than
+ * uniqueness (a check, not-null, foreign-key or exclusion constraint), or an app trigger raising (class P0).
+ * Never a bug or a lost server: those stop the run.
  */
 export function isRefusal(error: unknown): boolean {
   const code = pgCode(error);
-  return code !== undefined && (/^(22|P0)/.test(code) || (code.startsWith('23') && code !== '23505'));
+  return code !== undefined && (VALUE_REFUSALS.has(code) || code.startsWith('P0') || (code.startsWith('23') && code !== '23505'));
 }
 
 /**
@@ -128,7 +135,7 @@ export async function processChunk(db: Kysely<unknown>, options: ChunkOptions): 
           attempt--;
           continue;
         }
-        return await refused(db, options, error);
+        return await heldBackAsRefused(db, options, error);
       }
       if (!code || !RETRYABLE.has(code) || attempt >= ATTEMPTS) {
         throw new Error(`processing records after seq ${options.afterSeq}`, { cause: error });
@@ -139,7 +146,7 @@ export async function processChunk(db: Kysely<unknown>, options: ChunkOptions): 
 }
 
 /** The one record at options.afterSeq + 1, which PostgreSQL refuses: held back, with the server's words. */
-async function refused(db: Kysely<unknown>, options: ChunkOptions, error: unknown): Promise<ChunkResult> {
+async function heldBackAsRefused(db: Kysely<unknown>, options: ChunkOptions, error: unknown): Promise<ChunkResult> {
   const lastSeq = options.afterSeq + 1;
   const facts = await loadFacts(db, options.stage, options.afterSeq, 1, { withBase: options.withBase });
   // The message only (never error.detail: PostgreSQL puts the failing row, password hash included, there).

@@ -3,6 +3,7 @@ import { isConnectionFailure } from '../../src/errors.js';
 import { backoffMs } from '../../src/core/retry.js';
 import { Scrubber, redactUrl } from '../../src/redact.js';
 import { csvCell } from '../../src/report/csv.js';
+import { isRefusal } from '../../src/core/process-chunk.js';
 
 describe('isConnectionFailure', () => {
   it.each([
@@ -69,5 +70,21 @@ describe('logs', () => {
     expect(text.split('\n').filter(Boolean)).toHaveLength(4);
     expect(text).not.toContain('Hunter2-Secret');
     expect(text).not.toContain('$2b$12$abc');
+  });
+});
+
+describe('isRefusal: what PostgreSQL refuses for one row, not a bug of the tool', () => {
+  const pgError = (code: string) => Object.assign(new Error(`server says ${code}`), { code });
+  it.each([
+    ['23514', true, 'check constraint'],
+    ['23502', true, 'not-null'],
+    ['22001', true, 'value too long'],
+    ['22003', true, 'numeric out of range'],
+    ['P0001', true, 'an app trigger raising'],
+    ['23505', false, 'unique violation: a concurrent write, decided again'],
+    ['22P02', false, 'invalid text representation: the tool\'s own SQL'],
+    ['42P01', false, 'undefined table'],
+  ])('%s -> %s (%s)', (code, expected) => {
+    expect(isRefusal(new Error('processing', { cause: pgError(code) }))).toBe(expected);
   });
 });
