@@ -86,3 +86,40 @@ export function tlsFailure(error: unknown, server: string, caFlag: string): stri
   }
   return undefined;
 }
+
+/**
+ * What stopped a first connection, in words: `server` at `address` (host and port, never a password) and
+ * the cause an operator can act on. A server never reached is a configuration problem (exit 2); one lost
+ * after the run got going is not (exit 3, elsewhere).
+ */
+export function connectFailure(error: unknown, server: 'PostgreSQL' | 'Redis', address: string): UsageError {
+  return new UsageError(`cannot connect to ${server} at ${address}: ${connectCause(error, server)}`);
+}
+
+function connectCause(error: unknown, server: 'PostgreSQL' | 'Redis'): string {
+  const variable = server === 'PostgreSQL' ? 'DATABASE_URL' : 'REDIS_URL';
+  for (let e: unknown = error; e instanceof Error; e = e.cause) {
+    const code = (e as { code?: unknown }).code;
+    const message = e.message;
+    if (code === 'ENOTFOUND') return 'no such host (check the host name in the URL)';
+    if (code === 'EAI_AGAIN') return 'the host name could not be looked up (DNS did not answer): try again, or check the name';
+    if (code === 'ECONNREFUSED') return 'connection refused: nothing listens on that port (is the server running, is the port right?)';
+    if (code === 'ETIMEDOUT' || /timeout exceeded when trying to connect|connect ETIMEDOUT/i.test(message)) {
+      return 'no answer within the connection timeout (a firewall, a wrong host, or a server that is down)';
+    }
+    if (code === 'EHOSTUNREACH' || code === 'ENETUNREACH') return 'the host cannot be reached from this machine (no route)';
+    if (/client password must be a string|NOAUTH/i.test(message)) {
+      return `password required: the server asks for one and the URL has none (put it in ${variable}, not on the command line)`;
+    }
+    if (code === '28P01' || /WRONGPASS|invalid username-password|SASL authentication failed|password authentication failed/i.test(message)) {
+      return `wrong user name or password (${message})`;
+    }
+    if (code === '28000') return `not allowed to connect: ${message}`;
+    if (code === '3D000') return `${message} (check the database name in the URL)`;
+    if (code === '53300') return `too many connections: ${message}`;
+    if (/ECONNRESET|Connection terminated unexpectedly|socket hang up/i.test(message)) {
+      return 'the server closed the connection at once (a TLS setting that does not match the server, or a pooler that refused this client?)';
+    }
+  }
+  return describe(error);
+}

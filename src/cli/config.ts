@@ -35,6 +35,10 @@ export class Problems {
     this.list.push(problem);
   }
 
+  get none(): boolean {
+    return this.list.length === 0;
+  }
+
   throwIfAny(): void {
     if (this.list.length > 0) throw new UsageError(this.list.join('; '));
   }
@@ -195,8 +199,31 @@ export function whitelistCredits(raw: unknown, problems: Problems): bigint {
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
-export function logLevel(raw: string | undefined, env: NodeJS.ProcessEnv, problems: Problems): string {
-  const level = raw ?? env.LOG_LEVEL ?? 'info';
-  if (!LOG_LEVELS.includes(level)) problems.add(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${level}"`);
-  return LOG_LEVELS.includes(level) ? level : 'info';
+export interface LogSettings {
+  /** As asked (flag or LOG_LEVEL), or undefined: the format's default. */
+  readonly level: string | undefined;
+  readonly format: 'json' | 'text';
+  readonly file: string | undefined;
+}
+
+/**
+ * Logs for a person at a terminal are sentences, warnings and errors only, printed above the progress bar;
+ * JSON lines (every level from info) when stderr is not a terminal, in CI, or with --log-format json.
+ */
+export function logSettings(
+  flags: { logLevel?: string | undefined; logFormat?: string | undefined; logFile?: string | undefined },
+  env: NodeJS.ProcessEnv,
+  interactive: boolean,
+  problems: Problems,
+): LogSettings {
+  const level = flags.logLevel ?? (env.LOG_LEVEL || undefined);
+  if (level !== undefined && !LOG_LEVELS.includes(level)) problems.add(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${level}"`);
+  const format = flags.logFormat ?? (env.LOG_FORMAT || (interactive ? 'text' : 'json'));
+  if (format !== 'json' && format !== 'text') problems.add(`--log-format must be json or text, got "${format}"`);
+  const file = problems.outputPath('--log-file', flags.logFile);
+  return {
+    level: level !== undefined && LOG_LEVELS.includes(level) ? level : undefined,
+    format: format === 'text' ? 'text' : 'json',
+    file,
+  };
 }

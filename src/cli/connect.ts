@@ -1,6 +1,6 @@
 import { Cluster, Redis } from 'ioredis';
 import type { ConnectionOptions } from 'node:tls';
-import { UnfinishedError, UsageError, describe, tlsFailure } from '../errors.js';
+import { UsageError, connectFailure, describe, tlsFailure } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redactUrl } from '../redact.js';
 import type { SourceInfo } from '../report/report.js';
@@ -15,7 +15,8 @@ export interface RedisTarget {
   readonly redisCluster: boolean;
 }
 
-const CONNECT = { connectTimeout: 10_000, maxRetriesPerRequest: 2 } as const;
+// disconnectTimeout: ioredis otherwise keeps the process alive 2 s after a failed first connection.
+const CONNECT = { connectTimeout: 10_000, maxRetriesPerRequest: 2, disconnectTimeout: 100 } as const;
 
 /**
  * A Redis connection that fails fast when the server is not there, closed in `finally`. A Redis Cluster
@@ -32,13 +33,18 @@ export async function withRedis<T>(target: RedisTarget, log: Logger, fn: (redis:
   const failed = (cause: unknown) => {
     const tlsProblem = tlsFailure(cause, 'Redis', '--redis-ca') ?? tlsFailure(lastError, 'Redis', '--redis-ca');
     if (tlsProblem) return new UsageError(`cannot use Redis at ${redactUrl(url)}: ${tlsProblem}`);
-    return new UnfinishedError(`cannot reach Redis at ${redactUrl(url)}: ${describe(cause)}`);
+    // ioredis rejects with "Connection is closed."; the socket's own error says why.
+    const said = describe(cause);
+    return connectFailure(/Connection is closed|slots cache/i.test(said) && lastError ? lastError : cause, 'Redis', redactUrl(url));
   };
+  // A server never reached is not retried: the first attempt says what is wrong. Once connected, a lost
+  // connection is retried (a failover, a restart) before the run gives up.
+  const reconnect = (attempt: number) => (attempt > 3 ? null : attempt * 500);
   let client: Redis | Cluster = new Redis(url, {
     ...(tls ? { tls } : {}),
     ...CONNECT,
     lazyConnect: true,
-    retryStrategy: (attempt) => (attempt > 3 ? null : attempt * 500),
+    retryStrategy: () => null,
   });
   // Without a listener ioredis prints "Unhandled error event" for every failed reconnect.
   client.on('error', onError);
@@ -46,6 +52,7 @@ export async function withRedis<T>(target: RedisTarget, log: Logger, fn: (redis:
     let cluster = target.redisCluster;
     if (!cluster) {
       await client.connect();
+      client.options.retryStrategy = reconnect;
       cluster = await isCluster(client, log);
       if (cluster) log.info('Redis Cluster detected: scanning every master');
     }

@@ -1,7 +1,8 @@
 import { Command, Option } from 'commander';
 import { Scrubber } from '../redact.js';
 import { createLogger, type Logger } from '../log.js';
-import { connectionConfig, logLevel, Problems, type ConnectionConfig } from './config.js';
+import { connectionConfig, logSettings, Problems, type ConnectionConfig } from './config.js';
+import { terminal } from './progress.js';
 
 /** What a command needs from the outside world; tests may pass their own. */
 export interface CliContext {
@@ -12,6 +13,8 @@ export interface CliContext {
   readonly signal: AbortSignal;
   /** 130 after SIGINT, 143 after SIGTERM. */
   interruptedExitCode(): number;
+  /** --log-level debug or trace: expected errors show their stack trace too. */
+  debug?: boolean;
 }
 
 export interface ConnectionFlags {
@@ -19,30 +22,52 @@ export interface ConnectionFlags {
   databaseUrl?: string;
   match?: string;
   logLevel?: string;
+  logFormat?: string;
+  logFile?: string;
   databaseCa?: string;
   redisCa?: string;
   redisCluster?: boolean;
 }
 
-export function addConnectionOptions(command: Command): Command {
+/** Where the tool writes: PostgreSQL. */
+export function addPostgresOptions(command: Command): Command {
   return command
-    .addOption(new Option('--redis-url <url>', 'source Redis (env REDIS_URL; default redis://127.0.0.1:6379)'))
     .addOption(
       new Option('--database-url <url>', 'target PostgreSQL (env DATABASE_URL; default postgres://postgres@127.0.0.1:5432/postgres)'),
     )
-    .addOption(new Option('--database-ca <path>', 'CA certificate (PEM) to verify PostgreSQL with; implies sslmode=verify-full unless the URL says otherwise (env DATABASE_CA)'))
+    .addOption(new Option('--database-ca <path>', 'CA certificate (PEM) to verify PostgreSQL with; implies sslmode=verify-full unless the URL says otherwise (env DATABASE_CA)'));
+}
+
+/** What the tool reads: the Redis keys under --match. */
+export function addRedisOptions(command: Command): Command {
+  return command
+    .addOption(new Option('--redis-url <url>', 'source Redis (env REDIS_URL; default redis://127.0.0.1:6379)'))
     .addOption(new Option('--redis-ca <path>', 'CA certificate (PEM) to verify a rediss:// server with (env REDIS_CA)'))
     .addOption(new Option('--redis-cluster', 'the Redis URL names a node of a Redis Cluster (detected anyway): scan every master'))
-    .addOption(new Option('--match <pattern>', 'SCAN pattern of user keys: a prefix and one "*" (default user:email:*)'))
-    .addOption(new Option('--log-level <level>', 'pino level for the JSON logs on stderr (env LOG_LEVEL; default info)'));
+    .addOption(new Option('--match <pattern>', 'SCAN pattern of user keys: a prefix and one "*" (default user:email:*)'));
+}
+
+export function addLogOptions(command: Command): Command {
+  return command
+    .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug (stack traces), trace or silent (env LOG_LEVEL; default info, or warn at a terminal)'))
+    .addOption(new Option('--log-format <format>', 'json (lines on stderr) or text (sentences); default text at a terminal, else json (env LOG_FORMAT)'))
+    .addOption(new Option('--log-file <path>', 'append JSON logs at --log-level here; stderr then shows warnings and errors only'));
+}
+
+/** Both servers and the logs: for the commands that read Redis and look at PostgreSQL. */
+export function addConnectionOptions(command: Command): Command {
+  return addLogOptions(addRedisOptions(addPostgresOptions(command)));
 }
 
 /** Validates the shared flags and builds the logger; secrets in the URLs are registered for scrubbing. */
 export function setup(flags: ConnectionFlags, ctx: CliContext, problems: Problems): { conn: ConnectionConfig; log: Logger } {
   const conn = connectionConfig(flags, ctx.env, problems);
-  const log = createLogger(logLevel(flags.logLevel, ctx.env, problems), ctx.scrubber);
+  const logs = logSettings(flags, ctx.env, terminal.interactive, problems);
   ctx.scrubber.addUrl(conn.redisUrl);
   ctx.scrubber.addUrl(conn.databaseUrl);
+  ctx.debug = logs.level === 'debug' || logs.level === 'trace';
+  // --log-file is opened only when every flag so far is good: the run stops at throwIfAny() otherwise.
+  const log = createLogger({ ...logs, file: problems.none ? logs.file : undefined, scrubber: ctx.scrubber, screen: terminal });
   for (const [flag, url] of [['--database-url', flags.databaseUrl], ['--redis-url', flags.redisUrl]] as const) {
     if (url && hasPassword(url)) {
       log.warn(`${flag} carries a password, which other users of this machine can see in \`ps\`: prefer the environment variable`);

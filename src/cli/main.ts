@@ -3,7 +3,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { EXIT, UnfinishedError, UsageError, describe, isConnectionFailure, pgCode, tlsFailure } from '../errors.js';
 import { Scrubber } from '../redact.js';
 import type { CliContext } from './context.js';
-import { addConnectionOptions } from './context.js';
+import { addLogOptions, addPostgresOptions, addRedisOptions } from './context.js';
 import { addMigrateOptions, runMigrate } from './migrate-command.js';
 import { runSchemaApply, runSchemaCheck } from './schema-command.js';
 import { runSeed } from './seed-command.js';
@@ -43,30 +43,52 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     .enablePositionalOptions()
     .exitOverride()
     .configureOutput({ writeErr: (text) => process.stderr.write(text) })
-    .showSuggestionAfterError();
-  addMigrateOptions(program).action(run(runMigrate));
+    .showSuggestionAfterError()
+    // The default command takes no arguments: a word here is a mistyped command, answered in runMigrate.
+    .allowExcessArguments(true)
+    .helpCommand('help [command]', 'show the help of a command');
+  const migrateCommand = (command: Command) =>
+    help(addMigrateOptions(command), MIGRATE_EXAMPLES, MIGRATE_EXITS).action(async (...args: unknown[]) => {
+      const cmd = args[args.length - 1] as Command;
+      if (cmd.args.length > 0) throw unknownCommand(cmd.args[0] as string, program);
+      await run(runMigrate)(...args);
+    });
+  migrateCommand(program);
   program.version(packageVersion(), '--version', 'print the version and exit');
-  addMigrateOptions(program.command('migrate').description('the migration (the default command): same flags as without a command'))
-    .exitOverride()
-    .action(run(runMigrate));
+  migrateCommand(program.command('migrate').description('the migration (the default command): same flags as without a command').exitOverride());
 
   const schema = program.command('schema').description('manage the PostgreSQL tables').exitOverride();
-  addConnectionOptions(schema.command('apply').description('create users and the bookkeeping tables (idempotent)'))
+  help(
+    addLogOptions(addPostgresOptions(schema.command('apply').description('create users and the bookkeeping tables (idempotent)'))),
+    ['migrate-users schema apply --database-url "$DATABASE_URL"'],
+    SCHEMA_EXITS,
+  )
     .exitOverride()
     .action(run(runSchemaApply));
-  addConnectionOptions(schema.command('check').description('show public.users beside what the tool writes; exit 2 if it cannot hold it'))
+  help(
+    addLogOptions(addPostgresOptions(schema.command('check').description('show public.users beside what the tool writes; exit 2 if it cannot hold it'))),
+    ['migrate-users schema check'],
+    SCHEMA_EXITS,
+  )
     .exitOverride()
     .action(run(runSchemaCheck));
 
   addVerifyCommand(program, run);
   addReconcileCommand(program, run);
 
-  addConnectionOptions(program.command('seed').description('load synthetic demo users (old record format) into Redis'))
+  help(
+    addLogOptions(addRedisOptions(program.command('seed').description('load synthetic demo users (old record format) into Redis'))),
+    ['migrate-users seed --redis-url redis://127.0.0.1:6379 --count 5000'],
+    '0 seeded; 2 bad flags or keys already there (--force); 3 Redis could not be reached or was lost',
+  )
     .addOption(new Option('--count <n>', 'how many users (default 1000)'))
     .addOption(new Option('--seed <n>', 'random seed (default 1)'))
     .option('--force', 'write even where keys matching --match already exist')
     .exitOverride()
     .action(run(runSeed));
+  for (const command of [program.commands.find((c) => c.name() === 'verify'), program.commands.find((c) => c.name() === 'reconcile')]) {
+    if (command) help(command, command.name() === 'verify' ? VERIFY_EXAMPLES : RECONCILE_EXAMPLES, command.name() === 'verify' ? VERIFY_EXITS : RECONCILE_EXITS);
+  }
 
   try {
     await program.parseAsync([...argv]);
@@ -116,7 +138,11 @@ function onSignals() {
 }
 
 function report(error: unknown, ctx: CliContext): number {
-  const say = (message: string) => process.stderr.write(`migrate-users: ${ctx.scrubber.scrub(message)}\n`);
+  const say = (message: string) => {
+    process.stderr.write(`migrate-users: ${ctx.scrubber.scrub(message)}\n`);
+    // Expected errors are one line; --log-level debug adds where it came from.
+    if (ctx.debug && error instanceof Error && error.stack) process.stderr.write(`${ctx.scrubber.scrub(error.stack)}\n`);
+  };
   if (error instanceof CommanderError) {
     // commander has already printed its message (or the help text).
     return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
@@ -144,6 +170,55 @@ function report(error: unknown, ctx: CliContext): number {
     return EXIT.unfinished;
   }
   say(`could not finish: ${describe(error)}`);
-  if (error instanceof Error && error.stack) process.stderr.write(`${ctx.scrubber.scrub(error.stack)}\n`);
+  if (!ctx.debug && error instanceof Error && error.stack) process.stderr.write(`${ctx.scrubber.scrub(error.stack)}\n`);
   return EXIT.unfinished;
+}
+
+const MIGRATE_EXAMPLES = [
+  'migrate-users --dry-run --whitelist-file vip.txt --report dry-run.json',
+  'migrate-users --whitelist-file vip.txt --report run.json --rejects rejects.ndjson',
+];
+const MIGRATE_EXITS =
+  '0 every record migrated or unchanged; 1 some records rejected or in conflict (see --rejects); 2 bad flags, ' +
+  'files, URLs, table, or a server that cannot be reached; 3 a server went away mid-run (run it again to resume); ' +
+  '130 / 143 interrupted (run it again to resume)';
+const SCHEMA_EXITS = '0 done, the table can hold what the tool writes; 2 it cannot (the column is named), or bad flags or URL; 3 PostgreSQL went away';
+const VERIFY_EXAMPLES = [
+  'migrate-users verify --whitelist-file vip.txt --junit verify.xml --markdown "$GITHUB_STEP_SUMMARY"',
+  'migrate-users verify --sample 10000',
+];
+const VERIFY_EXITS = '0 PostgreSQL holds exactly what migrate would write; 1 differences (listed); 2 bad flags, files, URLs, or a server that cannot be reached; 3 a server went away';
+const RECONCILE_EXAMPLES = [
+  'migrate-users reconcile --whitelist-file vip.txt --conflicts conflicts.csv',
+  'migrate-users reconcile --whitelist-file vip.txt --apply --report reconcile.json',
+];
+const RECONCILE_EXITS = '0 nothing left to reconcile; 1 conflicts or rejected records remain; 2 bad flags, files, URLs, or a server that cannot be reached; 3 a server went away';
+
+/** Examples and exit codes below a command's flags. */
+function help(command: Command, examples: readonly string[], exits: string): Command {
+  return command.addHelpText('after', `\nExamples:\n${examples.map((e) => `  $ ${e}`).join('\n')}\n\nExit codes: ${exits}.\n`);
+}
+
+/** "unknown command 'verfy' (did you mean verify?)": the default command takes no words. */
+function unknownCommand(word: string, program: Command): UsageError {
+  const names = program.commands.map((c) => c.name()).concat('help');
+  const close = names
+    .map((name) => ({ name, distance: editDistance(word.toLowerCase(), name) }))
+    .filter((c) => c.distance <= Math.max(1, Math.floor(c.name.length / 3)))
+    .sort((a, b) => a.distance - b.distance)[0];
+  const hint = close ? ` (did you mean ${close.name}?)` : '';
+  return new UsageError(`unknown command '${word}'${hint}; the commands are ${names.join(', ')}: \`migrate-users help\` lists them`);
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      current[j] = Math.min((previous[j] as number) + 1, (current[j - 1] as number) + 1, (previous[j - 1] as number) + cost);
+    }
+    previous = current;
+  }
+  return previous[b.length] as number;
 }

@@ -158,6 +158,7 @@ async function runOnce(given: MigrateOptions, io: MigrateIo, retries: RetryCount
           if (!io.onClassified) await triage(session.db, done.table, checkpoint.lastSeq, prepared);
           return prepared;
         };
+        io.progress?.step(resumed ? 'preparing' : 'indexing, triage');
         const prepared = options.dryRun ? await ready() : await inOneTransaction(session, ready);
         log.info({ grantsKept: prepared.grantsKept, unnormalisedEmails: prepared.unnormalisedEmails }, 'triage done');
         base.whitelist = await whitelistInfo(session.db, options, prepared.grantsKept, done.table);

@@ -6,7 +6,7 @@ import { assertWritable, columnLimits, readTarget } from '../db/target.js';
 import type { Logger } from '../log.js';
 import { mapRecord, type MapContext } from '../map/map-record.js';
 import { rowDigest } from '../map/user-row.js';
-import { scanKeys, scanTargets, ValueReader, type RedisReadable } from '../source/redis-reader.js';
+import { keyCount, scanKeys, scanTargets, ValueReader, type RedisReadable } from '../source/redis-reader.js';
 import { copySafe, StageWriter, type Stage, type StagedRecord } from '../stage/stage.js';
 import { forEachBounded } from './bounded.js';
 import { NO_RETRY, RetryCounter, withRetries, type RetryPolicy } from './retry.js';
@@ -27,7 +27,10 @@ export interface ReadOptions {
 }
 
 export interface Progress {
-  phase(name: string, total?: number): void;
+  /** A phase that counts records; `estimate`: the total is a guess (the source's key count), not exact. */
+  phase(name: string, total?: number, estimate?: boolean): void;
+  /** A phase with nothing to count (indexing the stage, triage): its name and the time it takes. */
+  step(name: string): void;
   advance(count: number): void;
   done(): void;
 }
@@ -100,7 +103,7 @@ export async function stageSource(
   stage: Stage,
   options: ReadOptions,
   io: SourceIo,
-  keys: AsyncIterable<Buffer[]> = scanSource(options, io),
+  keys?: AsyncIterable<Buffer[]>,
 ): Promise<number> {
   const writer = new StageWriter(session, stage);
   const prefixLength = options.match.length - 1;
@@ -108,10 +111,11 @@ export async function stageSource(
   const reader = new ValueReader(io.redis, (reason) =>
     io.log.info({ reason }, 'EVAL_RO not available: reading with TYPE + GETRANGE pipelines instead'),
   );
-  io.progress?.phase('reading Redis');
+  // A whole SCAN is measured against the database's key count; a sample (given keys) has no total.
+  if (io.progress) io.progress.phase('reading Redis', keys ? undefined : await keyCount(io.redis), true);
   const limiter = new RateLimiter(options.maxRate ?? 0);
   const counter = io.retries ?? new RetryCounter();
-  const source = stopOnAbort(keys, io.signal);
+  const source = stopOnAbort(keys ?? scanSource(options, io), io.signal);
   await forEachBounded(source, options.concurrency, async (batch) => {
     await limiter.take(batch.length);
     const records = await withRetries('reading values', options.retry ?? NO_RETRY, counter, io.log, () =>

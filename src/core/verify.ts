@@ -113,6 +113,7 @@ export async function verify(given: VerifyOptions, io: VerifyIo): Promise<{ repo
       const checked = await stageSource(session, stage, options, { ...io, log }, keys);
       // Nothing checked is not a pass: a typo in --match or the wrong server must not turn CI green.
       if (checked === 0 && !io.signal?.aborted && !options.allowEmpty) throw emptySource(options);
+      io.progress?.step('indexing, triage');
       await finishStage(session, stage, { userIdIndex: true });
       await triage(session.db, stage.table, 0, await prepareFacts(session.db, stage.table));
       await sql`set transaction read only`.execute(session.db);

@@ -2,7 +2,8 @@ import type { ConnectionOptions } from 'node:tls';
 import pg from 'pg';
 import { Kysely, PostgresDialect, type PostgresPool } from 'kysely';
 import type { Logger } from '../log.js';
-import { describe } from '../errors.js';
+import { connectFailure, describe, pgCode, tlsFailure } from '../errors.js';
+import { redactUrl } from '../redact.js';
 
 export interface Session {
   /** The raw client: COPY needs it. */
@@ -52,15 +53,36 @@ export async function withPool<T>(options: PoolOptions, fn: (pool: pg.Pool) => P
     ssl: options.ssl ?? false,
     max: options.max,
     application_name: 'migrate-users',
-    connectionTimeoutMillis: 15_000,
+    connectionTimeoutMillis: 10_000,
   });
   // An idle client that loses its server emits 'error' on the pool; unhandled, it would crash the process.
   pool.on('error', (err) => options.log.warn({ err }, 'idle PostgreSQL connection lost'));
   try {
+    await firstConnection(options);
     return await fn(pool);
   } finally {
     await pool.end().catch((err: unknown) => options.log.warn({ err: describe(err) }, 'closing PostgreSQL pool failed'));
   }
+}
+
+/**
+ * The first connection, made before anything else: a server that cannot be reached is said in words (which
+ * server, what happened) at once, not as a retried "connection lost". A TLS or permission problem keeps
+ * its own message (see cli/main.ts).
+ */
+async function firstConnection(options: PoolOptions): Promise<void> {
+  const client = new pg.Client({ connectionString: options.url, ssl: options.ssl ?? false, connectionTimeoutMillis: 10_000, application_name: 'migrate-users' });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+  } catch (error) {
+    // A login that failed half-way (a password asked for and none given) leaves the socket open: close it,
+    // or it keeps the process alive.
+    (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+    if (tlsFailure(error, 'PostgreSQL', '--database-ca') || pgCode(error) === '42501') throw error;
+    throw connectFailure(error, 'PostgreSQL', redactUrl(options.url));
+  }
+  await client.end().catch(() => undefined);
 }
 
 /** One dedicated connection, seen through kysely. Everything run on `db` goes to this one session. */

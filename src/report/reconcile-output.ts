@@ -1,3 +1,4 @@
+import { grouped } from './summary.js';
 import type { ReconcileClass, ReconcileEntry, ReconcileReport } from '../core/reconcile.js';
 import { CLASSES, SAFE_TO_APPLY, SETTLED } from '../core/reconcile.js';
 import { csvRow } from './csv.js';
@@ -39,7 +40,7 @@ export function formatReconcileText(report: ReconcileReport, samples: ReadonlyMa
   const rows = [['class', 'users', 'credits in Redis', 'credits in PostgreSQL', 'action']];
   for (const cls of CLASSES) {
     const t = report.classes[cls];
-    rows.push([CLASS_LABELS[cls], String(t.users), String(t.redis_credits), String(t.postgres_credits), action(cls, report.applied)]);
+    rows.push([CLASS_LABELS[cls], grouped(t.users), grouped(t.redis_credits), grouped(t.postgres_credits), action(cls, report.applied)]);
   }
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
   const table = rows.map((r) => `  ${r.map((v, i) => (i === 0 || i === 4 ? v.padEnd(widths[i] ?? 0) : v.padStart(widths[i] ?? 0))).join('  ')}`.trimEnd());

@@ -1,13 +1,19 @@
 import type { MigrateReport } from './report.js';
 
+/** Thousands separators for the numbers a person reads (the JSON report keeps plain numbers). */
+export function grouped(value: string | number | bigint): string {
+  const text = String(value);
+  return /^-?\d+$/.test(text) ? BigInt(text).toLocaleString('en-US') : text;
+}
+
 function headline(report: MigrateReport): string {
   const c = report.counts;
-  const resumed = report.resumed_from ? ` It resumed ${report.resumed_from} (${c.resumed_skipped} records were done before).` : '';
+  const resumed = report.resumed_from ? ` It resumed ${report.resumed_from} (${grouped(c.resumed_skipped)} records were done before).` : '';
   if (report.status === 'interrupted') {
-    return `${report.mode === 'dry-run' ? 'DRY RUN interrupted' : `Migration ${report.run_id} INTERRUPTED`}: ${c.pending} records not decided yet. ` +
+    return `${report.mode === 'dry-run' ? 'DRY RUN interrupted' : `Migration ${report.run_id} INTERRUPTED`}: ${grouped(c.pending)} records not decided yet. ` +
       `Run the same command again to ${report.mode === 'dry-run' ? 'start over' : 'resume'}.${resumed}`;
   }
-  if (report.status === 'failed') return `Migration ${report.run_id} FAILED with ${c.pending} records not decided.${resumed}`;
+  if (report.status === 'failed') return `Migration ${report.run_id} FAILED with ${grouped(c.pending)} records not decided.${resumed}`;
   return report.mode === 'dry-run' ? 'DRY RUN: nothing was written to PostgreSQL.' : `Migration ${report.run_id} finished.${resumed}`;
 }
 
@@ -44,17 +50,17 @@ export function formatSummary(report: MigrateReport): string {
   ];
   const width = Math.max(...[...lines, ...credits].map(([label]) => label.length));
   const render = (rows: [string, string | number][]) =>
-    rows.map(([label, value]) => `  ${label.padEnd(width)}  ${String(value).padStart(12)}`).join('\n');
+    rows.map(([label, value]) => `  ${label.padEnd(width)}  ${grouped(value).padStart(14)}`).join('\n');
   const reasons = Object.entries(report.reasons)
     .sort(([a], [b2]) => a.localeCompare(b2))
-    .map(([reason, n]) => `  ${reason.padEnd(width)}  ${String(n).padStart(12)}`)
+    .map(([reason, n]) => `  ${reason.padEnd(width)}  ${grouped(n).padStart(14)}`)
     .join('\n');
   const notes: string[] = [];
   if (report.source) notes.push(`  source: ${report.source.url}${report.resumed_from ? ` (the stage of ${report.resumed_from}, resumed)` : ''}`);
   const w = report.whitelist;
   if (w?.same_as_last_run === false) {
     notes.push(
-      `  note: the whitelist differs from the last finished run's (${w.emails} emails at ${w.credits} credits, was ${w.last_run?.emails} at ${w.last_run?.credits}): ` +
+      `  note: the whitelist differs from the last finished run's (${grouped(w.emails)} emails at ${grouped(w.credits)} credits, was ${w.last_run?.emails ?? '?'} at ${grouped(w.last_run?.credits ?? '?')}): ` +
         'newly whitelisted users are topped up; no top-up granted before is taken back',
     );
   }
@@ -62,7 +68,7 @@ export function formatSummary(report: MigrateReport): string {
     const shown = w.unmatched.slice(0, 10).join(', ');
     notes.push(`  note: ${w.unmatched.length} whitelisted emails match no Redis user (no top-up for them): ${shown}${w.unmatched.length > 10 ? ', ...' : ''}`);
   }
-  if (w && w.grants_kept > 0) notes.push(`  top-ups granted by earlier runs and kept: ${w.grants_kept}`);
+  if (w && w.grants_kept > 0) notes.push(`  top-ups granted by earlier runs and kept: ${grouped(w.grants_kept)}`);
   if (report.postgres_unnormalised_emails) {
     notes.push(
       `  note: ${report.postgres_unnormalised_emails} PostgreSQL rows store their email not normalised (case or spaces): ` +
@@ -78,7 +84,7 @@ export function formatSummary(report: MigrateReport): string {
     render(credits),
     ...(reasons ? ['', '  not migrated, by reason:', reasons] : []),
     '',
-    `  time ${report.duration_seconds.toFixed(1)} s, ${report.users_per_second} keys/s`,
+    `  time ${report.duration_seconds.toFixed(1)} s, ${grouped(report.users_per_second)} keys/s`,
     '',
   ].join('\n');
 }

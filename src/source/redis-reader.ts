@@ -16,6 +16,20 @@ export function scanTargets(redis: RedisReadable): RedisReadable[] {
   return redis instanceof Cluster ? redis.nodes('master') : [redis];
 }
 
+/**
+ * How many keys the servers SCAN visits hold (DBSIZE, summed over masters): every key of the database, so
+ * an upper bound of what --match finds, shown as an estimate. Undefined where DBSIZE is not allowed.
+ */
+export async function keyCount(redis: RedisReadable): Promise<number | undefined> {
+  try {
+    let total = 0;
+    for (const node of scanTargets(redis)) total += Number(await node.callBuffer('DBSIZE'));
+    return Number.isFinite(total) ? total : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export type SourceRecord =
   | { readonly key: string; readonly ok: true; readonly keyEmail: string; readonly value: string }
   | { readonly key: string; readonly ok: false; readonly reason: RejectReason; readonly detail: string };

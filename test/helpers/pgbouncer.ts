@@ -29,12 +29,18 @@ export async function freePort(): Promise<number> {
  * anything that relies on session state across transactions (TEMP objects, SET, session advisory locks)
  * fails here instead of in production behind Supavisor.
  */
-export async function startPgBouncer(options: { mode: 'transaction' | 'session'; poolSize: number; users: readonly string[] }): Promise<PgBouncer> {
+export async function startPgBouncer(options: {
+  mode: 'transaction' | 'session';
+  poolSize: number;
+  users: readonly string[];
+  /** Clients must give this password (SCRAM), as a managed PostgreSQL asks; by default none is asked. */
+  password?: string;
+}): Promise<PgBouncer> {
   const server = new URL(ADMIN_DATABASE_URL);
   const dir = mkdtempSync(join(tmpdir(), 'mu-pgbouncer-'));
   chmodSync(dir, 0o755);
   const port = await freePort();
-  writeFileSync(join(dir, 'users.txt'), options.users.map((u) => `"${u}" ""\n`).join(''));
+  writeFileSync(join(dir, 'users.txt'), options.users.map((u) => `"${u}" "${options.password ?? ''}"\n`).join(''));
   writeFileSync(
     join(dir, 'pgbouncer.ini'),
     [
@@ -44,7 +50,7 @@ export async function startPgBouncer(options: { mode: 'transaction' | 'session';
       'listen_addr = 127.0.0.1',
       `listen_port = ${port}`,
       'unix_socket_dir =',
-      'auth_type = trust',
+      `auth_type = ${options.password === undefined ? 'trust' : 'scram-sha-256'}`,
       `auth_file = ${join(dir, 'users.txt')}`,
       `pool_mode = ${options.mode}`,
       `default_pool_size = ${options.poolSize}`,

@@ -291,7 +291,7 @@ describe('migrate', () => {
       DATABASE_URL: 'postgres://postgres@127.0.0.1:1/none',
       REDIS_URL: 'redis://127.0.0.1:6379',
     });
-    expect(unreachable.code).toBe(3);
+    expect(unreachable.code).toBe(2);
     expect(await readFile(rejects, 'utf8')).toBe('the last run\n');
     const verifyBad = await runCli(['verify', '--match', keys.match, '--junit', join(dir, 'no', 'j.xml')], { DATABASE_URL: db.url });
     expect(verifyBad.code).toBe(2);
@@ -413,19 +413,19 @@ describe('exit codes and messages', () => {
     }
   });
 
-  it('3 when a server cannot be reached, and the password never appears', async () => {
+  it('2 when a server cannot be reached at the start, naming it, and the password never appears', async () => {
     const pgDown = await runCli(['--match', keys.match], {
       DATABASE_URL: 'postgres://admin:Sup3r-Secret-pw@127.0.0.1:1/postgres',
     });
-    expect(pgDown.code).toBe(3);
-    expect(pgDown.stderr).toMatch(/could not finish/);
+    expect(pgDown.code).toBe(2);
+    expect(pgDown.stderr).toContain('cannot connect to PostgreSQL at postgres://admin:***@127.0.0.1:1/postgres: connection refused');
     expect(pgDown.stdout + pgDown.stderr).not.toContain('Sup3r-Secret-pw');
 
     const redisDown = await runCli(['--match', keys.match, '--redis-url', 'redis://:An0ther-Secret@127.0.0.1:1'], {
       DATABASE_URL: db.url,
     });
-    expect(redisDown.code).toBe(3);
-    expect(redisDown.stderr).toContain('cannot reach Redis at redis://:***@127.0.0.1:1');
+    expect(redisDown.code).toBe(2);
+    expect(redisDown.stderr).toContain('cannot connect to Redis at redis://:***@127.0.0.1:1: connection refused');
     expect(redisDown.stdout + redisDown.stderr).not.toContain('An0ther-Secret');
   });
 

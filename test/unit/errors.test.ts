@@ -51,7 +51,7 @@ describe('secrets and spreadsheets', () => {
 });
 
 describe('logs', () => {
-  it('never carry a password: not in messages, string fields, or errors', async () => {
+  it.each(['json', 'text'] as const)('never carry a password: not in messages, string fields, or errors (%s)', async (format) => {
     const { mkdtempSync, openSync, readFileSync, closeSync } = await import('node:fs');
     const { join } = await import('node:path');
     const { tmpdir } = await import('node:os');
@@ -60,7 +60,7 @@ describe('logs', () => {
     const fd = openSync(file, 'w');
     const scrubber = new Scrubber();
     scrubber.addUrl('postgres://app:Hunter2-Secret@db.example.com/x');
-    const log = createLogger('info', scrubber, fd);
+    const log = createLogger({ level: 'info', format, scrubber, screen: fd });
     log.info('connecting to postgres://app:Hunter2-Secret@db.example.com/x');
     log.warn({ err: 'failed: password Hunter2-Secret rejected', attempt: 1 }, 'retrying');
     log.error({ err: new Error('boom at postgres://app:Hunter2-Secret@h/x') }, 'failed');
@@ -70,6 +70,34 @@ describe('logs', () => {
     expect(text.split('\n').filter(Boolean)).toHaveLength(4);
     expect(text).not.toContain('Hunter2-Secret');
     expect(text).not.toContain('$2b$12$abc');
+    if (format === 'text') {
+      expect(text).toContain('migrate-users warning: retrying (err=failed: password *** rejected, attempt=1)');
+      expect(text).not.toMatch(/^\{/m);
+    }
+  });
+
+  it('text logs at a terminal default to warnings and errors; --log-file takes every line as JSON', async () => {
+    const { mkdtempSync, readFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const { createLogger } = await import('../../src/log.js');
+    const dir = mkdtempSync(join(tmpdir(), 'mu-log-'));
+    const printed: string[] = [];
+    const screen = { print: (line: string) => void printed.push(line) };
+    const quiet = createLogger({ level: undefined, format: 'text', scrubber: new Scrubber(), screen });
+    quiet.info('run started');
+    quiet.warn('whitelist differs');
+    expect(printed).toEqual(['migrate-users warning: whitelist differs\n']);
+
+    printed.length = 0;
+    const file = join(dir, 'run.log');
+    const both = createLogger({ level: 'debug', format: 'text', file, scrubber: new Scrubber(), screen });
+    both.debug('detail');
+    both.info('run started');
+    both.error('lost');
+    expect(printed).toEqual(['migrate-users error: lost\n']);
+    const lines = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { msg: string });
+    expect(lines.map((l) => l.msg)).toEqual(['detail', 'run started', 'lost']);
   });
 });
 

@@ -1,0 +1,217 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BIN, runCli, type CliResult } from '../helpers/cli.js';
+import { freePort, startPgBouncer, type PgBouncer } from '../helpers/pgbouncer.js';
+import { createTestDatabase, createTestKeys, type TestDatabase, type TestKeys } from '../helpers/servers.js';
+
+/**
+ * The mistakes an operator makes at night, each answered in one line naming the problem and the fix,
+ * before any record is read: the real CLI as a child process, its exit code and its words.
+ */
+
+const STACK = /^\s+at /m;
+
+let db: TestDatabase;
+let keys: TestKeys;
+let dir: string;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  keys = await createTestKeys();
+  dir = mkdtempSync(join(tmpdir(), 'mu-operator-'));
+  for (let i = 0; i < 3000; i++) {
+    await keys.putUser(`u${i}@op.test`, { user_id: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, email: `u${i}@op.test`, current_credits: 10, total_credits_used: 0 });
+  }
+});
+
+afterAll(async () => {
+  await keys.cleanup();
+  await db.drop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const timed = async (args: string[], env: Record<string, string> = {}): Promise<CliResult & { ms: number }> => {
+  const started = Date.now();
+  const result = await runCli(args, env);
+  return { ...result, ms: Date.now() - started };
+};
+
+describe('the command line as people expect it', () => {
+  it('an unknown command is named, with the nearest one, not "too many arguments"', async () => {
+    const result = await runCli(['verfy', '--database-url', db.url]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("unknown command 'verfy' (did you mean verify?)");
+    expect(result.stderr).not.toContain('too many arguments');
+    const far = await runCli(['frobnicate']);
+    expect(far.code).toBe(2);
+    expect(far.stderr).toContain("unknown command 'frobnicate'");
+    expect(far.stderr).not.toContain('did you mean');
+  });
+
+  it('help [command] shows that command: only its flags, examples, exit codes', async () => {
+    const verify = await runCli(['help', 'verify']);
+    expect(verify.code).toBe(0);
+    expect(verify.stdout).toContain('--junit');
+    expect(verify.stdout).toContain('Examples:');
+    expect(verify.stdout).toContain('Exit codes: 0 ');
+    const seed = await runCli(['help', 'seed']);
+    expect(seed.stdout).toContain('--count');
+    expect(seed.stdout).not.toContain('--database-url');
+    const check = await runCli(['schema', 'check', '--help']);
+    expect(check.stdout).toContain('--database-url');
+    expect(check.stdout).not.toContain('--redis-url');
+    expect(check.stdout).not.toContain('--match');
+    const top = await runCli(['help']);
+    expect(top.code).toBe(0);
+    expect(top.stdout).toMatch(/help \[command\]/);
+  });
+});
+
+describe('a server that cannot be reached: which one, what happened, exit 2, at once', () => {
+  it('PostgreSQL: no such host, refused, no such database', async () => {
+    const port = await freePort();
+    const cases: [string, string][] = [
+      ['postgres://postgres@no-such-host.invalid:5432/x', 'no such host'],
+      [`postgres://postgres@127.0.0.1:${port}/x`, 'connection refused'],
+      [db.url.replace(/\/[^/]*$/, '/no_such_database_here'), 'does not exist'],
+    ];
+    for (const [url, words] of cases) {
+      const result = await timed(['--dry-run', '--database-url', url, '--redis-url', `redis://127.0.0.1:${port}`, '--match', keys.match]);
+      expect(result.code, result.stderr).toBe(2);
+      expect(result.stderr).toContain('cannot connect to PostgreSQL at postgres://postgres@');
+      expect(result.stderr).toContain(words);
+      expect(result.stderr).not.toMatch(STACK);
+      expect(result.ms).toBeLessThan(8000);
+    }
+  });
+
+  it('PostgreSQL asking for a password: "password required", or "wrong", never the password itself', async () => {
+    const bouncer: PgBouncer = await startPgBouncer({ mode: 'session', poolSize: 2, users: ['postgres'], password: 'Pw-Sekret-42' });
+    try {
+      const none = await timed(['schema', 'check', '--database-url', bouncer.through(db.url)]);
+      expect(none.code, none.stderr).toBe(2);
+      expect(none.stderr).toContain('cannot connect to PostgreSQL');
+      expect(none.stderr).toContain('password required');
+      expect(none.stderr).not.toMatch(STACK);
+      const wrongUrl = new URL(bouncer.through(db.url));
+      wrongUrl.password = 'Not-The-Pw-99';
+      const wrong = await timed(['schema', 'check'], { DATABASE_URL: wrongUrl.toString() });
+      expect(wrong.code, wrong.stderr).toBe(2);
+      expect(wrong.stderr).toContain('wrong user name or password');
+      expect(wrong.stderr).not.toContain('Not-The-Pw-99');
+      const right = new URL(bouncer.through(db.url));
+      right.password = 'Pw-Sekret-42';
+      const ok = await runCli(['schema', 'check'], { DATABASE_URL: right.toString() });
+      expect(ok.code, ok.stderr).toBe(0);
+    } finally {
+      await bouncer.stop();
+    }
+  });
+
+  it('Redis: refused, no such host, password required or wrong; a stack trace only at --log-level debug', async () => {
+    const port = await freePort();
+    const refused = await timed(['--dry-run', '--database-url', db.url, '--redis-url', `redis://127.0.0.1:${port}`, '--match', keys.match]);
+    expect(refused.code, refused.stderr).toBe(2);
+    expect(refused.stderr).toContain(`cannot connect to Redis at redis://127.0.0.1:${port}`);
+    expect(refused.stderr).toContain('connection refused');
+    expect(refused.stderr).not.toContain('Connection is closed');
+    expect(refused.stderr).not.toMatch(STACK);
+    expect(refused.ms).toBeLessThan(5000);
+
+    const nohost = await timed(['--dry-run', '--database-url', db.url, '--redis-url', 'redis://no-such-host.invalid:6379', '--match', keys.match, '--log-level', 'debug']);
+    expect(nohost.code).toBe(2);
+    expect(nohost.stderr).toContain('no such host');
+    expect(nohost.stderr).toMatch(STACK);
+
+    const server = await startRedisWithPassword('Rd-Sekret-77');
+    try {
+      const none = await runCli(['--dry-run', '--database-url', db.url, '--redis-url', `redis://127.0.0.1:${server.port}`, '--match', keys.match]);
+      expect(none.code, none.stderr).toBe(2);
+      expect(none.stderr).toContain('password required');
+      const wrong = await runCli(['--dry-run', '--database-url', db.url, '--match', keys.match], { REDIS_URL: `redis://default:Wrong-Pw-55@127.0.0.1:${server.port}` });
+      expect(wrong.code, wrong.stderr).toBe(2);
+      expect(wrong.stderr).toContain('wrong user name or password');
+      expect(wrong.stderr).not.toContain('Wrong-Pw-55');
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe('logs and the progress bar', () => {
+  it('at a terminal: the bar for every phase, no JSON log line, warnings as sentences above the bar, the summary clean', async () => {
+    const url = new URL(db.url);
+    url.password = 'Pw-On-Command-Line';
+    const screen = underTerminal([BIN, 'migrate', '--database-url', url.toString(), '--match', keys.match]);
+    expect(screen.code, screen.text).toBe(0);
+    expect(screen.text).not.toMatch(/\{"level"/);
+    expect(screen.text).not.toContain('Pw-On-Command-Line');
+    // The warning about the password on the command line, as a sentence on a line of its own.
+    expect(screen.text).toMatch(/^migrate-users warning: --database-url carries a password/m);
+    expect(screen.text).toMatch(/reading Redis .*of ~[\d,]+ keys \(estimated from the key count\)/);
+    expect(screen.text).toContain('indexing, triage');
+    expect(screen.text).toMatch(/writing .*100% \| 3,000\/3,000/);
+    expect(screen.text).toMatch(/^Migration run_\w+ finished\.$/m);
+    expect(screen.text).toMatch(/^ {2}inserted +3,000$/m);
+  });
+
+  it('--log-file takes the JSON lines; stderr keeps warnings and errors only', async () => {
+    const logFile = join(dir, 'run.log');
+    const result = await runCli(['--dry-run', '--database-url', db.url, '--match', keys.match, '--log-file', logFile], { LOG_LEVEL: '' });
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr).toBe('');
+    const lines = readFileSync(logFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { msg: string });
+    expect(lines.map((l) => l.msg)).toContain('run started');
+    const bad = await runCli(['--dry-run', '--log-file', join(dir, 'no', 'such', 'dir', 'run.log')]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--log-file');
+    expect(bad.stderr).toContain('does not exist');
+  });
+});
+
+/** Runs the CLI under a pseudo-terminal (util-linux `script`) and returns the screen's text, escapes removed. */
+function underTerminal(argv: readonly string[]): { code: number | null; text: string } {
+  const command = [process.execPath, ...argv].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+  const out = join(dir, `screen-${Date.now()}.txt`);
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, TERM: 'xterm', COLUMNS: '160' };
+  const result = spawnSync('script', ['-qfec', command, out], { env, encoding: 'utf8', timeout: 60_000 });
+  const raw = readFileSync(out, 'utf8');
+  // What a terminal shows: escapes gone, a carriage return starts the line over.
+  const text = raw
+    .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '')
+    .split('\n')
+    .map((line) => line.split('\r').filter((part) => part.length > 0).pop() ?? '')
+    .filter((line) => !line.startsWith('Script '))
+    .join('\n');
+  return { code: result.status, text };
+}
+
+async function startRedisWithPassword(password: string): Promise<{ port: number; stop(): Promise<void> }> {
+  const port = await freePort();
+  const child: ChildProcess = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--requirepass', password], {
+    stdio: 'ignore',
+  });
+  const probe = new Redis({ port, host: '127.0.0.1', password, lazyConnect: true, retryStrategy: () => null });
+  probe.on('error', () => undefined);
+  for (let i = 0; i < 100; i++) {
+    try {
+      await probe.connect();
+      await probe.ping();
+      break;
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  probe.disconnect();
+  return {
+    port,
+    stop: async () => {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    },
+  };
+}
