@@ -4,6 +4,7 @@ import { EXIT, UnfinishedError, UsageError, describe, isConnectionFailure, pgCod
 import { Scrubber } from '../redact.js';
 import type { CliContext } from './context.js';
 import { addLogOptions, addPostgresOptions, addRedisOptions } from './context.js';
+import { terminal } from './progress.js';
 import { addMigrateOptions, runMigrate } from './migrate-command.js';
 import { runSchemaApply, runSchemaCheck } from './schema-command.js';
 import { runSeed } from './seed-command.js';
@@ -122,7 +123,7 @@ function onSignals() {
       process.exit(code);
     }
     received = signal;
-    process.stderr.write(`migrate-users: ${signal}: finishing the batches in flight, then stopping (again to stop at once)\n`);
+    terminal.print(`migrate-users: ${signal}: finishing the batches in flight, then stopping (again to stop at once)\n`);
     controller.abort();
   };
   process.on('SIGINT', handler);
@@ -138,6 +139,7 @@ function onSignals() {
 }
 
 function report(error: unknown, ctx: CliContext): number {
+  terminal.close();
   const say = (message: string) => {
     process.stderr.write(`migrate-users: ${ctx.scrubber.scrub(message)}\n`);
     // Expected errors are one line; --log-level debug adds where it came from.
