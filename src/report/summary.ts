@@ -1,4 +1,4 @@
-import type { MigrateReport } from './report.js';
+import type { MigrateReport } from '../results/migrate-report.js';
 
 function headline(report: MigrateReport): string {
   const c = report.counts;

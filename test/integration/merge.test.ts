@@ -14,9 +14,10 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import pg from 'pg';
-import type { ReconcileReport } from '../../src/core/reconcile.js';
-import type { VerifyReport } from '../../src/core/verify.js';
-import { creditsClose, type MigrateReport } from '../../src/report/report.js';
+import type { ReconcileReport } from '../../src/results/reconcile-report.js';
+import type { VerifyReport } from '../../src/results/verify-report.js';
+import { creditsClose } from '../../src/report/report.js';
+import type { MigrateReport } from '../../src/results/migrate-report.js';
 import { BIN } from '../helpers/cli.js';
 import { createTestDatabase, createTestKeys, REDIS_URL, type TestDatabase, type TestKeys } from '../helpers/servers.js';
 

@@ -16,9 +16,10 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { startRedis, type ThrowawayRedis } from '../../src/bench/servers.js';
-import type { VerifyReport } from '../../src/core/verify.js';
-import type { ReconcileReport } from '../../src/core/reconcile.js';
-import { creditsClose, type MigrateReport } from '../../src/report/report.js';
+import type { VerifyReport } from '../../src/results/verify-report.js';
+import type { ReconcileReport } from '../../src/results/reconcile-report.js';
+import { creditsClose } from '../../src/report/report.js';
+import type { MigrateReport } from '../../src/results/migrate-report.js';
 import { BIN } from '../helpers/cli.js';
 import { createTestDatabase, createTestKeys, REDIS_URL, type TestDatabase, type TestKeys } from '../helpers/servers.js';
 
