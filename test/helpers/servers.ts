@@ -6,6 +6,14 @@ import { applySchema } from '../../src/db/schema.js';
 export const ADMIN_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
+/** The test Redis, logged in as an ACL user of the test's own. */
+export function redisUrlAs(user: string, password: string): string {
+  const url = new URL(REDIS_URL);
+  url.username = user;
+  url.password = password;
+  return url.toString();
+}
+
 export function uniqueName(prefix: string): string {
   return `${prefix}_${randomBytes(5).toString('hex')}`;
 }
