@@ -3,7 +3,7 @@ import type { ConnectionOptions } from 'node:tls';
 import { UsageError, connectFailure, describe, tlsFailure } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redactUrl } from '../redact.js';
-import type { SourceInfo } from '../report/report.js';
+import type { SourceInfo } from '../results/migrate-report.js';
 import type pg from 'pg';
 import { withPool } from '../db/database.js';
 import { assertWritable, readTarget } from '../db/target.js';

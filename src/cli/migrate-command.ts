@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
 import { EXIT } from '../errors.js';
 import { migrate, RunFailedError } from '../core/migrate.js';
-import type { MigrateReport } from '../report/report.js';
+import type { MigrateReport } from '../results/migrate-report.js';
 import { NdjsonFile } from '../report/ndjson-file.js';
 import { formatSummary } from '../report/summary.js';
 import { DEFAULTS, Problems } from './config.js';

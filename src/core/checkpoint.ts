@@ -3,7 +3,8 @@ import { sql, type Kysely } from 'kysely';
 import { dropStage } from '../stage/stage.js';
 import type { Take } from './process-chunk.js';
 import type { ReadOptions } from './stage-source.js';
-import { Tally, type SourceInfo } from '../report/report.js';
+import { Tally } from '../report/report.js';
+import type { SourceInfo } from '../results/migrate-report.js';
 
 /**
  * What a resumed run continues from: an interrupted or failed writing run whose stage is complete and

@@ -3,7 +3,8 @@ import { canonicalColumns, sameRow } from '../db/canonical.js';
 import { publicRow, rowFromRecord, type CellValue } from '../compare/compare-rows.js';
 import type { Facts } from './decide.js';
 import { emailsTable, STAGE_TABLE, triageKind, triageTable } from '../stage/stage.js';
-import { addSums, sumsSelect, toSums, untouchedSql, type Sums } from '../sink/apply-chunk.js';
+import { addSums, sumsSelect, toSums, untouchedSql } from '../sink/apply-chunk.js';
+import type { Sums } from '../results/sums.js';
 
 export interface RecordFacts extends Facts {
   readonly seq: number;

@@ -3,7 +3,8 @@ import type pg from 'pg';
 import { tryAdvisoryLock, type HeldLock, type Session } from '../db/database.js';
 import { UnfinishedError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Tally, WhitelistInfo } from '../report/report.js';
+import type { Tally } from '../report/report.js';
+import type { WhitelistInfo } from '../results/migrate-report.js';
 import { whitelistDigest } from './checkpoint.js';
 import type { MigrateOptions } from './migrate.js';
 

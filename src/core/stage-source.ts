@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { UsageError } from '../errors.js';
-import type { SourceInfo } from '../report/report.js';
+import type { SourceInfo } from '../results/migrate-report.js';
 import type { Session } from '../db/database.js';
 import { assertWritable, columnLimits, readTarget } from '../db/target.js';
 import type { Logger } from '../log.js';

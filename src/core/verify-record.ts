@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { compareRows, type CellValue, type ColumnDiff } from '../compare/compare-rows.js';
+import { compareRows, type ColumnDiff } from '../compare/compare-rows.js';
 import { SECRET_COLUMNS, USER_COLUMNS } from '../map/user-row.js';
 import { decide, type Facts } from './decide.js';
 
@@ -58,17 +58,4 @@ export function mergedCredits(facts: Facts): { current: string; used: string } |
 
 function sha256(text: string): string {
   return createHash('sha256').update(text, 'utf8').digest('hex');
-}
-
-/** One line of verify's difference list (README "verify report"). */
-export interface Difference {
-  readonly kind: 'mismatch' | 'missing' | 'not_migratable' | 'only_in_postgres' | 'deleted_in_redis';
-  readonly key: string | null;
-  readonly user_id: string | null;
-  readonly email: string | null;
-  readonly column: string | null;
-  readonly expected: CellValue;
-  readonly actual: CellValue;
-  readonly reason?: string;
-  readonly detail?: string;
 }

@@ -5,12 +5,14 @@ import { inOneTransaction, withSession } from '../db/database.js';
 import { canonicalColumns } from '../db/canonical.js';
 import type { Logger } from '../log.js';
 import { publicRow, rowFromRecord } from '../compare/compare-rows.js';
-import { money, type SourceInfo } from '../report/report.js';
+import { money } from '../report/report.js';
+import type { SourceInfo } from '../results/migrate-report.js';
+import type { Difference, Side, VerifyReport } from '../results/verify-report.js';
 import type { RedisReadable } from '../source/redis-reader.js';
 import { createStage, finishStage, STAGE_TABLE } from '../stage/stage.js';
 import { heldBackRecords, loadFacts, prepareFacts, triage, triagedTotals, type TriageKind } from './facts.js';
 import { boundByTarget, emptySource, sampleKeys, stageSource, type Progress, type ReadOptions } from './stage-source.js';
-import { mergedCredits, verifyRecord, type Difference } from './verify-record.js';
+import { mergedCredits, verifyRecord } from './verify-record.js';
 
 export interface VerifyOptions extends ReadOptions {
   /** Rows only in PostgreSQL fail verification too. */
@@ -31,59 +33,6 @@ export interface VerifyIo {
   readonly signal?: AbortSignal | undefined;
   /** Receives every difference, in order. */
   readonly onDifference?: ((difference: Difference) => Promise<void>) | undefined;
-}
-
-type Amount = number | string;
-
-export interface Side {
-  readonly users: number;
-  readonly current_credits: Amount;
-  readonly total_credits_used: Amount;
-}
-
-export interface VerifyReport {
-  readonly run_id: string;
-  readonly command: 'verify';
-  readonly ok: boolean;
-  /** Stopped by a signal before every key was compared: never ok. */
-  readonly interrupted: boolean;
-  readonly strict: boolean;
-  readonly source: SourceInfo | null;
-  readonly sample: { readonly size: number; readonly keys_in_redis: number } | null;
-  readonly started_at: string;
-  readonly finished_at: string;
-  readonly duration_seconds: number;
-  readonly counts: {
-    readonly keys_checked: number;
-    readonly redis_users: number;
-    readonly match: number;
-    readonly mismatch: number;
-    readonly missing: number;
-    readonly not_migratable: number;
-    /** null in sample mode: it cannot be known from a sample. */
-    readonly only_in_postgres: number | null;
-    /** Rows the ledger says the tool wrote from a key the source no longer has; null in sample mode. */
-    readonly deleted_in_redis: number | null;
-    readonly differences: number;
-  };
-  readonly reasons: Readonly<Record<string, number>>;
-  readonly invariants: {
-    /** Valid Redis records as read (credits before the whitelist rule). */
-    readonly redis: Side & { readonly invalid_records: number; readonly whitelist_topup: Amount };
-    /** Valid records that cannot be migrated (duplicates, email taken), credits after the whitelist rule. */
-    readonly not_migratable: Side;
-    /** Merged users: what their merges kept of the new-app rows (merged balance minus Redis's). */
-    readonly merged_from_postgres: Side;
-    /** redis + whitelist_topup - not_migratable + merged_from_postgres: what PostgreSQL must hold for the migratable users. */
-    readonly expected: Side;
-    readonly postgres_matching: Side;
-    readonly postgres_only: Side | null;
-    /** Rows the tool wrote whose Redis record is gone (they fail verification). */
-    readonly postgres_deleted_in_redis: Side | null;
-    readonly postgres_total: Side;
-    /** Users, credits and credits used agree exactly between Redis (+ top-ups) and PostgreSQL. */
-    readonly balanced: boolean;
-  };
 }
 
 /**

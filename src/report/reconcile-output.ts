@@ -1,6 +1,5 @@
 import { grouped } from './summary.js';
-import type { ReconcileClass, ReconcileEntry, ReconcileReport } from '../core/reconcile.js';
-import { CLASSES, SAFE_TO_APPLY, SETTLED } from '../core/reconcile.js';
+import { CLASSES, SAFE_TO_APPLY, SETTLED, type ReconcileClass, type ReconcileEntry, type ReconcileReport } from '../results/reconcile-report.js';
 import { csvRow } from './csv.js';
 
 export const CLASS_LABELS: Record<ReconcileClass, string> = {

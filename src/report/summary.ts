@@ -1,4 +1,4 @@
-import type { MigrateReport } from './report.js';
+import type { MigrateReport } from '../results/migrate-report.js';
 
 /** Thousands separators for the numbers a person reads (the JSON report keeps plain numbers). */
 export function grouped(value: string | number | bigint): string {

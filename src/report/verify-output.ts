@@ -1,6 +1,5 @@
 import type { CellValue } from '../compare/compare-rows.js';
-import type { VerifyReport } from '../core/verify.js';
-import type { Difference } from '../core/verify-record.js';
+import type { Difference, VerifyReport } from '../results/verify-report.js';
 
 const cell = (value: CellValue | undefined, max = 48): string => {
   const text = value === null || value === undefined ? '∅' : String(value);

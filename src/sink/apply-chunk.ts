@@ -3,6 +3,7 @@ import { canonicalJson, COLUMN_LIST, SET_FROM_STAGE } from '../db/canonical.js';
 import { triageKind } from '../stage/stage.js';
 import { pgCode } from '../errors.js';
 import type { UserRow } from '../map/user-row.js';
+import type { Sums } from '../results/sums.js';
 
 const UNIQUE_VIOLATION = '23505';
 
@@ -74,15 +75,6 @@ export async function insertRows(db: Kysely<unknown>, stage: string, rows: reado
     with ${insertCtes(staged(stage, rows), runId)}
     select s.seq from ins join s on s.user_id = ins.user_id`.execute(db);
   return new Set(result.rows.map((r) => Number(r.seq)));
-}
-
-/** What a set of records adds up to: enough for the tally, nothing per record. */
-export interface Sums {
-  readonly n: number;
-  readonly source: bigint;
-  readonly topup: bigint;
-  readonly used: bigint;
-  readonly topped: number;
 }
 
 export function sumsSelect(alias: string): RawBuilder<unknown> {

@@ -1,10 +1,23 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { Redis } from 'ioredis';
+import { inject } from 'vitest';
 import { applySchema } from '../../src/db/schema.js';
 
-export const ADMIN_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+// Chosen once per run by test/helpers/global-setup.ts: TEST_*_URL, the local defaults, or containers.
+const servers = inject('testServers');
+if (!servers) throw new Error('no test servers: test/helpers/global-setup.ts did not run (vitest.config.ts globalSetup)');
+
+export const ADMIN_DATABASE_URL = servers.databaseUrl;
+export const REDIS_URL = servers.redisUrl;
+
+/** The test Redis, logged in as an ACL user of the test's own. */
+export function redisUrlAs(user: string, password: string): string {
+  const url = new URL(REDIS_URL);
+  url.username = user;
+  url.password = password;
+  return url.toString();
+}
 
 export function uniqueName(prefix: string): string {
   return `${prefix}_${randomBytes(5).toString('hex')}`;

@@ -1,14 +1,11 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import pg from 'pg';
+import type pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BIN, type CliResult } from '../helpers/cli.js';
-import { createTestDatabase, createTestKeys, REDIS_URL, type TestDatabase, type TestKeys } from '../helpers/servers.js';
+import type { MigrateReport } from '../../src/results/migrate-report.js';
+import { createRaceWorld, type Finished, type RaceWorld } from '../helpers/races.js';
+import { expectReportAddsUp } from '../helpers/reports.js';
+import type { TestDatabase, TestKeys } from '../helpers/servers.js';
 
 /*
  * Every write guard of the tool, raced deterministically against the "app": a connection of the test that
@@ -18,70 +15,18 @@ import { createTestDatabase, createTestKeys, REDIS_URL, type TestDatabase, type 
  * unique index), so the race happens the same way on every run.
  */
 
-const WAIT_MS = 20_000;
-
-interface Credits {
-  current: number;
-  used: number;
-}
-
-type Count = 'scanned' | 'inserted' | 'updated' | 'unchanged' | 'kept_app_changes' | 'conflicts' | 'invalid' | 'pending';
-
-interface Report {
-  run_id: string;
-  status: string;
-  counts: Record<Count, number>;
-  reasons: Record<string, number>;
-  credits: { read: Credits; whitelist_topup: number; app_difference: Credits; by_outcome: Record<string, Credits>; written: Credits };
-}
-
-interface Reject {
-  key: string;
-  user_id: string;
-  reason: string;
-}
-
-interface Finished extends CliResult {
-  readonly report: Report;
-  readonly rejects: Reject[];
-}
-
-interface Running {
-  readonly child: ChildProcess;
-  readonly exit: Promise<number | null>;
-  output(): string;
-  /** Waits (at most `ms`) for the exit, then reads the JSON report and the rejects. */
-  finished(ms?: number): Promise<Finished>;
-}
-
-/** The app: a connection of its own, and its backend pid (to recognise the locks it holds). */
-interface App {
-  readonly client: pg.Client;
-  readonly pid: number;
-}
-
+let world: RaceWorld;
 let db: TestDatabase;
 let keys: TestKeys;
-let dir: string;
-let apps: pg.Client[];
-let children: ChildProcess[];
 let files = 0;
 
 beforeEach(async () => {
-  db = await createTestDatabase();
-  keys = await createTestKeys();
-  dir = mkdtempSync(join(tmpdir(), 'mu-guards-'));
-  apps = [];
-  children = [];
+  world = await createRaceWorld('guards', 20_000);
+  ({ db, keys } = world);
 });
 
 afterEach(async () => {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  await Promise.all(children.map((child) => (child.exitCode === null && child.signalCode === null ? once(child, 'exit') : undefined)));
-  await Promise.all(apps.map((client) => client.end().catch(() => undefined)));
-  await keys.cleanup();
-  await db.drop();
-  rmSync(dir, { recursive: true, force: true });
+  await world.close();
 });
 
 /** Puts a Redis record under this test's prefix; the key's email is `<id>@example.com`. */
@@ -89,100 +34,8 @@ async function putUser(id: string, credits: number): Promise<void> {
   await keys.putUser(`${id}@example.com`, { user_id: id, current_credits: credits, username: `name ${id}` });
 }
 
-async function connectApp(): Promise<App> {
-  const client = new pg.Client({ connectionString: db.url, application_name: 'guards-app' });
-  await client.connect();
-  apps.push(client);
-  const { rows } = await client.query<{ pid: number }>('select pg_backend_pid() as pid');
-  return { client, pid: rows[0]?.pid ?? -1 };
-}
-
-/** Starts bin/migrate-users as a child process with this test's database, Redis prefix, report and rejects files. */
-function start(args: readonly string[]): Running {
-  files += 1;
-  const reportPath = join(dir, `report-${files}.json`);
-  const rejectsPath = join(dir, `rejects-${files}.ndjson`);
-  // A subcommand comes first; everything else is a migrate run.
-  const [command, flags] = args[0] === 'reconcile' ? [['reconcile'], args.slice(1)] : [[], args];
-  const argv = [BIN, ...command, '--match', keys.match, '--no-progress', '--report', reportPath, '--rejects', rejectsPath, ...flags];
-  const child = spawn(process.execPath, argv, {
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, DATABASE_URL: db.url, REDIS_URL, LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  // 'close', not 'exit': by then stdout and stderr have been read to their end.
-  const exit = once(child, 'close').then(([code]) => code as number | null);
-  const output = () => `stdout:\n${stdout}\nstderr:\n${stderr}`;
-  return {
-    child,
-    exit,
-    output,
-    finished: async (ms = WAIT_MS) => {
-      const code = await Promise.race([exit, sleep(ms).then(() => 'timeout' as const)]);
-      if (code === 'timeout') {
-        const activity = await sessions();
-        child.kill('SIGKILL');
-        throw new Error(`the tool did not finish within ${ms} ms (sessions: ${activity})\n${output()}`);
-      }
-      const report = JSON.parse(await readFile(reportPath, 'utf8').catch(() => 'null')) as Report | null;
-      if (!report) throw new Error(`the tool wrote no report (exit ${code})\n${output()}`);
-      const rejects = (await readFile(rejectsPath, 'utf8').catch(() => ''))
-        .split('\n')
-        .filter(Boolean)
-        .map((line) => JSON.parse(line) as Reject);
-      return { code, stdout, stderr, report, rejects };
-    },
-  };
-}
-
+const start = (args: readonly string[]) => world.start(args);
 const run = (args: readonly string[]) => start(args).finished();
-
-/** What the database's sessions are doing: for failure messages. */
-async function sessions(): Promise<string> {
-  const rows = await db.query(
-    `select pid, application_name as app, state, wait_event_type as wait, pg_blocking_pids(pid) as blocked_by, left(query, 100) as query
-     from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()`,
-    [db.name],
-  );
-  return JSON.stringify(rows);
-}
-
-/** Where the tool waits: pg_stat_activity shows the first 1 kB (track_activity_query_size) of the statement. */
-interface Wait {
-  readonly app: App;
-  readonly query: string;
-  readonly started: string;
-}
-
-/**
- * Polls (bounded) until a backend of the tool waits on a lock held by one of `holders`; returns which
- * holder blocks it and the statement it is blocked in.
- */
-async function toolBlockedBy(tool: Running, holders: readonly App[]): Promise<Wait> {
-  const deadline = Date.now() + WAIT_MS;
-  for (;;) {
-    const rows = await db.query<{ blocked_by: number[]; query: string; started: string }>(
-      `select pg_blocking_pids(pid) as blocked_by, query, query_start::text as started from pg_stat_activity
-       where datname = $1 and application_name = 'migrate-users' and wait_event_type = 'Lock'`,
-      [db.name],
-    );
-    for (const row of rows) {
-      const app = holders.find((h) => row.blocked_by.includes(h.pid));
-      if (app) return { app, query: row.query, started: row.started };
-    }
-    if (tool.child.exitCode !== null) {
-      throw new Error(`the tool exited (${tool.child.exitCode}) without waiting on the app's uncommitted write\n${tool.output()}`);
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`the tool never waited on the app's lock within ${WAIT_MS} ms (sessions: ${await sessions()})\n${tool.output()}`);
-    }
-    await sleep(25);
-  }
-}
 
 /** The statement inserts triage's records (insertTriaged), or records decided one by one (insertRows: `v.observed`). */
 const TRIAGED_INSERT = /^(?![\s\S]*v\.observed)[\s\S]*ins as \(\s*insert into public\.users/;
@@ -216,20 +69,10 @@ async function resolutions(): Promise<Record<string, unknown>[]> {
   return db.query('select user_id, side, reason from migrate_users.resolutions order by user_id, id');
 }
 
-/** The report's equations (README "Report format"): every record counted once, and the credits close. */
-function expectReportAddsUp(report: Report): void {
-  const c = report.counts;
-  expect(c.inserted + c.updated + c.unchanged + c.kept_app_changes + c.conflicts + c.invalid + c.pending).toBe(c.scanned);
-  const sum = (pick: (x: Credits) => number) => Object.values(report.credits.by_outcome).reduce((n, x) => n + pick(x), 0);
-  const { read, whitelist_topup: topup, app_difference: app } = report.credits;
-  expect(read.current + topup + app.current).toBe(sum((x) => x.current));
-  expect(read.used + app.used).toBe(sum((x) => x.used));
-}
-
-const reasonOf = (result: Finished, userId: string) => result.rejects.find((r) => r.user_id === userId)?.reason;
+const reasonOf = (result: Finished<MigrateReport>, userId: string) => result.rejects.find((r) => r.user_id === userId)?.reason;
 
 function usersFile(...ids: string[]): string {
-  const path = join(dir, `users-${(files += 1)}.txt`);
+  const path = join(world.dir, `users-${(files += 1)}.txt`);
   writeFileSync(path, `${ids.join('\n')}\n`);
   return path;
 }
@@ -239,13 +82,13 @@ describe('write guards against the live app', { timeout: 120_000 }, () => {
     await putUser('usr_1', 10);
     await putUser('usr_2', 20);
     await putUser('usr_3', 30);
-    const app = await connectApp();
+    const app = await world.connectApp();
     await app.client.query('begin');
     await app.client.query(`insert into users (user_id, email, current_credits, signup_bonus_granted) values ('usr_2', 'app-2@example.com', 500, true)`);
     const appRow = await rowOf('usr_2', app.client);
 
     const tool = start(['--write-concurrency', '1']);
-    const blocked = await toolBlockedBy(tool, [app]);
+    const blocked = await world.toolBlockedBy(tool, [app]);
     expect(blocked.query).toMatch(TRIAGED_INSERT);
     await app.client.query('commit');
     const result = await tool.finished();
@@ -273,8 +116,8 @@ describe('write guards against the live app', { timeout: 120_000 }, () => {
     await putUser('usr_3', 30);
     // Two app transactions take the emails of usr_1 and usr_2 under user_ids of their own (no signup bonus:
     // not early logins, so plainly email_taken).
-    const first = await connectApp();
-    const second = await connectApp();
+    const first = await world.connectApp();
+    const second = await world.connectApp();
     await first.client.query('begin');
     await first.client.query(`insert into users (user_id, email, current_credits, signup_bonus_granted) values ('app_a', 'usr_1@example.com', 100, false)`);
     await second.client.query('begin');
@@ -283,12 +126,12 @@ describe('write guards against the live app', { timeout: 120_000 }, () => {
 
     const tool = start(['--write-concurrency', '1']);
     // The plain INSERT stops at whichever email it reaches first; that app commits, and it fails whole.
-    const plain = await toolBlockedBy(tool, [first, second]);
+    const plain = await world.toolBlockedBy(tool, [first, second]);
     expect(plain.query).toMatch(TRIAGED_INSERT);
     await plain.app.client.query('commit');
     // The fallback statement then waits on the other app's email: commit, and it must skip it too.
     const other = plain.app === first ? second : first;
-    const fallback = await toolBlockedBy(tool, [other]);
+    const fallback = await world.toolBlockedBy(tool, [other]);
     expect(fallback.query).toMatch(TRIAGED_INSERT);
     expect(fallback.started, 'a statement of its own').not.toBe(plain.started);
     await other.client.query('commit');
@@ -315,13 +158,13 @@ describe('write guards against the live app', { timeout: 120_000 }, () => {
     await putUser('usr_1', 10);
     expect((await run([])).code).toBe(0);
     await putUser('usr_2', 20);
-    const app = await connectApp();
+    const app = await world.connectApp();
     await app.client.query('begin');
     await app.client.query(`insert into users (user_id, email, current_credits, signup_bonus_granted) values ('usr_2', 'app-2@example.com', 500, true)`);
     const appRow = await rowOf('usr_2', app.client);
 
     const tool = start(['reconcile', '--apply', '--batch-size', '1']);
-    const blocked = await toolBlockedBy(tool, [app]);
+    const blocked = await world.toolBlockedBy(tool, [app]);
     expect(blocked.query).toMatch(DECIDED_INSERT);
     await app.client.query('commit');
     const result = await tool.finished();
@@ -349,13 +192,13 @@ describe('write guards against the live app', { timeout: 120_000 }, () => {
     await putUser('usr_1', 11);
     await putUser('usr_2', 25);
     const ledgerBefore = await ledgerOf('usr_2');
-    const app = await connectApp();
+    const app = await world.connectApp();
     await app.client.query('begin');
     await app.client.query(`update users set current_credits = current_credits - 5 where user_id = 'usr_2'`);
     const appRow = await rowOf('usr_2', app.client);
 
     const tool = start(['--batch-size', '1', '--write-concurrency', '1']);
-    const blocked = await toolBlockedBy(tool, [app]);
+    const blocked = await world.toolBlockedBy(tool, [app]);
     expect(blocked.query).toMatch(GUARDED_UPDATE);
     await app.client.query('commit');
     const result = await tool.finished();
@@ -388,13 +231,13 @@ describe('write guards against the live app', { timeout: 120_000 }, () => {
     await db.query(`update users set current_credits = 7 where user_id = 'usr_1'`);
     const ledgerBefore = await ledgerOf('usr_1');
     const users = usersFile('usr_1');
-    const app = await connectApp();
+    const app = await world.connectApp();
     await app.client.query('begin');
     await app.client.query(`update users set current_credits = current_credits - 5 where user_id = 'usr_1'`);
     const appRow = await rowOf('usr_1', app.client);
 
     const tool = start(['reconcile', '--apply', '--take', 'redis', '--users', users, '--batch-size', '1']);
-    const blocked = await toolBlockedBy(tool, [app]);
+    const blocked = await world.toolBlockedBy(tool, [app]);
     expect(blocked.query).toMatch(GUARDED_UPDATE);
     await app.client.query('commit');
     const result = await tool.finished();
@@ -425,7 +268,7 @@ describe('write guards against the live app', { timeout: 120_000 }, () => {
     await db.query(`insert into users (user_id, email, username, current_credits, total_credits_used, signup_bonus_granted, created_at)
       values ('usr_1', 'usr_1@example.com', 'name usr_1', 10, 0, true, null)`);
     const identical = await rowOf('usr_1');
-    const app = await connectApp();
+    const app = await world.connectApp();
     await app.client.query('begin');
     await app.client.query(`update users set current_credits = current_credits - 5 where user_id = 'usr_1'`);
 
@@ -452,14 +295,14 @@ describe('write guards against the live app', { timeout: 120_000 }, () => {
     await db.query(`insert into users (user_id, email, username, current_credits, total_credits_used, signup_bonus_granted, created_at)
       values ('usr_1', 'usr_1@example.com', 'name usr_1', 10, 0, true, null)`);
     await putUser('usr_2', 25);
-    const holder = await connectApp();
+    const holder = await world.connectApp();
     await holder.client.query('begin');
     await holder.client.query(`update users set current_credits = current_credits - 5 where user_id = 'usr_2'`);
 
     // One batch: facts for both are loaded (the look), then the catch-up update waits on usr_2 before the adopt
     // statement runs. Meanwhile the app commits a change to usr_1: between the tool's look and its write.
     const tool = start(['--write-concurrency', '1']);
-    const blocked = await toolBlockedBy(tool, [holder]);
+    const blocked = await world.toolBlockedBy(tool, [holder]);
     expect(blocked.query).toMatch(GUARDED_UPDATE);
     await db.query(`update users set current_credits = current_credits - 3 where user_id = 'usr_1'`);
     const appRow = await rowOf('usr_1');
@@ -494,7 +337,7 @@ describe('write guards against the live app', { timeout: 120_000 }, () => {
     await db.query(`update users set current_credits = 7 where user_id = 'usr_1'`);
     await db.query(`update users set current_credits = 8 where user_id = 'usr_2'`);
     const users = usersFile('usr_1', 'usr_2');
-    const app = await connectApp();
+    const app = await world.connectApp();
     await app.client.query('begin');
     await app.client.query(`update users set current_credits = current_credits - 5 where user_id = 'usr_1'`);
     const before = [await rowOf('usr_1'), await rowOf('usr_2')];

@@ -5,160 +5,36 @@
  * prefix, runs the real bin/migrate-users, and makes every race deterministic: the "app" holds a row lock on
  * a pg client, the test polls pg_stat_activity until the tool waits on it, and only then commits or kills.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import pg from 'pg';
-import type { ReconcileReport } from '../../src/core/reconcile.js';
-import type { VerifyReport } from '../../src/core/verify.js';
-import { creditsClose, type MigrateReport } from '../../src/report/report.js';
-import { BIN } from '../helpers/cli.js';
-import { createTestDatabase, createTestKeys, REDIS_URL, type TestDatabase, type TestKeys } from '../helpers/servers.js';
+import type { MigrateReport } from '../../src/results/migrate-report.js';
+import type { ReconcileReport } from '../../src/results/reconcile-report.js';
+import type { VerifyReport } from '../../src/results/verify-report.js';
+import { createRaceWorld, type App, type RaceWorld, type Reject, type Running } from '../helpers/races.js';
+import { expectReportAddsUp } from '../helpers/reports.js';
+import type { TestDatabase, TestKeys } from '../helpers/servers.js';
 
-const WAIT_MS = 30_000;
-
-interface Reject {
-  readonly key: string;
-  readonly reason: string;
-  readonly detail: string;
-  readonly user_id?: string;
-}
-
-interface Finished<R> {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-  readonly report: R;
-  readonly rejects: Reject[];
-}
-
-interface Running {
-  readonly child: ChildProcess;
-  readonly exit: Promise<number | null>;
-  output(): string;
-  finished<R>(): Promise<Finished<R>>;
-}
-
+let world: RaceWorld;
 let db: TestDatabase;
 let keys: TestKeys;
-let dir: string;
-let files = 0;
-const children: ChildProcess[] = [];
-const apps: pg.Client[] = [];
 
 beforeEach(async () => {
-  db = await createTestDatabase();
-  keys = await createTestKeys();
-  dir = mkdtempSync(join(tmpdir(), 'mu-merge-'));
+  world = await createRaceWorld('merge');
+  ({ db, keys } = world);
 });
 
 afterEach(async () => {
-  for (const child of children.splice(0)) {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
-      await once(child, 'exit');
-    }
-  }
-  await Promise.all(apps.splice(0).map((client) => client.end().catch(() => undefined)));
-  await keys.cleanup();
-  await db.drop();
-  rmSync(dir, { recursive: true, force: true });
+  await world.close();
 });
 
-/** Starts bin/migrate-users (migrate, or the subcommand given first) on this test's database and keys. */
-function start(args: readonly string[], env: Record<string, string> = {}): Running {
-  files += 1;
-  const reportPath = join(dir, `report-${files}.json`);
-  const [command, flags] = args[0] === 'verify' || args[0] === 'reconcile' ? [[args[0]], args.slice(1)] : [[], args];
-  const rejectsPath = command[0] === 'verify' ? undefined : join(dir, `rejects-${files}.ndjson`);
-  const argv = [BIN, ...command, '--no-progress', '--match', keys.match, '--report', reportPath, ...(rejectsPath ? ['--rejects', rejectsPath] : []), ...flags];
-  const child = spawn(process.execPath, argv, {
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, DATABASE_URL: db.url, REDIS_URL, LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  // 'close', not 'exit': by then stdout and stderr have been read to their end.
-  const exit = once(child, 'close').then(([code]) => code as number | null);
-  const output = () => `stdout:\n${stdout}\nstderr:\n${stderr}`;
-  return {
-    child,
-    exit,
-    output,
-    finished: async <R>() => {
-      const code = await Promise.race([exit, sleep(WAIT_MS).then(() => 'timeout' as const)]);
-      if (code === 'timeout') {
-        child.kill('SIGKILL');
-        throw new Error(`the tool did not finish within ${WAIT_MS} ms (sessions: ${await sessions()})\n${output()}`);
-      }
-      const text = await readFile(reportPath, 'utf8').catch(() => null);
-      if (text === null) throw new Error(`no report (exit ${code})\n${output()}`);
-      const rejects = (rejectsPath ? await readFile(rejectsPath, 'utf8').catch(() => '') : '')
-        .split('\n')
-        .filter(Boolean)
-        .map((line) => JSON.parse(line) as Reject);
-      return { code, stdout, stderr, report: JSON.parse(text) as R, rejects };
-    },
-  };
-}
-
+const start = (args: readonly string[], env: Record<string, string> = {}) => world.start(args, env);
 const migrate = (args: readonly string[] = [], env: Record<string, string> = {}) => start(args, env).finished<MigrateReport>();
 const reconcile = (args: readonly string[] = [], env: Record<string, string> = {}) => start(['reconcile', ...args], env).finished<ReconcileReport>();
 const verify = () => start(['verify']).finished<VerifyReport>();
 
-/** A connection standing in for the new app (its own application_name, so it is never taken for the tool). */
-async function connectApp(): Promise<{ client: pg.Client; pid: number }> {
-  const client = new pg.Client({ connectionString: db.url, application_name: 'merge-test-app' });
-  await client.connect();
-  apps.push(client);
-  const { rows } = await client.query<{ pid: number }>('select pg_backend_pid() as pid');
-  return { client, pid: rows[0]?.pid ?? -1 };
-}
-
-async function sessions(): Promise<string> {
-  const rows = await db.query(
-    `select pid, application_name as app, state, wait_event_type as wait, pg_blocking_pids(pid) as blocked_by, left(query, 80) as query
-     from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()`,
-    [db.name],
-  );
-  return JSON.stringify(rows);
-}
-
-async function until(test: () => Promise<boolean>, what: string, tool?: Running): Promise<void> {
-  const deadline = Date.now() + WAIT_MS;
-  while (!(await test())) {
-    if (tool && tool.child.exitCode !== null) throw new Error(`the tool exited (${tool.child.exitCode}) before ${what}\n${tool.output()}`);
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (sessions: ${await sessions()})${tool ? `\n${tool.output()}` : ''}`);
-    await sleep(20);
-  }
-}
-
-/** Until the tool's backend waits on a lock held by the app's backend `pid`, in its merge statement. */
-async function toolWaitsInMerge(tool: Running, pid: number): Promise<void> {
-  await until(async () => {
-    const rows = await db.query<{ query: string }>(
-      `select query from pg_stat_activity
-       where datname = $1 and application_name = 'migrate-users' and wait_event_type = 'Lock' and $2 = any(pg_blocking_pids(pid))`,
-      [db.name, pid],
-    );
-    // pg_stat_activity keeps the first 1 kB of the statement: mergeInto's opens with the merged rows.
-    return rows.some((r) => r.query.includes('jsonb_populate_recordset(null::public.users'));
-  }, "the tool's merge to wait on the app's row lock", tool);
-}
-
-async function toolSessionsGone(): Promise<void> {
-  await until(async () => {
-    const rows = await db.query<{ n: number }>(`select count(*)::int as n from pg_stat_activity where datname = $1 and application_name = 'migrate-users'`, [db.name]);
-    return rows[0]?.n === 0;
-  }, "the killed tool's sessions to end");
+/** Until the tool's backend waits on a lock held by the app, in its merge statement. */
+async function toolWaitsInMerge(tool: Running, app: App): Promise<void> {
+  // pg_stat_activity keeps the first 1 kB of the statement: mergeInto's opens with the merged rows.
+  await world.toolBlockedBy(tool, [app], (query) => query.includes('jsonb_populate_recordset(null::public.users'));
 }
 
 interface AppRow {
@@ -223,21 +99,6 @@ async function snapshot(): Promise<Snapshot> {
   };
 }
 
-/**
- * The report's credit equation (README "Report format"), merges included:
- * read + whitelist_topup + app_difference + merge_difference = sum(by_outcome), for credits and credits used.
- */
-function expectCreditsClose(report: MigrateReport): void {
-  const c = report.credits;
-  const sum = (pick: (x: { current: number | string; used: number | string }) => number | string) =>
-    Object.values(c.by_outcome).reduce((n, x) => n + BigInt(pick(x)), 0n);
-  expect(BigInt(c.read.current) + BigInt(c.whitelist_topup) + BigInt(c.app_difference.current) + BigInt(c.merge_difference.current)).toBe(
-    sum((x) => x.current),
-  );
-  expect(BigInt(c.read.used) + BigInt(c.app_difference.used) + BigInt(c.merge_difference.used)).toBe(sum((x) => x.used));
-  expect(creditsClose(report), JSON.stringify(c)).toBe(true);
-}
-
 /** The per-column lines `reconcile` prints for the early logins: `user email  column: redis X | postgres Y -> merged Z`. */
 function mergeLines(stdout: string): string[] {
   return stdout
@@ -287,7 +148,7 @@ describe('merge: early logins', () => {
       expect(r.detail).toContain('reconcile --merge');
     }
     expect((await snapshot()).users.filter((u) => String(u.user_id).startsWith('app_'))).toEqual(before.users);
-    expectCreditsClose(plain.report);
+    expectReportAddsUp(plain.report);
 
     const applied = await reconcile(['--apply', '--merge'], whitelist);
     expect(applied.code, applied.stderr).toBe(0);
@@ -300,7 +161,7 @@ describe('merge: early logins', () => {
     });
     expect(applied.report.credits.merge_difference).toEqual({ current: 250, used: 63 });
     expect(applied.report.credits.by_outcome.merged).toEqual({ current: 115250, used: 80 });
-    expectCreditsClose(applied.report);
+    expectReportAddsUp(applied.report);
 
     expect(await row('app_a')).toEqual({
       user_id: 'app_a', email: 'a@x.test', username: 'old_a', avatar: 'https://old/a.png', password_hash: '$2b$12$old_hash_a',
@@ -352,7 +213,7 @@ describe('merge: early logins', () => {
     const noWhitelist = await migrate();
     expect(noWhitelist.code, noWhitelist.stderr).toBe(0);
     expect(noWhitelist.report.counts).toMatchObject({ unchanged: 5, conflicts: 0, merged: 0 });
-    expectCreditsClose(noWhitelist.report);
+    expectReportAddsUp(noWhitelist.report);
     expect(await snapshot()).toEqual(settled);
   });
 
@@ -405,7 +266,7 @@ describe('merge: early logins', () => {
     expect(await row('app_m')).toMatchObject({ credits: 1000 });
     expect(await db.query(`select u.*, u.xmin::text as version from users u where user_id <> 'app_m' order by user_id`)).toEqual(untouched);
     expect(await db.query(`select user_id from users where user_id in ('usr_y', 'usr_f', 'usr_d1', 'usr_d2')`)).toEqual([]);
-    expectCreditsClose(applied.report);
+    expectReportAddsUp(applied.report);
   });
 
   it('the plan (reconcile --merge) is what --apply --merge then does, and the plan writes nothing', async () => {
@@ -450,8 +311,8 @@ describe('merge: early logins', () => {
       ['usr_a', 50, 5050],
       ['usr_b', 30, 300],
     ]);
-    expectCreditsClose(plan.report);
-    expectCreditsClose(applied.report);
+    expectReportAddsUp(plan.report);
+    expectReportAddsUp(applied.report);
     // The bonus to withhold only means something to a merge.
     const misuse = start(['reconcile', '--signup-credits', '50']);
     expect(await misuse.exit, misuse.output()).toBe(2);
@@ -473,11 +334,11 @@ describe('merge: early logins', () => {
   it('an app spending on the row during --apply --merge wins: the merge is skipped (changed_during_run), a later run merges the new balance', async () => {
     await keys.putUser('a@x.test', { user_id: 'usr_a', credits: 5000, credits_used: 5 });
     await appRow('app_a', 'a@x.test', { credits: 350, used: 2 });
-    const app = await connectApp();
+    const app = await world.connectApp();
     await app.client.query('begin');
     await app.client.query(`update users set current_credits = current_credits - 30, total_credits_used = total_credits_used + 30 where user_id = 'app_a'`);
     const tool = start(['reconcile', '--apply', '--merge']);
-    await toolWaitsInMerge(tool, app.pid);
+    await toolWaitsInMerge(tool, app);
     await app.client.query('commit');
     const raced = await tool.finished<ReconcileReport>();
     expect(raced.code, raced.stderr).toBe(1);
@@ -489,7 +350,7 @@ describe('merge: early logins', () => {
     expect(await row('app_a')).toMatchObject({ credits: 320, used: 32 });
     expect(await merges()).toEqual([]);
     expect(await db.query('select * from migrate_users.ledger')).toEqual([]);
-    expectCreditsClose(raced.report);
+    expectReportAddsUp(raced.report);
 
     const later = await reconcile(['--apply', '--merge']);
     expect(later.code, later.stderr).toBe(0);
@@ -511,11 +372,11 @@ describe('merge: early logins', () => {
     await keys.putUser('a@x.test', { user_id: 'usr_a', credits: 5000, credits_used: 5 });
     await appRow('app_a', 'a@x.test', { credits: 350, used: 2 });
     const before = await snapshot();
-    const app = await connectApp();
+    const app = await world.connectApp();
     await app.client.query('begin');
     await app.client.query(`select 1 from users where user_id = 'app_a' for update`);
     const killed = start(['reconcile', '--apply', '--merge']);
-    await toolWaitsInMerge(killed, app.pid);
+    await toolWaitsInMerge(killed, app);
     const [running] = await db.query<{ run_id: string }>(`select run_id from migrate_users.runs where status = 'running'`);
     killed.child.kill('SIGKILL');
     await killed.exit;
@@ -523,7 +384,7 @@ describe('merge: early logins', () => {
       await db.query(`select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and application_name = 'migrate-users'`, [db.name]);
     }
     await app.client.query('rollback');
-    await toolSessionsGone();
+    await world.toolSessionsGone();
     return { killedRun: running?.run_id ?? '', before };
   }
 
@@ -595,7 +456,7 @@ describe('merge: early logins', () => {
     expect(rerun.report.counts).toMatchObject({ unchanged: 2, inserted: 0, updated: 0, merged: 0, kept_app_changes: 0, conflicts: 0 });
     expect(rerun.report.credits.written).toEqual({ current: 0, used: 0 });
     expect(rerun.report.credits.merge_difference).toEqual({ current: 250, used: 2 });
-    expectCreditsClose(rerun.report);
+    expectReportAddsUp(rerun.report);
     expect(await snapshot()).toEqual(after);
 
     const proven = await verify();
@@ -622,7 +483,7 @@ describe('merge: early logins', () => {
     expect(kept.report.counts).toMatchObject({ kept_app_changes: 1, unchanged: 1, conflicts: 0, merged: 0 });
     expect(kept.report.credits.merge_difference).toEqual({ current: 50, used: 202 });
     expect(kept.report.credits.app_difference).toEqual({ current: 0, used: 0 });
-    expectCreditsClose(kept.report);
+    expectReportAddsUp(kept.report);
     expect(await snapshot()).toEqual(spent);
     // verify compares the row with what the merge wrote: the spend shows as a difference, with the merged
     // values expected.

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/cli.js';
-import { adminQuery, createTestDatabase, createTestKeys, uniqueName, type TestDatabase, type TestKeys } from '../helpers/servers.js';
+import { adminQuery, createTestDatabase, createTestKeys, REDIS_URL, redisUrlAs, uniqueName, type TestDatabase, type TestKeys } from '../helpers/servers.js';
 
 let db: TestDatabase;
 let keys: TestKeys;
@@ -34,7 +34,7 @@ async function migrate(extra: string[] = [], env: Record<string, string> = {}) {
   const rejects = join(dir, `rejects-${Math.random()}.ndjson`);
   const result = await runCli(
     ['--match', keys.match, '--report', report, '--rejects', rejects, ...extra],
-    { DATABASE_URL: db.url, REDIS_URL: 'redis://127.0.0.1:6379', ...env },
+    { DATABASE_URL: db.url, REDIS_URL, ...env },
   );
   let parsed: Report | undefined;
   let lines: Record<string, unknown>[] = [];
@@ -272,7 +272,7 @@ describe('migrate', () => {
     }
     expect(run.rejects).toEqual([expect.objectContaining({ user_id: 'usr_bob', reason: 'early_login', detail: expect.stringContaining('app_bob') })]);
     expect(await db.query(`select user_id from users order by 1`)).toEqual([{ user_id: 'app_bob' }, { user_id: 'app_sam' }, { user_id: 'usr_am' }]);
-    const verify = await runCli(['verify', '--match', keys.match], { DATABASE_URL: db.url, REDIS_URL: 'redis://127.0.0.1:6379' });
+    const verify = await runCli(['verify', '--match', keys.match], { DATABASE_URL: db.url, REDIS_URL });
     expect(verify.code).toBe(1);
     expect(verify.stdout).toContain('not migratable');
   });
@@ -289,7 +289,7 @@ describe('migrate', () => {
     writeFileSync(rejects, 'the last run\n');
     const unreachable = await runCli(['--match', keys.match, '--rejects', rejects, '--retries', '0'], {
       DATABASE_URL: 'postgres://postgres@127.0.0.1:1/none',
-      REDIS_URL: 'redis://127.0.0.1:6379',
+      REDIS_URL,
     });
     expect(unreachable.code).toBe(2);
     expect(await readFile(rejects, 'utf8')).toBe('the last run\n');
@@ -340,7 +340,7 @@ describe('migrate', () => {
     const acl = uniqueName('mu_noinfo');
     await keys.redis.call('ACL', 'SETUSER', acl, 'on', '>pw', 'resetkeys', `~${keys.prefix}user:email:*`, '-@all', '+@read', '+@connection', '+client');
     try {
-      const run = await migrate([], { REDIS_URL: `redis://${acl}:pw@127.0.0.1:6379` });
+      const run = await migrate([], { REDIS_URL: redisUrlAs(acl, 'pw') });
       expect(run.code).toBe(0);
       expect(run.report?.counts).toMatchObject({ scanned: 1, inserted: 1 });
     } finally {
@@ -357,7 +357,7 @@ describe('migrate', () => {
       '-@all', '+@read', '+@connection', '+info', '+client',
     );
     try {
-      const run = await migrate([], { REDIS_URL: `redis://${acl}:readerpass@127.0.0.1:6379` });
+      const run = await migrate([], { REDIS_URL: redisUrlAs(acl, 'readerpass') });
       expect(run.stderr).toBe('');
       expect(run.code).toBe(0);
       expect(run.report?.counts).toMatchObject({ scanned: 1, inserted: 1 });

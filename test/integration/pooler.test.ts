@@ -6,7 +6,7 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/cli.js';
 import { startPgBouncer, type PgBouncer } from '../helpers/pgbouncer.js';
-import { createTestDatabase, createTestKeys, type TestDatabase, type TestKeys } from '../helpers/servers.js';
+import { createTestDatabase, createTestKeys, REDIS_URL, type TestDatabase, type TestKeys } from '../helpers/servers.js';
 
 // PgBouncer in transaction mode stands in for Supavisor's port 6543: every transaction may land on another
 // server connection (round robin over a pool of 3), so no session state survives from one to the next.
@@ -48,7 +48,7 @@ async function run(args: string[]) {
   const report = join(dir, `report-${Math.random()}.json`);
   const result = await runCli(
     [...args, '--match', keys.match, '--batch-size', '200', '--no-progress', '--report', report],
-    { DATABASE_URL: bouncer.through(db.url), REDIS_URL: 'redis://127.0.0.1:6379' },
+    { DATABASE_URL: bouncer.through(db.url), REDIS_URL },
   );
   const parsed = await readFile(report, 'utf8').then((text) => JSON.parse(text) as { counts: Record<string, number> }, () => undefined);
   return { ...result, report: parsed };

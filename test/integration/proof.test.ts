@@ -5,73 +5,33 @@
  * the real bin/migrate-users, and makes every race deterministic: the "app" holds a lock on a pg client, the
  * test polls pg_stat_activity until the tool waits on it, and only then signals, kills or commits.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
-import pg from 'pg';
 import { startRedis, type ThrowawayRedis } from '../../src/bench/servers.js';
-import type { VerifyReport } from '../../src/core/verify.js';
-import type { ReconcileReport } from '../../src/core/reconcile.js';
-import { creditsClose, type MigrateReport } from '../../src/report/report.js';
-import { BIN } from '../helpers/cli.js';
-import { createTestDatabase, createTestKeys, REDIS_URL, type TestDatabase, type TestKeys } from '../helpers/servers.js';
+import type { MigrateReport } from '../../src/results/migrate-report.js';
+import type { ReconcileReport } from '../../src/results/reconcile-report.js';
+import type { VerifyReport } from '../../src/results/verify-report.js';
+import { createRaceWorld, type RaceWorld } from '../helpers/races.js';
+import { expectReportAddsUp } from '../helpers/reports.js';
+import { REDIS_URL, type TestDatabase, type TestKeys } from '../helpers/servers.js';
 
-const WAIT_MS = 30_000;
-
-interface Reject {
-  readonly key: string;
-  readonly reason: string;
-  readonly detail: string;
-  readonly user_id?: string;
-}
-
-interface Finished<R> {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-  readonly report: R;
-  readonly rejects: Reject[];
-}
-
-interface Running {
-  readonly child: ChildProcess;
-  readonly exit: Promise<number | null>;
-  output(): string;
-  finished<R = MigrateReport>(): Promise<Finished<R>>;
-}
-
+let world: RaceWorld;
 let db: TestDatabase;
 let keys: TestKeys;
 let dir: string;
-let files = 0;
-const children: ChildProcess[] = [];
-const apps: pg.Client[] = [];
 const servers: ThrowawayRedis[] = [];
 
 beforeEach(async () => {
-  db = await createTestDatabase();
-  keys = await createTestKeys();
-  dir = mkdtempSync(join(tmpdir(), 'mu-proof-'));
+  world = await createRaceWorld('proof');
+  ({ db, keys, dir } = world);
 });
 
 afterEach(async () => {
-  for (const child of children.splice(0)) {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
-      await once(child, 'exit');
-    }
-  }
-  await Promise.all(apps.splice(0).map((client) => client.end().catch(() => undefined)));
   await Promise.all(servers.splice(0).map((server) => server.stop()));
-  await keys.cleanup();
-  await db.drop();
-  rmSync(dir, { recursive: true, force: true });
+  await world.close();
 });
 
 /** The source as the tool names it in reports: no credentials, port and database number spelled out. */
@@ -80,111 +40,13 @@ function sourceUrl(url: string): string {
   return `${u.protocol}//${u.hostname}:${u.port || '6379'}/${Number(u.pathname.slice(1) || '0')}`;
 }
 
-/**
- * Starts bin/migrate-users (a subcommand first, if any) with this test's database, key prefix, report and
- * rejects files. `env` overrides the environment (REDIS_URL, WHITELIST_EMAILS, ...).
- */
-function start(args: readonly string[], env: Record<string, string> = {}): Running {
-  files += 1;
-  const reportPath = join(dir, `report-${files}.json`);
-  const [command, flags] = args[0] === 'verify' || args[0] === 'reconcile' ? [[args[0]], args.slice(1)] : [[], args];
-  const given = flags.indexOf('--rejects');
-  // verify has no --rejects; every other command gets one unless the test names its own.
-  const rejectsPath = given >= 0 ? flags[given + 1] : command[0] === 'verify' ? undefined : join(dir, `rejects-${files}.ndjson`);
-  const extra = [...(flags.includes('--match') ? [] : ['--match', keys.match]), '--report', reportPath];
-  if (given < 0 && rejectsPath) extra.push('--rejects', rejectsPath);
-  const argv = [BIN, ...command, '--no-progress', ...extra, ...flags];
-  const child = spawn(process.execPath, argv, {
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, DATABASE_URL: db.url, REDIS_URL, LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const exit = once(child, 'exit').then(([code]) => code as number | null);
-  const output = () => `stdout:\n${stdout}\nstderr:\n${stderr}`;
-  return {
-    child,
-    exit,
-    output,
-    finished: async <R>() => {
-      const code = await Promise.race([exit, sleep(WAIT_MS).then(() => 'timeout' as const)]);
-      if (code === 'timeout') {
-        child.kill('SIGKILL');
-        throw new Error(`the tool did not finish within ${WAIT_MS} ms (sessions: ${await sessions()})\n${output()}`);
-      }
-      const report = JSON.parse(await readFile(reportPath, 'utf8').catch(() => 'null')) as R;
-      const rejects = (rejectsPath ? await readFile(rejectsPath, 'utf8').catch(() => '') : '')
-        .split('\n')
-        .filter(Boolean)
-        .map((line) => JSON.parse(line) as Reject);
-      return { code, stdout, stderr, report, rejects };
-    },
-  };
-}
+const start = (args: readonly string[], env: Record<string, string> = {}) => world.start(args, env);
 
-const run = <R = MigrateReport>(args: readonly string[] = [], env: Record<string, string> = {}) => start(args, env).finished<R>();
+/** Runs a command to its end, whether or not it writes a report. */
+const run = (args: readonly string[] = [], env: Record<string, string> = {}) => start(args, env).ended();
 
 /** Runs a command whose report must exist: fails with the tool's output otherwise. */
-async function reported<R = MigrateReport>(args: readonly string[] = [], env: Record<string, string> = {}): Promise<Finished<R>> {
-  const tool = start(args, env);
-  const result = await tool.finished<R>();
-  if (result.report === null) throw new Error(`no report (exit ${result.code})\n${tool.output()}`);
-  return result;
-}
-
-/** A connection standing in for the new app (its own application_name, so it is never taken for the tool). */
-async function connectApp(): Promise<{ client: pg.Client; pid: number }> {
-  const client = new pg.Client({ connectionString: db.url, application_name: 'proof-app' });
-  await client.connect();
-  apps.push(client);
-  const { rows } = await client.query<{ pid: number }>('select pg_backend_pid() as pid');
-  return { client, pid: rows[0]?.pid ?? -1 };
-}
-
-async function sessions(): Promise<string> {
-  const rows = await db.query(
-    `select pid, application_name as app, state, wait_event_type as wait, pg_blocking_pids(pid) as blocked_by, left(query, 80) as query
-     from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()`,
-    [db.name],
-  );
-  return JSON.stringify(rows);
-}
-
-/** Polls `test` until it holds; fails after `ms` with `what` (and the tool's output, if given). */
-async function until(test: () => boolean | Promise<boolean>, what: string, tool?: Running, ms = WAIT_MS): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await test())) {
-    if (tool && tool.child.exitCode !== null) throw new Error(`the tool exited (${tool.child.exitCode}) before ${what}\n${tool.output()}`);
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (sessions: ${await sessions()})${tool ? `\n${tool.output()}` : ''}`);
-    await sleep(20);
-  }
-}
-
-/** Until a backend of the tool waits on a lock the app's backend `pid` holds. */
-async function toolWaitsOn(tool: Running, pid: number): Promise<void> {
-  await until(async () => {
-    const rows = await db.query<{ n: number }>(
-      `select count(*)::int as n from pg_stat_activity
-       where datname = $1 and application_name = 'migrate-users' and wait_event_type = 'Lock' and $2 = any(pg_blocking_pids(pid))`,
-      [db.name, pid],
-    );
-    return (rows[0]?.n ?? 0) > 0;
-  }, 'the tool to wait on the app\'s lock', tool);
-}
-
-/** After a kill -9: until PostgreSQL has let go of every session of the dead tool (its write lock with them). */
-async function toolSessionsGone(): Promise<void> {
-  await until(async () => {
-    const rows = await db.query<{ n: number }>(
-      `select count(*)::int as n from pg_stat_activity where datname = $1 and application_name = 'migrate-users'`,
-      [db.name],
-    );
-    return rows[0]?.n === 0;
-  }, 'the killed tool\'s sessions to end');
-}
+const reported = <R = MigrateReport>(args: readonly string[] = [], env: Record<string, string> = {}) => start(args, env).finished<R>();
 
 async function credits(): Promise<Record<string, number>> {
   const rows = await db.query<{ user_id: string; c: string }>('select user_id, current_credits::text as c from users order by user_id');
@@ -201,14 +63,6 @@ async function runIds(): Promise<string[]> {
   return (await db.query<{ run_id: string }>('select run_id from migrate_users.runs order by started_at')).map((r) => r.run_id);
 }
 
-/** The report's counts add up, and its credits close (README "Report format"). */
-function expectConsistent(report: MigrateReport): void {
-  const c = report.counts;
-  expect(c.scanned).toBe(c.valid + c.invalid);
-  expect(c.valid).toBe(c.inserted + c.updated + c.unchanged + c.kept_app_changes + c.merged + c.conflicts + c.pending);
-  expect(creditsClose(report), JSON.stringify(report.credits)).toBe(true);
-}
-
 describe('proof: whitelist grants (repro 01)', { timeout: 120_000 }, () => {
   it('a top-up is granted once: re-runs without the whitelist or with lower credits change nothing; an app change is kept, not a conflict', async () => {
     await keys.putUser('vip@x.test', { user_id: 'u_vip', credits: 500 });
@@ -221,7 +75,7 @@ describe('proof: whitelist grants (repro 01)', { timeout: 120_000 }, () => {
     expect(await credits()).toEqual({ u_a: 100, u_vip: 100_000, u_vip2: 100_000 });
     expect(first.report.whitelist).toMatchObject({ emails: 2, credits: 100_000, same_as_last_run: null, last_run: null, grants_kept: 0 });
     expect(first.report.credits.whitelist_topup).toBe(2 * 99_500);
-    expectConsistent(first.report);
+    expectReportAddsUp(first.report);
     const ledger = async () =>
       db.query('select user_id, source_digest, row_xmin::text, granted_credits::text, run_id from migrate_users.ledger order by user_id');
     const ledgerAfterFirst = await ledger();
@@ -248,7 +102,7 @@ describe('proof: whitelist grants (repro 01)', { timeout: 120_000 }, () => {
     // Nothing written at all: same row versions, same ledger (its digest is of the record before the whitelist rule).
     expect(await rowVersions()).toEqual(versionsAfterFirst);
     expect(await ledger()).toEqual(ledgerAfterFirst);
-    expectConsistent(bare.report);
+    expectReportAddsUp(bare.report);
 
     // The same whitelist with lower credits: the earlier grant stands.
     const lower = await reported(['--whitelist-credits', '1000'], whitelist);
@@ -257,14 +111,14 @@ describe('proof: whitelist grants (repro 01)', { timeout: 120_000 }, () => {
     expect(lower.report.whitelist).toMatchObject({ emails: 2, credits: 1000, same_as_last_run: false, grants_kept: 2 });
     expect(await credits()).toEqual({ u_a: 100, u_vip: 100_000, u_vip2: 100_000 });
     expect(await ledger()).toEqual(ledgerAfterFirst);
-    expectConsistent(lower.report);
+    expectReportAddsUp(lower.report);
 
     // A newly whitelisted user is still topped up (keeping grants is not ignoring the whitelist).
     const wider = await reported([], { WHITELIST_EMAILS: 'vip@x.test,vip2@x.test,a@x.test' });
     expect(wider.code, wider.stderr).toBe(0);
     expect(wider.report.counts).toMatchObject({ updated: 1, unchanged: 2 });
     expect(await credits()).toEqual({ u_a: 100_000, u_vip: 100_000, u_vip2: 100_000 });
-    expectConsistent(wider.report);
+    expectReportAddsUp(wider.report);
 
     // The app touches u_vip2; Redis did not change: the app's row is kept, never a "Redis changed" conflict.
     await db.query(`update users set last_login = now() where user_id = 'u_vip2'`);
@@ -274,7 +128,7 @@ describe('proof: whitelist grants (repro 01)', { timeout: 120_000 }, () => {
     expect(touched.rejects).toEqual([]);
     expect(touched.report.credits.by_outcome.kept_app_change).toEqual({ current: 100_000, used: 0 });
     expect(await credits()).toEqual({ u_a: 100_000, u_vip: 100_000, u_vip2: 100_000 });
-    expectConsistent(touched.report);
+    expectReportAddsUp(touched.report);
   });
 });
 
@@ -292,14 +146,14 @@ describe('proof: the source of a resumed stage (repro 02)', { timeout: 120_000 }
     await keys.putUser('c@x.test', { user_id: 'u_c', credits: 300 });
 
     // The app is signing up ghost@x.test (uncommitted): the tool, pointed at the wrong Redis, blocks there.
-    const app = await connectApp();
+    const app = await world.connectApp();
     await app.client.query('begin');
     await app.client.query(`insert into users (user_id, email, current_credits) values ('app_ghost', 'ghost@x.test', 1)`);
     const mistaken = start(['--batch-size', '1', '--write-concurrency', '1'], { REDIS_URL: wrong.url });
-    await toolWaitsOn(mistaken, app.pid);
+    await world.toolBlockedBy(mistaken, [app]);
     // The operator notices and presses Ctrl-C; then the app's signup fails, so the batch in flight lands.
     mistaken.child.kill('SIGINT');
-    await until(() => mistaken.output().includes('SIGINT: finishing the batches in flight'), 'the tool to take the SIGINT', mistaken);
+    await world.until(() => mistaken.output().includes('SIGINT: finishing the batches in flight'), 'the tool to take the SIGINT', mistaken);
     await app.client.query('rollback');
     const stopped = await mistaken.finished();
     expect(stopped.code, mistaken.output()).toBe(130);
@@ -315,7 +169,7 @@ describe('proof: the source of a resumed stage (repro 02)', { timeout: 120_000 }
     expect(right.report.source?.server).not.toBe(stopped.report.source?.server);
     expect(right.report.counts).toMatchObject({ scanned: 3, valid: 3, resumed_skipped: 0, pending: 0 });
     expect(right.report.credits.read).toEqual({ current: 600, used: 0 });
-    expectConsistent(right.report);
+    expectReportAddsUp(right.report);
     // Every user the right Redis has holds its balance; none of the wrong server's balances is left on them.
     expect(await credits()).toMatchObject({ u_a: 100, u_b: 200, u_c: 300 });
     const ledger = await db.query<{ user_id: string; run_id: string }>(
@@ -377,7 +231,7 @@ describe('proof: credits of kept app changes (repro 04)', { timeout: 120_000 }, 
     const held = Object.values(c.by_outcome).reduce<{ current: number; used: number }>((sum, x) => ({ current: sum.current + Number(x.current), used: sum.used + Number(x.used) }), { current: 0, used: 0 });
     expect(Number(c.read.current) + Number(c.whitelist_topup) + Number(c.app_difference.current)).toBe(held.current);
     expect(Number(c.read.used) + Number(c.app_difference.used)).toBe(held.used);
-    expectConsistent(rerun.report);
+    expectReportAddsUp(rerun.report);
     expect(await credits()).toEqual({ u_a: 40, u_b: 7 });
   });
 });
@@ -403,23 +257,23 @@ describe('proof: conflicts of a killed run (repro 05)', { timeout: 120_000 }, ()
     // The app is signing up the email of the first user without such a row: one write lane blocks there (so
     // the checkpoint cannot pass it) while the other lane decides every other record.
     const blocked = order.map((key) => key.slice(keys.userKey('').length)).find((email) => Number(/^u(\d+)@/.exec(email)?.[1]) > 20);
-    const app = await connectApp();
+    const app = await world.connectApp();
     await app.client.query('begin');
     await app.client.query(`insert into users (user_id, email, current_credits) values ('app_block', $1, 1)`, [blocked]);
     const rejects = join(dir, 'rejects.ndjson');
     const env = { REDIS_URL: own.url };
     const killed = start(['--batch-size', '1', '--concurrency', '1', '--write-concurrency', '2', '--rejects', rejects], env);
-    await toolWaitsOn(killed, app.pid);
+    await world.toolBlockedBy(killed, [app]);
     const [running] = await db.query<{ run_id: string }>(`select run_id from migrate_users.runs where status = 'running'`);
     const killedRun = running?.run_id ?? '';
     const stage = await stageOfRun(killedRun);
     const recorded = async () =>
       (await db.query<{ n: number }>(`select count(*)::int as n from ${stage} where outcome = 'conflict' and decided_by = $1`, [killedRun]))[0]?.n;
-    await until(async () => (await recorded()) === 20, 'the killed run to record the 20 conflicts', killed);
+    await world.until(async () => (await recorded()) === 20, 'the killed run to record the 20 conflicts', killed);
     killed.child.kill('SIGKILL');
     await killed.exit;
     await app.client.query('rollback');
-    await toolSessionsGone();
+    await world.toolSessionsGone();
     // The repro's precondition: conflicts the killed run decided after its last saved checkpoint.
     const [past] = await db.query<{ n: number }>(
       `select count(*)::int as n from ${stage} s, migrate_users.runs r
@@ -436,7 +290,7 @@ describe('proof: conflicts of a killed run (repro 05)', { timeout: 120_000 }, ()
     expect(resumed.report.reasons).toEqual({ row_not_written_by_tool: 20 });
     const listed = resumed.rejects.filter((r) => r.reason === 'row_not_written_by_tool').map((r) => r.user_id);
     expect(listed.sort()).toEqual(Array.from({ length: 20 }, (_, i) => `u_${i + 1}`).sort());
-    expectConsistent(resumed.report);
+    expectReportAddsUp(resumed.report);
   });
 });
 
@@ -449,11 +303,11 @@ describe('proof: a batch classified again (repro 06)', { timeout: 120_000 }, () 
     await keys.putUser('e@x.test', { user_id: 'u_a', credits: 100 });
     await keys.putUser('n@x.test', { user_id: 'u_n', credits: 40 });
     // The new app signs up e@x.test and commits once the tool is waiting for it.
-    const app = await connectApp();
+    const app = await world.connectApp();
     await app.client.query('begin');
     await app.client.query(`insert into users (user_id, email, current_credits) values ('app_e', 'e@x.test', 1)`);
     const tool = start([]);
-    await toolWaitsOn(tool, app.pid);
+    await world.toolBlockedBy(tool, [app]);
     await app.client.query('commit');
     const result = await tool.finished();
     expect(result.code, tool.output()).toBe(1);
@@ -466,7 +320,7 @@ describe('proof: a batch classified again (repro 06)', { timeout: 120_000 }, () 
     expect(result.report.reasons).toEqual({ email_taken: 1 });
     expect(result.report.credits.written).toEqual({ current: 40, used: 0 });
     expect(result.report.credits.by_outcome.inserted).toEqual({ current: 40, used: 0 });
-    expectConsistent(result.report);
+    expectReportAddsUp(result.report);
     expect(await credits()).toEqual({ app_e: 1, u_a: 100, u_n: 40 });
   });
 });
@@ -537,15 +391,15 @@ describe('proof: guards added with the fixes', { timeout: 120_000 }, () => {
 
   it('a run left running by kill -9 is marked abandoned by the next writing run, not by a dry-run or verify', async () => {
     for (let i = 1; i <= 3; i++) await keys.putUser(`u${i}@x.test`, { user_id: `u_${i}`, credits: i });
-    const app = await connectApp();
+    const app = await world.connectApp();
     await app.client.query('begin');
     await app.client.query('lock table users in exclusive mode');
     const killed = start(['--batch-size', '1', '--write-concurrency', '1']);
-    await toolWaitsOn(killed, app.pid);
+    await world.toolBlockedBy(killed, [app]);
     killed.child.kill('SIGKILL');
     await killed.exit;
     await app.client.query('rollback');
-    await toolSessionsGone();
+    await world.toolSessionsGone();
     const [killedRun] = await runIds();
     const status = async () => db.query<{ run_id: string; status: string }>('select run_id, status from migrate_users.runs order by started_at');
     expect(await status()).toEqual([{ run_id: killedRun, status: 'running' }]);
@@ -574,18 +428,18 @@ describe('proof: guards added with the fixes', { timeout: 120_000 }, () => {
     const total = 10 * ((n * (n + 1)) / 2);
     const used = (n * (n + 1)) / 2;
     // The table is locked by the app: the first write batch (one record) waits; Ctrl-C lets just it finish.
-    const app = await connectApp();
+    const app = await world.connectApp();
     await app.client.query('begin');
     await app.client.query('lock table users in exclusive mode');
     const first = start(['--batch-size', '1', '--write-concurrency', '1']);
-    await toolWaitsOn(first, app.pid);
+    await world.toolBlockedBy(first, [app]);
     first.child.kill('SIGINT');
-    await until(() => first.output().includes('SIGINT: finishing the batches in flight'), 'the tool to take the SIGINT', first);
+    await world.until(() => first.output().includes('SIGINT: finishing the batches in flight'), 'the tool to take the SIGINT', first);
     await app.client.query('rollback');
     const interrupted = await first.finished();
     expect(interrupted.code, first.output()).toBe(130);
     expect(interrupted.report.counts).toMatchObject({ scanned: n, inserted: 1, pending: n - 1 });
-    expectConsistent(interrupted.report);
+    expectReportAddsUp(interrupted.report);
 
     const rest = await reported();
     expect(rest.code, rest.stderr).toBe(0);
@@ -600,7 +454,7 @@ describe('proof: guards added with the fixes', { timeout: 120_000 }, () => {
     });
     expect(rest.report.credits.read).toEqual({ current: total, used });
     expect(rest.report.credits.by_outcome.inserted).toEqual({ current: total, used });
-    expectConsistent(rest.report);
+    expectReportAddsUp(rest.report);
     const [sum] = await db.query<{ n: number; s: number }>('select count(*)::int as n, sum(current_credits)::int as s from users');
     expect(sum).toEqual({ n, s: total });
   });

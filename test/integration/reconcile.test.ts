@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/cli.js';
-import { createTestDatabase, createTestKeys, type TestDatabase, type TestKeys } from '../helpers/servers.js';
+import { createTestDatabase, createTestKeys, REDIS_URL, type TestDatabase, type TestKeys } from '../helpers/servers.js';
 
 let db: TestDatabase;
 let keys: TestKeys;
@@ -18,7 +18,7 @@ interface ReconcileReport {
   classes: Record<string, { users: number; redis_credits: number; postgres_credits: number }>;
 }
 
-const env = () => ({ DATABASE_URL: db.url, REDIS_URL: 'redis://127.0.0.1:6379' });
+const env = () => ({ DATABASE_URL: db.url, REDIS_URL });
 const credits = async (userId: string) =>
   (await db.query<{ c: string }>('select current_credits::text as c from users where user_id = $1', [userId]))[0]?.c;
 

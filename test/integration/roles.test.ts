@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/cli.js';
-import { adminQuery, createTestDatabase, createTestKeys, uniqueName, type TestDatabase, type TestKeys } from '../helpers/servers.js';
+import { adminQuery, createTestDatabase, createTestKeys, REDIS_URL, uniqueName, type TestDatabase, type TestKeys } from '../helpers/servers.js';
 
 const ROLES_SQL = readFileSync(fileURLToPath(new URL('../../sql/roles.sql', import.meta.url)), 'utf8');
 
@@ -14,7 +14,7 @@ let reader: string;
 const as = (role: string) => {
   const url = new URL(db.url);
   url.username = role;
-  return { DATABASE_URL: url.toString(), REDIS_URL: 'redis://127.0.0.1:6379' };
+  return { DATABASE_URL: url.toString(), REDIS_URL };
 };
 
 beforeEach(async () => {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/cli.js';
-import { adminQuery, createTestDatabase, createTestKeys, uniqueName, type TestDatabase, type TestKeys } from '../helpers/servers.js';
+import { adminQuery, createTestDatabase, createTestKeys, REDIS_URL, redisUrlAs, uniqueName, type TestDatabase, type TestKeys } from '../helpers/servers.js';
 
 let db: TestDatabase;
 let keys: TestKeys;
@@ -35,7 +35,7 @@ interface VerifyReport {
   };
 }
 
-const env = () => ({ DATABASE_URL: db.url, REDIS_URL: 'redis://127.0.0.1:6379', WHITELIST_EMAILS: 'vip@example.com' });
+const env = () => ({ DATABASE_URL: db.url, REDIS_URL, WHITELIST_EMAILS: 'vip@example.com' });
 
 async function verify(extra: string[] = [], overrides: Record<string, string> = {}) {
   const reportPath = join(dir, `verify-${Math.random()}.json`);
@@ -179,7 +179,7 @@ describe('verify', () => {
     try {
       const url = new URL(db.url);
       url.username = role;
-      const run = await verify([], { DATABASE_URL: url.toString(), REDIS_URL: `redis://${acl}:pw@127.0.0.1:6379` });
+      const run = await verify([], { DATABASE_URL: url.toString(), REDIS_URL: redisUrlAs(acl, 'pw') });
       expect(run.stderr).toBe('');
       expect(run.code).toBe(0);
     } finally {

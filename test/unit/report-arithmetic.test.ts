@@ -11,8 +11,9 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { creditsClose, money, partialReport, Tally, type MigrateReport, type ReportBase } from '../../src/report/report.js';
-import type { Sums } from '../../src/sink/apply-chunk.js';
+import { creditsClose, money, partialReport, Tally, type ReportBase } from '../../src/report/report.js';
+import type { MigrateReport } from '../../src/results/migrate-report.js';
+import type { Sums } from '../../src/results/sums.js';
 
 const MAX_CREDITS = 2n ** 31n - 1n;
 const MIGRATED = ['inserted', 'updated', 'unchanged', 'kept_app_change'] as const;
