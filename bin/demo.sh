@@ -3,12 +3,14 @@
 # It never uses DATABASE_URL / REDIS_URL (an operator may have production's exported): only DEMO_DATABASE_URL
 # and DEMO_REDIS_URL, which default to a database of its own (migrate_users_demo) and the local Redis, where
 # it writes only keys under demo:user:email:*. It refuses a server that is not on this machine unless
-# DEMO_ALLOW_REMOTE=1. Safe to run again (the seed writes the same users each time).
+# DEMO_ALLOW_REMOTE=1. Safe to run again: the seed first removes what an earlier seed wrote under that pattern
+# (so a smaller DEMO_USERS leaves no stale users), then writes the same users each time.
 set -u
 cd "$(dirname "$0")/.."
 export DATABASE_URL="${DEMO_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/migrate_users_demo}"
 export REDIS_URL="${DEMO_REDIS_URL:-redis://127.0.0.1:6379}"
 export LOG_LEVEL="${LOG_LEVEL:-warn}"
+# The seed's whitelisted users (src/seed/generate.ts DEMO_WHITELIST; test/integration/seed.test.ts checks they agree).
 export WHITELIST_EMAILS="vip1@demo.test,vip2@demo.test"
 MATCH='demo:user:email:*'
 COUNT="${DEMO_USERS:-5000}"

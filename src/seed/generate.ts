@@ -15,6 +15,21 @@ export interface SeedOptions {
   readonly seed: number;
 }
 
+/**
+ * The demo's whitelisted users (bin/demo.sh passes exactly these as WHITELIST_EMAILS): users 1 and 2 of every
+ * seed. Any other seeded user is an ordinary one.
+ */
+export const DEMO_WHITELIST = ['vip1@demo.test', 'vip2@demo.test'] as const;
+
+/** Mail domains of seeded users: a key under --match whose email is in one of them was written by a seed. */
+const DEMO_DOMAINS = ['@demo.test', '@bad.demo.test'];
+
+export function isSeedKey(key: string, prefix: string): boolean {
+  if (!key.startsWith(prefix)) return false;
+  const email = key.slice(prefix.length).toLowerCase();
+  return DEMO_DOMAINS.some((domain) => email.endsWith(domain));
+}
+
 /** Bad records, one of each, added once the data set has at least this many users. */
 export const BAD_RECORD_KINDS = [
   'not_json',
@@ -27,13 +42,17 @@ export const BAD_RECORD_KINDS = [
   'duplicate_email',
 ] as const;
 
+/** Bad records are added once the data set has this many users; they are this many keys (the twin is two). */
+const BAD_RECORDS_FROM = 20;
+export const badRecordCount = (count: number): number => (count >= BAD_RECORDS_FROM ? BAD_RECORD_KINDS.length + 1 : 0);
+
 export function* generateUsers(options: SeedOptions): Generator<SeedEntry> {
   const random = mulberry32(options.seed);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
   const base = Date.UTC(2023, 0, 1);
   for (let i = 1; i <= options.count; i++) {
     const n = String(i).padStart(7, '0');
-    const email = i <= 3 ? `vip${i}@demo.test` : `user${n}@demo.test`;
+    const email = DEMO_WHITELIST[i - 1] ?? `user${n}@demo.test`;
     const keyEmail = random() < 0.05 ? email.toUpperCase() : email;
     const created = base + Math.floor(random() * 500 * 86_400_000);
     const credits = Math.floor(random() * 5000);
@@ -56,7 +75,7 @@ export function* generateUsers(options: SeedOptions): Generator<SeedEntry> {
     if (random() < 0.1) record.legacy_flag = true;
     yield { key: `${options.prefix}${keyEmail}`, kind: 'string', value: JSON.stringify(record) };
   }
-  if (options.count >= 20) yield* badRecords(options.prefix);
+  if (badRecordCount(options.count) > 0) yield* badRecords(options.prefix);
 }
 
 function* badRecords(prefix: string): Generator<SeedEntry> {
