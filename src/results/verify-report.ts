@@ -66,3 +66,16 @@ export interface Difference {
   readonly reason?: string;
   readonly detail?: string;
 }
+
+export type DifferenceKind = Difference['kind'];
+
+/** One line of an accept file (--accept): a record whose known problem the team has accepted, and why. */
+export interface AcceptEntry {
+  readonly line: number;
+  /** A Redis key (the report's `key`) or a user_id (for a row with no Redis key). */
+  readonly key: string;
+  /** Only this kind of difference is accepted; with `detail`, only this column (mismatch) or reason (not_migratable). */
+  readonly kind?: DifferenceKind | undefined;
+  readonly detail?: string | undefined;
+  readonly reason: string;
+}
