@@ -1,9 +1,12 @@
-import { writeFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
-import { EXIT } from '../errors.js';
+import { EXIT, describe } from '../errors.js';
 import { verify } from '../core/verify.js';
 import { JsonObjectStream } from '../report/json-stream.js';
-import { formatVerifyJunit, formatVerifyMarkdown, formatVerifyText } from '../report/verify-output.js';
+import { appendPrivateFile, writePrivateFile } from '../report/text-file.js';
+import { VerifyFindings } from '../report/verify-findings.js';
+import { formatVerifyJunit, formatVerifyJunitError } from '../report/verify-junit.js';
+import { formatVerifyMarkdown, formatVerifyMarkdownError, formatVerifyText } from '../report/verify-output.js';
+import { readAcceptFile } from './accept-file.js';
 import { Problems } from './config.js';
 import { sourceInfo, withServers } from './connect.js';
 import { addConnectionOptions, setup, type CliContext, type ConnectionFlags } from './context.js';
@@ -18,6 +21,7 @@ interface VerifyFlags extends ConnectionFlags, ReadFlags {
   report?: string;
   markdown?: string;
   junit?: string;
+  accept?: string;
   progress: boolean;
 }
 
@@ -25,11 +29,12 @@ export function addVerifyCommand(program: Command, run: (fn: typeof runVerify) =
   addReadOptions(addConnectionOptions(program.command('verify').description('prove PostgreSQL holds exactly what migrate would write (read-only)')))
     .option('--strict', 'rows only in PostgreSQL (new-app signups) fail verification too')
     .addOption(new Option('--sample <n>', 'check a uniform random sample of n keys (exact per user)'))
-    .addOption(new Option('--show <n>', 'differences listed in the summary (default 20)'))
+    .addOption(new Option('--show <n>', 'differences listed in the summary, and records in each JUnit check (default 20)'))
     .addOption(new Option('--format <format>', 'summary on stdout: text or markdown (default text)'))
     .addOption(new Option('--report <path>', 'JSON report with every difference and the invariants'))
     .addOption(new Option('--markdown <path>', 'also write the markdown summary here (e.g. $GITHUB_STEP_SUMMARY)'))
     .addOption(new Option('--junit <path>', 'also write a JUnit XML result here'))
+    .addOption(new Option('--accept <file>', 'known problems the team accepted (key [kind] reason, one a line): listed, counted apart, not failing'))
     .option('--no-progress', 'no progress bar')
     .exitOverride()
     .action(run(runVerify));
@@ -46,31 +51,52 @@ export async function runVerify(flags: VerifyFlags, ctx: CliContext): Promise<nu
   problems.outputPath('--report', flags.report);
   problems.outputPath('--markdown', flags.markdown);
   problems.outputPath('--junit', flags.junit);
+  const accept = readAcceptFile(flags.accept, problems);
   problems.throwIfAny();
 
+  const findings = new VerifyFindings(show);
   const report = flags.report ? await JsonObjectStream.open(flags.report) : undefined;
   try {
     await report?.beginArray('differences');
     const result = await withServers(conn, log, 2, async (redis, pool) =>
       verify(
-        { ...read, strict: flags.strict === true, sample, show, source: await sourceInfo(conn, redis) },
-        { redis, pool, log, progress: createProgress(flags.progress), signal: ctx.signal, onDifference: report ? (d) => report.item(d) : undefined },
+        { ...read, strict: flags.strict === true, sample, accept, source: await sourceInfo(conn, redis) },
+        {
+          redis,
+          pool,
+          log,
+          progress: createProgress(flags.progress),
+          signal: ctx.signal,
+          onDifference: async (difference) => {
+            findings.add(difference);
+            await report?.item(difference);
+          },
+        },
       ),
     );
+    findings.finish();
     if (report) for (const [key, value] of Object.entries(result.report)) await report.field(key, value);
-    const markdown = formatVerifyMarkdown(result.report, result.first);
+    const markdown = formatVerifyMarkdown(result.report, findings);
     // Both name users' emails: created 0600 like the reports.
-    if (flags.markdown) await writeFile(flags.markdown, markdown, { flag: 'a', mode: 0o600 });
-    if (flags.junit) await writeFile(flags.junit, formatVerifyJunit(result.report, result.first), { mode: 0o600 });
-    ctx.out(format === 'markdown' ? markdown : formatVerifyText(result.report, result.first));
+    if (flags.markdown) await appendPrivateFile(flags.markdown, markdown);
+    if (flags.junit) await writePrivateFile(flags.junit, formatVerifyJunit(result.report, findings));
+    ctx.out(format === 'markdown' ? markdown : formatVerifyText(result.report, findings));
     if (result.report.interrupted) return ctx.interruptedExitCode();
     return result.report.ok ? EXIT.ok : EXIT.differences;
   } catch (error) {
     // A partial report must never read as a pass.
     await report?.field('ok', false).catch(() => undefined);
     await report?.field('error', 'verification did not finish: see the exit code and stderr').catch(() => undefined);
+    // CI shows the JUnit and the step summary, not stderr: they say in words why there is no verdict.
+    const message = `verify could not finish: ${ctx.scrubber.scrub(describe(error))}`;
+    await writeCiFailure(flags, message, sample !== undefined).catch((err: unknown) => log.warn({ err: ctx.scrubber.scrub(describe(err)) }, 'writing the CI files failed'));
     throw error;
   } finally {
     await report?.close();
   }
+}
+
+async function writeCiFailure(flags: VerifyFlags, message: string, sample: boolean): Promise<void> {
+  if (flags.markdown) await appendPrivateFile(flags.markdown, formatVerifyMarkdownError(message, sample));
+  if (flags.junit) await writePrivateFile(flags.junit, formatVerifyJunitError(message, sample));
 }

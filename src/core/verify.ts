@@ -7,9 +7,10 @@ import type { Logger } from '../log.js';
 import { publicRow, rowFromRecord } from '../compare/compare-rows.js';
 import { money } from '../report/report.js';
 import type { SourceInfo } from '../results/migrate-report.js';
-import type { Difference, Side, VerifyReport } from '../results/verify-report.js';
+import type { AcceptEntry, Difference, DifferenceKind, Side, VerifyReport } from '../results/verify-report.js';
 import type { RedisReadable } from '../source/redis-reader.js';
 import { createStage, finishStage, STAGE_TABLE } from '../stage/stage.js';
+import type { AcceptList } from './accept-list.js';
 import { heldBackRecords, loadFacts, prepareFacts, triage, triagedTotals, type TriageKind } from './facts.js';
 import { boundByTarget, emptySource, sampleKeys, stageSource, type Progress, type ReadOptions } from './stage-source.js';
 import { mergedCredits, verifyRecord } from './verify-record.js';
@@ -19,8 +20,8 @@ export interface VerifyOptions extends ReadOptions {
   readonly strict: boolean;
   /** Check a uniform random sample of this many keys instead of all. */
   readonly sample?: number | undefined;
-  /** How many differences to keep for the human outputs (the report gets all of them). */
-  readonly show: number;
+  /** Known problems the team has accepted: they are listed and counted apart, and do not fail verification. */
+  readonly accept?: AcceptList | undefined;
   /** Named in the report. */
   readonly source?: SourceInfo | undefined;
 }
@@ -31,7 +32,7 @@ export interface VerifyIo {
   readonly log: Logger;
   readonly progress?: Progress | undefined;
   readonly signal?: AbortSignal | undefined;
-  /** Receives every difference, in order. */
+  /** Receives every difference, in order (an accepted one says so); a user's column differences come together. */
   readonly onDifference?: ((difference: Difference) => Promise<void>) | undefined;
 }
 
@@ -39,17 +40,30 @@ export interface VerifyIo {
  * Read-only on both sides: stages Redis the way migrate does (same mapping, same whitelist rule), then
  * compares each expected row with PostgreSQL using the same comparison.
  */
-export async function verify(given: VerifyOptions, io: VerifyIo): Promise<{ report: VerifyReport; first: Difference[] }> {
+export async function verify(given: VerifyOptions, io: VerifyIo): Promise<{ report: VerifyReport }> {
   const started = new Date();
   const runId = `verify_${started.toISOString().replace(/\D/g, '').slice(0, 14)}_${randomBytes(3).toString('hex')}`;
   const log = io.log.child({ run: runId, mode: 'verify' });
   const options = await boundByTarget(io.pool, given);
-  const first: Difference[] = [];
   let differences = 0;
-  const emit = async (difference: Difference) => {
-    differences++;
-    if (first.length < options.show) first.push(difference);
-    await io.onDifference?.(difference);
+  const accepted: Record<DifferenceKind, number> = { mismatch: 0, missing: 0, not_migratable: 0, deleted_in_redis: 0, only_in_postgres: 0 };
+  const used = new Set<AcceptEntry>();
+  const mark = (difference: Difference): Difference => {
+    const entries = options.accept?.matches(difference) ?? [];
+    for (const entry of entries) used.add(entry);
+    const entry = entries[0];
+    return entry ? { ...difference, accepted: { line: entry.line, reason: entry.reason } } : difference;
+  };
+  /** Emits the differences of one record; true when every one of them is accepted. */
+  const emit = async (...found: Difference[]): Promise<boolean> => {
+    const marked = found.map(mark);
+    for (const difference of marked) {
+      differences++;
+      await io.onDifference?.(difference);
+    }
+    const wholly = marked.length > 0 && marked.every((d) => d.accepted !== undefined);
+    if (wholly && marked[0]) accepted[marked[0].kind]++;
+    return wholly;
   };
 
   // One read-only transaction around a TEMP stage: nothing persistent is written, and a pooler in
@@ -109,7 +123,7 @@ export async function verify(given: VerifyOptions, io: VerifyIo): Promise<{ repo
           const where = { key: fact.key, user_id: fact.actual?.user_id ?? fact.expected.user_id, email: fact.expected.email };
           if (result.status === 'not_migratable' && result.reason === 'early_login' && fact.emailOwner) earlyLoginRows.add(fact.emailOwner);
           if (result.status === 'mismatch') {
-            for (const d of result.diffs) await emit({ kind: 'mismatch', ...where, ...d });
+            await emit(...result.diffs.map((d): Difference => ({ kind: 'mismatch', ...where, ...d })));
           } else if (result.status === 'missing') {
             await emit({ kind: 'missing', ...where, column: null, expected: 'row', actual: null });
           } else if (result.status === 'not_migratable') {
@@ -156,7 +170,9 @@ export async function verify(given: VerifyOptions, io: VerifyIo): Promise<{ repo
       const invariants = await computeInvariants(session.db, { ...sums, only, deleted });
       const interrupted = io.signal?.aborted === true;
       const failures =
-        counts.mismatch + counts.missing + counts.not_migratable + (deletedInRedis ?? 0) + (options.strict ? onlyInPostgres ?? 0 : 0);
+        counts.mismatch - accepted.mismatch + counts.missing - accepted.missing + counts.not_migratable - accepted.not_migratable +
+        (deletedInRedis ?? 0) - accepted.deleted_in_redis + (options.strict ? (onlyInPostgres ?? 0) - accepted.only_in_postgres : 0);
+      const everyKeyChecked = options.sample === undefined && !interrupted;
       const finished = new Date();
       const report: VerifyReport = {
         run_id: runId,
@@ -176,12 +192,21 @@ export async function verify(given: VerifyOptions, io: VerifyIo): Promise<{ repo
           only_in_postgres: onlyInPostgres,
           deleted_in_redis: deletedInRedis,
           differences,
+          accepted,
+          failing: failures,
         },
+        accepted: options.accept
+          ? {
+              file: options.accept.file,
+              entries: options.accept.entries.length,
+              fine_now: everyKeyChecked ? options.accept.entries.filter((entry) => !used.has(entry)) : null,
+            }
+          : null,
         reasons,
         invariants,
       };
       log.info({ ok: report.ok, counts: report.counts }, 'verify finished');
-      return { report, first };
+      return { report };
     } finally {
       io.progress?.done();
     }

@@ -1,5 +1,5 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { rename, unlink } from 'node:fs/promises';
+import { appendFile, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { once } from 'node:events';
 
@@ -53,4 +53,24 @@ export class TextFile {
     this.stream.end();
     await closed;
   }
+}
+
+/** A whole file written at once, in place only when complete, and 0600 (a file already there is replaced). */
+export async function writePrivateFile(path: string, text: string): Promise<void> {
+  const file = await TextFile.open(path);
+  try {
+    await file.write(text);
+  } catch (error) {
+    await file.discard();
+    throw error;
+  }
+  await file.close();
+}
+
+/**
+ * Appends to a file that may be someone else's (`$GITHUB_STEP_SUMMARY`): created 0600 when it is not there; a
+ * file already there keeps its owner and mode.
+ */
+export async function appendPrivateFile(path: string, text: string): Promise<void> {
+  await appendFile(path, text, { mode: 0o600 });
 }

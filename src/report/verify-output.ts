@@ -1,43 +1,59 @@
 import type { CellValue } from '../compare/compare-rows.js';
-import type { Difference, VerifyReport } from '../results/verify-report.js';
+import type { AcceptEntry, Difference, VerifyReport } from '../results/verify-report.js';
+import type { VerifyFindings } from './verify-findings.js';
 
 const cell = (value: CellValue | undefined, max = 48): string => {
   const text = value === null || value === undefined ? '∅' : String(value);
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 };
 
+/** Human numbers: thousands separators, credits (numeric strings of any size) too. */
+const num = (value: number | string) => String(value).replace(/^(-?\d+)/, (digits) => digits.replace(/\B(?=(\d{3})+$)/g, ','));
+
+const acceptedTotal = (report: VerifyReport) => Object.values(report.counts.accepted).reduce((a, b) => a + b, 0);
+
+/** The verdict; a sample says so first, as every headline of a sampled run does. */
+function verdict(report: VerifyReport): string {
+  const accepted = acceptedTotal(report);
+  const known = accepted > 0 ? ` (${num(accepted)} accepted known ${accepted === 1 ? 'problem' : 'problems'} not counted)` : '';
+  if (report.interrupted) return `interrupted before every key was compared${known}`;
+  const subject = report.sample ? 'the sample' : 'PostgreSQL';
+  return report.ok ? `${subject} matches Redis${known}` : `${num(report.counts.failing)} problems found${known}`;
+}
+
 function headline(report: VerifyReport): string {
   const scope = report.sample
-    ? `SAMPLE of ${report.sample.size} of about ${report.sample.keys_in_redis} keys (exact per user; rows only in PostgreSQL not checked)`
+    ? `SAMPLE of ${num(report.sample.size)} of about ${num(report.sample.keys_in_redis)} keys (exact per user; rows only in PostgreSQL not checked)`
     : 'all keys';
-  const verdict = report.ok ? 'PostgreSQL matches Redis' : `${failureCount(report)} problems found`;
-  return `${report.ok ? 'VERIFY OK' : 'VERIFY FAILED'}: ${verdict} [${scope}]`;
+  return `${report.ok ? 'VERIFY OK' : 'VERIFY FAILED'}${report.sample ? ' (SAMPLE)' : ''}: ${verdict(report)} [${scope}]`;
 }
 
-function failureCount(report: VerifyReport): number {
+function countRows(report: VerifyReport): [string, string][] {
   const c = report.counts;
-  return c.mismatch + c.missing + c.not_migratable + (c.deleted_in_redis ?? 0) + (report.strict ? c.only_in_postgres ?? 0 : 0);
-}
-
-function countRows(report: VerifyReport): [string, string | number][] {
-  const c = report.counts;
+  const shown = (value: number | null, kind: keyof VerifyReport['counts']['accepted']) => {
+    if (value === null) return 'not checked (sample)';
+    const accepted = c.accepted[kind];
+    return accepted > 0 ? `${num(value)} (${num(accepted)} accepted)` : num(value);
+  };
   return [
-    ['keys checked', c.keys_checked],
-    ['valid Redis users', c.redis_users],
-    ['match', c.match],
-    ['differ (users)', c.mismatch],
-    ['missing in PostgreSQL', c.missing],
-    ['not migratable', c.not_migratable],
-    ['written by the tool, gone from Redis (fails)', c.deleted_in_redis === null ? 'not checked (sample)' : c.deleted_in_redis],
-    [
-      `only in PostgreSQL${report.strict ? ' (fails: --strict)' : ' (allowed)'}`,
-      c.only_in_postgres === null ? 'not checked (sample)' : c.only_in_postgres,
-    ],
+    ['keys checked', num(c.keys_checked)],
+    ['valid Redis users', num(c.redis_users)],
+    ['match', num(c.match)],
+    ['differ (users)', shown(c.mismatch, 'mismatch')],
+    ['missing in PostgreSQL', shown(c.missing, 'missing')],
+    ['not migratable', shown(c.not_migratable, 'not_migratable')],
+    ['written by the tool, gone from Redis (fails)', shown(c.deleted_in_redis, 'deleted_in_redis')],
+    [`only in PostgreSQL${report.strict ? ' (fails: --strict)' : ' (allowed)'}`, shown(c.only_in_postgres, 'only_in_postgres')],
+    ...(report.accepted ? [[`accepted known problems (${report.accepted.file})`, num(acceptedTotal(report))] as [string, string]] : []),
   ];
 }
 
 function invariantRows(report: VerifyReport): [string, string, string][] {
   const i = report.invariants;
+  return rawInvariantRows(i).map(([k, a, b]) => [k, num(a), num(b)]);
+}
+
+function rawInvariantRows(i: VerifyReport['invariants']): [string, string, string][] {
   return [
     ['users (valid records)', String(i.redis.users), ''],
     ['- not migratable', String(i.not_migratable.users), ''],
@@ -52,17 +68,20 @@ function invariantRows(report: VerifyReport): [string, string, string][] {
     ...(i.merged_from_postgres.users > 0 ? [['+ used in new-app rows, by merges', String(i.merged_from_postgres.total_credits_used), ''] as [string, string, string]] : []),
     ['= expected total_credits_used', String(i.expected.total_credits_used), String(i.postgres_matching.total_credits_used)],
     ['invalid records (no trusted sums)', String(i.redis.invalid_records), ''],
-    ['rows only in PostgreSQL', '', i.postgres_only ? `${i.postgres_only.users} (${i.postgres_only.current_credits} credits)` : 'not checked'],
+    ['rows only in PostgreSQL', '', i.postgres_only ? `${num(i.postgres_only.users)} (${num(i.postgres_only.current_credits)} credits)` : 'not checked'],
     [
       'rows gone from Redis',
       '',
-      i.postgres_deleted_in_redis ? `${i.postgres_deleted_in_redis.users} (${i.postgres_deleted_in_redis.current_credits} credits)` : 'not checked',
+      i.postgres_deleted_in_redis
+        ? `${num(i.postgres_deleted_in_redis.users)} (${num(i.postgres_deleted_in_redis.current_credits)} credits)`
+        : 'not checked',
     ],
-    ['all rows in PostgreSQL', '', `${i.postgres_total.users} (${i.postgres_total.current_credits} credits)`],
+    ['all rows in PostgreSQL', '', `${num(i.postgres_total.users)} (${num(i.postgres_total.current_credits)} credits)`],
   ];
 }
 
 const DIFF_HEADER = ['user_id', 'email', 'column', 'expected', 'actual'];
+const ACCEPTED_HEADER = [...DIFF_HEADER, 'accepted because'];
 
 function diffRow(d: Difference): string[] {
   const column = d.column ?? (d.kind === 'not_migratable' ? '(record)' : '(row)');
@@ -72,7 +91,36 @@ function diffRow(d: Difference): string[] {
   return [cell(d.user_id ?? d.key), cell(d.email), column, cell(expected), cell(actual)];
 }
 
-export function formatVerifyText(report: VerifyReport, first: readonly Difference[]): string {
+const acceptedRow = (d: Difference) => [...diffRow(d), cell(d.accepted ? `line ${d.accepted.line}: ${d.accepted.reason}` : '', 60)];
+
+const entryText = (e: AcceptEntry) => `line ${e.line}: ${e.key}${e.kind ? ` [${e.kind}${e.detail ? `:${e.detail}` : ''}]` : ''} ${e.reason}`;
+
+/** The tables and lists after the counts: differences, accepted ones, accepted entries that are fine now. */
+function sections(report: VerifyReport, findings: VerifyFindings): { title: string; header?: string[]; rows: string[][] }[] {
+  const out: { title: string; header?: string[]; rows: string[][] }[] = [];
+  const { differences, acceptedDifferences } = findings;
+  if (differences.count > 0) {
+    out.push({ title: `first ${num(differences.first.length)} of ${num(differences.count)} differences`, header: DIFF_HEADER, rows: differences.first.map(diffRow) });
+  }
+  const file = report.accepted?.file ?? '--accept';
+  if (acceptedDifferences.count > 0) {
+    out.push({
+      title: `accepted in ${file} (known problems, not failing): first ${num(acceptedDifferences.first.length)} of ${num(acceptedDifferences.count)} differences`,
+      header: ACCEPTED_HEADER,
+      rows: acceptedDifferences.first.map(acceptedRow),
+    });
+  }
+  const fine = report.accepted?.fine_now;
+  if (report.accepted && fine === null) {
+    out.push({ title: `entries of ${file} that match no problem any more: not known (only some keys were checked: a sample, or interrupted)`, rows: [] });
+  }
+  if (fine && fine.length > 0) {
+    out.push({ title: `accepted but fine now: ${num(fine.length)} of the entries in ${file} matched no problem (remove them)`, rows: fine.map((e) => [entryText(e)]) });
+  }
+  return out;
+}
+
+export function formatVerifyText(report: VerifyReport, findings: VerifyFindings): string {
   const pad = (rows: string[][]) => {
     const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
     return rows.map((r) => `  ${r.map((v, i) => v.padEnd(widths[i] ?? 0)).join('  ')}`.trimEnd()).join('\n');
@@ -86,8 +134,9 @@ export function formatVerifyText(report: VerifyReport, first: readonly Differenc
     `  invariants: ${i.balanced ? 'balanced (expected users, credits and credits used equal PostgreSQL)' : 'NOT balanced'}`,
     pad([['', 'Redis', 'PostgreSQL'], ...invariantRows(report)]),
   ];
-  if (first.length > 0) {
-    out.push('', `  first ${first.length} of ${report.counts.differences} differences:`, pad([DIFF_HEADER, ...first.map(diffRow)]));
+  for (const section of sections(report, findings)) {
+    if (section.rows.length === 0) out.push('', `  ${section.title}.`);
+    else out.push('', `  ${section.title}:`, pad(section.header ? [section.header, ...section.rows] : section.rows));
   }
   out.push('', `  time ${report.duration_seconds.toFixed(1)} s`, '');
   return out.join('\n');
@@ -96,13 +145,13 @@ export function formatVerifyText(report: VerifyReport, first: readonly Differenc
 const md = (text: string | number) => String(text).replace(/\|/g, '\\|').replace(/[\r\n]+/g, ' ').replace(/`/g, "'");
 
 /** GitHub-flavoured markdown, for `$GITHUB_STEP_SUMMARY` and pull-request comments. */
-export function formatVerifyMarkdown(report: VerifyReport, first: readonly Difference[]): string {
+export function formatVerifyMarkdown(report: VerifyReport, findings: VerifyFindings): string {
   const i = report.invariants;
   const lines = [
-    `## ${report.ok ? '✅' : '❌'} migrate-users verify: ${report.ok ? 'PostgreSQL matches Redis' : `${failureCount(report)} problems found`}`,
+    `## ${report.ok ? '✅' : '❌'} migrate-users verify${report.sample ? ' (sample)' : ''}: ${verdict(report)}`,
     '',
     report.sample
-      ? `> **Sample**: ${report.sample.size} of about ${report.sample.keys_in_redis} keys, exact per user. Rows only in PostgreSQL are not checked in a sample.`
+      ? `> **Sample**: ${num(report.sample.size)} of about ${num(report.sample.keys_in_redis)} keys, exact per user. Rows only in PostgreSQL are not checked in a sample.`
       : '> Every key checked.',
     '',
     '| outcome | count |',
@@ -115,66 +164,20 @@ export function formatVerifyMarkdown(report: VerifyReport, first: readonly Diffe
     '|---|---:|---:|',
     ...invariantRows(report).map(([k, a, b]) => `| ${md(k)} | ${md(a)} | ${md(b)} |`),
   ];
-  if (first.length > 0) {
-    lines.push(
-      '',
-      `### First ${first.length} of ${report.counts.differences} differences`,
-      '',
-      `| ${DIFF_HEADER.join(' | ')} |`,
-      `|${DIFF_HEADER.map(() => '---').join('|')}|`,
-      ...first.map((d) => `| ${diffRow(d).map(md).join(' | ')} |`),
-    );
+  for (const section of sections(report, findings)) {
+    const title = `${section.title.charAt(0).toUpperCase()}${section.title.slice(1)}`;
+    lines.push('', `### ${md(title)}`, '');
+    if (section.header) {
+      lines.push(`| ${section.header.join(' | ')} |`, `|${section.header.map(() => '---').join('|')}|`, ...section.rows.map((r) => `| ${r.map(md).join(' | ')} |`));
+    } else {
+      lines.push(...section.rows.map((r) => `- ${md(r.join(' '))}`));
+    }
   }
   return `${lines.join('\n')}\n`;
 }
 
-const xml = (text: string | number) =>
-  String(text)
-    .replace(/[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd]/gu, '')
-    .replace(/&/g, '&amp;')
-    .replace(/</g, '&lt;')
-    .replace(/>/g, '&gt;')
-    .replace(/"/g, '&quot;');
-
-/** JUnit XML: three checks as test cases, so any CI system shows which one failed and why. */
-export function formatVerifyJunit(report: VerifyReport, first: readonly Difference[]): string {
-  const c = report.counts;
-  const listing = first.map((d) => diffRow(d).join(' | ')).join('\n');
-  const cases: { name: string; failed: string | null; skipped?: string }[] = [
-    {
-      name: 'every valid Redis user has an identical row in PostgreSQL',
-      failed: c.mismatch + c.missing > 0 ? `${c.mismatch} users differ, ${c.missing} missing\n${listing}` : null,
-    },
-    { name: 'every Redis record is migratable', failed: c.not_migratable > 0 ? `${c.not_migratable} not migratable: ${JSON.stringify(report.reasons)}` : null },
-    {
-      name: 'every row the tool wrote still has its Redis record',
-      failed: (c.deleted_in_redis ?? 0) > 0 ? `${c.deleted_in_redis} rows the tool wrote have no Redis record any more` : null,
-      ...(c.deleted_in_redis === null ? { skipped: 'sample' } : {}),
-    },
-    {
-      name: 'no rows only in PostgreSQL (--strict)',
-      failed: report.strict && (c.only_in_postgres ?? 0) > 0 ? `${c.only_in_postgres} rows only in PostgreSQL` : null,
-      ...(report.strict && c.only_in_postgres !== null ? {} : { skipped: c.only_in_postgres === null ? 'sample' : 'not --strict' }),
-    },
-  ];
-  const failures = cases.filter((t) => t.failed).length;
-  const body = cases
-    .map((t) => {
-      const inner = t.failed
-        ? `<failure message="${xml(t.failed.split('\n')[0] ?? '')}">${xml(t.failed)}</failure>`
-        : t.skipped
-          ? `<skipped message="${xml(t.skipped)}"/>`
-          : '';
-      return `    <testcase classname="migrate-users.verify" name="${xml(t.name)}" time="0">${inner}</testcase>`;
-    })
-    .join('\n');
-  return [
-    '<?xml version="1.0" encoding="UTF-8"?>',
-    `<testsuites name="migrate-users verify" tests="${cases.length}" failures="${failures}">`,
-    `  <testsuite name="migrate-users verify${report.sample ? ' (sample)' : ''}" tests="${cases.length}" failures="${failures}" time="${report.duration_seconds}">`,
-    body,
-    '  </testsuite>',
-    '</testsuites>',
-    '',
-  ].join('\n');
+/** The run failed before it could compare: the headline says so, with the error in words. */
+export function formatVerifyMarkdownError(message: string, sample: boolean): string {
+  return `## ❌ migrate-users verify${sample ? ' (sample)' : ''}: could not finish\n\n${md(message)}\n`;
 }
+

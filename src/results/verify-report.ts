@@ -33,7 +33,17 @@ export interface VerifyReport {
     /** Rows the ledger says the tool wrote from a key the source no longer has; null in sample mode. */
     readonly deleted_in_redis: number | null;
     readonly differences: number;
+    /** Records whose every difference is accepted (--accept), by kind: included in the counts above, but not failing. */
+    readonly accepted: Readonly<Record<DifferenceKind, number>>;
+    /** Records that fail verification: what `ok` is about. */
+    readonly failing: number;
   };
+  /** With --accept: the file, how many entries it has, and those that matched no problem (null when not every key was checked). */
+  readonly accepted: {
+    readonly file: string;
+    readonly entries: number;
+    readonly fine_now: readonly AcceptEntry[] | null;
+  } | null;
   readonly reasons: Readonly<Record<string, number>>;
   readonly invariants: {
     /** Valid Redis records as read (credits before the whitelist rule). */
@@ -65,6 +75,8 @@ export interface Difference {
   readonly actual: CellValue;
   readonly reason?: string;
   readonly detail?: string;
+  /** A known problem the team accepted (--accept): the entry's line and reason. */
+  readonly accepted?: { readonly line: number; readonly reason: string };
 }
 
 export type DifferenceKind = Difference['kind'];

@@ -1,0 +1,98 @@
+import type { DifferenceKind, VerifyReport } from '../results/verify-report.js';
+import type { VerifyFindings } from './verify-findings.js';
+import { CHECKS, count, lines, sentence } from './verify-sentences.js';
+
+interface TestCase {
+  readonly name: string;
+  readonly failure?: { readonly message: string; readonly body: string } | undefined;
+  readonly skipped?: string | undefined;
+  readonly note?: string | undefined;
+}
+
+const xml = (text: string | number) =>
+  String(text)
+    .replace(/[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd]/gu, '')
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;');
+
+const RAN = 'verification ran';
+
+function accepted(kind: DifferenceKind, findings: VerifyFindings, file: string): string | undefined {
+  const listing = findings.accepted(kind);
+  if (listing.count === 0) return undefined;
+  return lines(`${count(listing.count)} accepted in ${file}, not failing`, listing, true);
+}
+
+/** JUnit XML: one test case per check, so any CI system shows which one failed and on which users. */
+export function formatVerifyJunit(report: VerifyReport, findings: VerifyFindings): string {
+  const c = report.counts;
+  const file = report.accepted?.file ?? '--accept';
+  const cases: TestCase[] = [
+    report.interrupted
+      ? { name: RAN, failure: { message: 'interrupted before every key was compared: run it again', body: 'stopped by a signal (SIGINT or SIGTERM)' } }
+      : { name: RAN },
+  ];
+  for (const check of CHECKS) {
+    const failing = findings.failing(check.kind);
+    const note = accepted(check.kind, findings, file);
+    const notChecked = (check.kind === 'deleted_in_redis' || check.kind === 'only_in_postgres') && c[check.kind] === null;
+    if (notChecked) {
+      cases.push({ name: check.name, skipped: 'not checked in a sample' });
+    } else if (check.kind === 'only_in_postgres' && !report.strict) {
+      cases.push({ name: check.name, skipped: `not --strict${failing.count > 0 ? `: ${sentence(check.problem(failing.count).replace(' (--strict)', ''), failing)}` : ''}` });
+    } else if (failing.count > 0) {
+      const headline = check.problem(failing.count);
+      cases.push({ name: check.name, failure: { message: sentence(headline, failing), body: [lines(headline, failing), note].filter(Boolean).join('\n\n') } });
+    } else {
+      cases.push({ name: check.name, note });
+    }
+  }
+  if (report.accepted) cases.push(fineNowCase(report.accepted));
+  return junit(cases, report.sample !== null, report.duration_seconds);
+}
+
+function fineNowCase(accept: NonNullable<VerifyReport['accepted']>): TestCase {
+  const name = 'every accepted problem still exists (--accept)';
+  if (accept.fine_now === null) return { name, skipped: 'not known: not every key was checked (a sample, or interrupted)' };
+  if (accept.fine_now.length === 0) return { name };
+  const listed = accept.fine_now.slice(0, 20).map((e) => `${e.key}${e.kind ? ` [${e.kind}${e.detail ? `:${e.detail}` : ''}]` : ''} (line ${e.line})`);
+  const more = accept.fine_now.length - listed.length;
+  const n = accept.fine_now.length;
+  return {
+    name,
+    skipped:
+      `${count(n)} ${n === 1 ? 'entry' : 'entries'} of ${accept.file} ${n === 1 ? 'has' : 'have'} no problem any more, accepted but fine now ` +
+      `(remove ${n === 1 ? 'it' : 'them'}): ${listed.join(', ')}${more > 0 ? `, and ${count(more)} more` : ''}.`,
+  };
+}
+
+/** The run failed before it could compare (a server unreachable, the schema missing): one failing check saying so. */
+export function formatVerifyJunitError(message: string, sample: boolean): string {
+  return junit([{ name: RAN, failure: { message, body: message } }], sample, 0);
+}
+
+function junit(cases: readonly TestCase[], sample: boolean, seconds: number): string {
+  const suffix = sample ? ' (sample)' : '';
+  const failures = cases.filter((t) => t.failure).length;
+  const skipped = cases.filter((t) => t.skipped !== undefined).length;
+  const body = cases.map((t) => {
+    const inner = [
+      t.failure ? `<failure message="${xml(t.failure.message)}">${xml(t.failure.body)}</failure>` : '',
+      t.skipped !== undefined ? `<skipped message="${xml(t.skipped)}"/>` : '',
+      t.note ? `<system-out>${xml(t.note)}</system-out>` : '',
+    ].join('');
+    return `    <testcase classname="migrate-users.verify" name="${xml(t.name + suffix)}" time="0">${inner}</testcase>`;
+  });
+  const totals = `tests="${cases.length}" failures="${failures}" errors="0" skipped="${skipped}"`;
+  return [
+    '<?xml version="1.0" encoding="UTF-8"?>',
+    `<testsuites name="migrate-users verify${suffix}" ${totals}>`,
+    `  <testsuite name="migrate-users verify${suffix}" ${totals} time="${seconds}">`,
+    ...body,
+    '  </testsuite>',
+    '</testsuites>',
+    '',
+  ].join('\n');
+}
