@@ -84,7 +84,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   )
     .addOption(new Option('--count <n>', 'how many users (default 1000)'))
     .addOption(new Option('--seed <n>', 'random seed (default 1)'))
-    .option('--force', 'write even where keys matching --match already exist')
+    .option('--force', 'write even where keys matching --match exist: first removes what an earlier seed wrote there, leaves other keys alone')
     .exitOverride()
     .action(run(runSeed));
   for (const command of [program.commands.find((c) => c.name() === 'verify'), program.commands.find((c) => c.name() === 'reconcile')]) {

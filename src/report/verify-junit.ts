@@ -1,6 +1,7 @@
 import type { DifferenceKind, VerifyReport } from '../results/verify-report.js';
 import type { VerifyFindings } from './verify-findings.js';
-import { CHECKS, count, lines, sentence } from './verify-sentences.js';
+import { grouped } from './summary.js';
+import { CHECKS, lines, sentence } from './verify-sentences.js';
 
 interface TestCase {
   readonly name: string;
@@ -22,7 +23,7 @@ const RAN = 'verification ran';
 function accepted(kind: DifferenceKind, findings: VerifyFindings, file: string): string | undefined {
   const listing = findings.accepted(kind);
   if (listing.count === 0) return undefined;
-  return lines(`${count(listing.count)} accepted in ${file}, not failing`, listing, true);
+  return lines(`${grouped(listing.count)} accepted in ${file}, not failing`, listing, true);
 }
 
 /** JUnit XML: one test case per check, so any CI system shows which one failed and on which users. */
@@ -63,8 +64,8 @@ function fineNowCase(accept: NonNullable<VerifyReport['accepted']>): TestCase {
   return {
     name,
     skipped:
-      `${count(n)} ${n === 1 ? 'entry' : 'entries'} of ${accept.file} ${n === 1 ? 'has' : 'have'} no problem any more, accepted but fine now ` +
-      `(remove ${n === 1 ? 'it' : 'them'}): ${listed.join(', ')}${more > 0 ? `, and ${count(more)} more` : ''}.`,
+      `${grouped(n)} ${n === 1 ? 'entry' : 'entries'} of ${accept.file} ${n === 1 ? 'has' : 'have'} no problem any more, accepted but fine now ` +
+      `(remove ${n === 1 ? 'it' : 'them'}): ${listed.join(', ')}${more > 0 ? `, and ${grouped(more)} more` : ''}.`,
   };
 }
 

@@ -1,5 +1,6 @@
 import type { CellValue } from '../compare/compare-rows.js';
 import type { AcceptEntry, Difference, VerifyReport } from '../results/verify-report.js';
+import { grouped } from './summary.js';
 import type { VerifyFindings } from './verify-findings.js';
 
 const cell = (value: CellValue | undefined, max = 48): string => {
@@ -7,23 +8,21 @@ const cell = (value: CellValue | undefined, max = 48): string => {
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 };
 
-/** Human numbers: thousands separators, credits (numeric strings of any size) too. */
-const num = (value: number | string) => String(value).replace(/^(-?\d+)/, (digits) => digits.replace(/\B(?=(\d{3})+$)/g, ','));
 
 const acceptedTotal = (report: VerifyReport) => Object.values(report.counts.accepted).reduce((a, b) => a + b, 0);
 
 /** The verdict; a sample says so first, as every headline of a sampled run does. */
 function verdict(report: VerifyReport): string {
   const accepted = acceptedTotal(report);
-  const known = accepted > 0 ? ` (${num(accepted)} accepted known ${accepted === 1 ? 'problem' : 'problems'} not counted)` : '';
+  const known = accepted > 0 ? ` (${grouped(accepted)} accepted known ${accepted === 1 ? 'problem' : 'problems'} not counted)` : '';
   if (report.interrupted) return `interrupted before every key was compared${known}`;
   const subject = report.sample ? 'the sample' : 'PostgreSQL';
-  return report.ok ? `${subject} matches Redis${known}` : `${num(report.counts.failing)} problems found${known}`;
+  return report.ok ? `${subject} matches Redis${known}` : `${grouped(report.counts.failing)} problems found${known}`;
 }
 
 function headline(report: VerifyReport): string {
   const scope = report.sample
-    ? `SAMPLE of ${num(report.sample.size)} of about ${num(report.sample.keys_in_redis)} keys (exact per user; rows only in PostgreSQL not checked)`
+    ? `SAMPLE of ${grouped(report.sample.size)} of about ${grouped(report.sample.keys_in_redis)} keys (exact per user; rows only in PostgreSQL not checked)`
     : 'all keys';
   return `${report.ok ? 'VERIFY OK' : 'VERIFY FAILED'}${report.sample ? ' (SAMPLE)' : ''}: ${verdict(report)} [${scope}]`;
 }
@@ -33,24 +32,24 @@ function countRows(report: VerifyReport): [string, string][] {
   const shown = (value: number | null, kind: keyof VerifyReport['counts']['accepted']) => {
     if (value === null) return 'not checked (sample)';
     const accepted = c.accepted[kind];
-    return accepted > 0 ? `${num(value)} (${num(accepted)} accepted)` : num(value);
+    return accepted > 0 ? `${grouped(value)} (${grouped(accepted)} accepted)` : grouped(value);
   };
   return [
-    ['keys checked', num(c.keys_checked)],
-    ['valid Redis users', num(c.redis_users)],
-    ['match', num(c.match)],
+    ['keys checked', grouped(c.keys_checked)],
+    ['valid Redis users', grouped(c.redis_users)],
+    ['match', grouped(c.match)],
     ['differ (users)', shown(c.mismatch, 'mismatch')],
     ['missing in PostgreSQL', shown(c.missing, 'missing')],
     ['not migratable', shown(c.not_migratable, 'not_migratable')],
     ['written by the tool, gone from Redis (fails)', shown(c.deleted_in_redis, 'deleted_in_redis')],
     [`only in PostgreSQL${report.strict ? ' (fails: --strict)' : ' (allowed)'}`, shown(c.only_in_postgres, 'only_in_postgres')],
-    ...(report.accepted ? [[`accepted known problems (${report.accepted.file})`, num(acceptedTotal(report))] as [string, string]] : []),
+    ...(report.accepted ? [[`accepted known problems (${report.accepted.file})`, grouped(acceptedTotal(report))] as [string, string]] : []),
   ];
 }
 
 function invariantRows(report: VerifyReport): [string, string, string][] {
   const i = report.invariants;
-  return rawInvariantRows(i).map(([k, a, b]) => [k, num(a), num(b)]);
+  return rawInvariantRows(i).map(([k, a, b]) => [k, grouped(a), grouped(b)]);
 }
 
 function rawInvariantRows(i: VerifyReport['invariants']): [string, string, string][] {
@@ -68,15 +67,15 @@ function rawInvariantRows(i: VerifyReport['invariants']): [string, string, strin
     ...(i.merged_from_postgres.users > 0 ? [['+ used in new-app rows, by merges', String(i.merged_from_postgres.total_credits_used), ''] as [string, string, string]] : []),
     ['= expected total_credits_used', String(i.expected.total_credits_used), String(i.postgres_matching.total_credits_used)],
     ['invalid records (no trusted sums)', String(i.redis.invalid_records), ''],
-    ['rows only in PostgreSQL', '', i.postgres_only ? `${num(i.postgres_only.users)} (${num(i.postgres_only.current_credits)} credits)` : 'not checked'],
+    ['rows only in PostgreSQL', '', i.postgres_only ? `${grouped(i.postgres_only.users)} (${grouped(i.postgres_only.current_credits)} credits)` : 'not checked'],
     [
       'rows gone from Redis',
       '',
       i.postgres_deleted_in_redis
-        ? `${num(i.postgres_deleted_in_redis.users)} (${num(i.postgres_deleted_in_redis.current_credits)} credits)`
+        ? `${grouped(i.postgres_deleted_in_redis.users)} (${grouped(i.postgres_deleted_in_redis.current_credits)} credits)`
         : 'not checked',
     ],
-    ['all rows in PostgreSQL', '', `${num(i.postgres_total.users)} (${num(i.postgres_total.current_credits)} credits)`],
+    ['all rows in PostgreSQL', '', `${grouped(i.postgres_total.users)} (${grouped(i.postgres_total.current_credits)} credits)`],
   ];
 }
 
@@ -100,12 +99,12 @@ function sections(report: VerifyReport, findings: VerifyFindings): { title: stri
   const out: { title: string; header?: string[]; rows: string[][] }[] = [];
   const { differences, acceptedDifferences } = findings;
   if (differences.count > 0) {
-    out.push({ title: `first ${num(differences.first.length)} of ${num(differences.count)} differences`, header: DIFF_HEADER, rows: differences.first.map(diffRow) });
+    out.push({ title: `first ${grouped(differences.first.length)} of ${grouped(differences.count)} differences`, header: DIFF_HEADER, rows: differences.first.map(diffRow) });
   }
   const file = report.accepted?.file ?? '--accept';
   if (acceptedDifferences.count > 0) {
     out.push({
-      title: `accepted in ${file} (known problems, not failing): first ${num(acceptedDifferences.first.length)} of ${num(acceptedDifferences.count)} differences`,
+      title: `accepted in ${file} (known problems, not failing): first ${grouped(acceptedDifferences.first.length)} of ${grouped(acceptedDifferences.count)} differences`,
       header: ACCEPTED_HEADER,
       rows: acceptedDifferences.first.map(acceptedRow),
     });
@@ -115,7 +114,7 @@ function sections(report: VerifyReport, findings: VerifyFindings): { title: stri
     out.push({ title: `entries of ${file} that match no problem any more: not known (only some keys were checked: a sample, or interrupted)`, rows: [] });
   }
   if (fine && fine.length > 0) {
-    out.push({ title: `accepted but fine now: ${num(fine.length)} of the entries in ${file} matched no problem (remove them)`, rows: fine.map((e) => [entryText(e)]) });
+    out.push({ title: `accepted but fine now: ${grouped(fine.length)} of the entries in ${file} matched no problem (remove them)`, rows: fine.map((e) => [entryText(e)]) });
   }
   return out;
 }
@@ -151,7 +150,7 @@ export function formatVerifyMarkdown(report: VerifyReport, findings: VerifyFindi
     `## ${report.ok ? '✅' : '❌'} migrate-users verify${report.sample ? ' (sample)' : ''}: ${verdict(report)}`,
     '',
     report.sample
-      ? `> **Sample**: ${num(report.sample.size)} of about ${num(report.sample.keys_in_redis)} keys, exact per user. Rows only in PostgreSQL are not checked in a sample.`
+      ? `> **Sample**: ${grouped(report.sample.size)} of about ${grouped(report.sample.keys_in_redis)} keys, exact per user. Rows only in PostgreSQL are not checked in a sample.`
       : '> Every key checked.',
     '',
     '| outcome | count |',

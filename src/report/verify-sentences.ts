@@ -1,35 +1,35 @@
 import type { DifferenceKind } from '../results/verify-report.js';
 import type { CellValue } from '../compare/compare-rows.js';
+import { grouped } from './summary.js';
 import type { Finding, Listing } from './verify-findings.js';
 
-export const count = (n: number): string => n.toLocaleString('en-US');
 
 /** The checks verify makes, one JUnit test case each; each lists only its own failures. */
 export const CHECKS: readonly { readonly kind: DifferenceKind; readonly name: string; readonly problem: (n: number) => string }[] = [
   {
     kind: 'missing',
     name: 'every valid Redis user has a row in PostgreSQL',
-    problem: (n) => (n === 1 ? '1 user in Redis has no row in PostgreSQL' : `${count(n)} users in Redis have no row in PostgreSQL`),
+    problem: (n) => (n === 1 ? '1 user in Redis has no row in PostgreSQL' : `${grouped(n)} users in Redis have no row in PostgreSQL`),
   },
   {
     kind: 'mismatch',
     name: 'every row holds what migrate would write from its Redis record',
-    problem: (n) => `${count(n)} ${n === 1 ? 'user differs' : 'users differ'} between Redis and PostgreSQL`,
+    problem: (n) => `${grouped(n)} ${n === 1 ? 'user differs' : 'users differ'} between Redis and PostgreSQL`,
   },
   {
     kind: 'not_migratable',
     name: 'every Redis record can be migrated',
-    problem: (n) => `${count(n)} Redis ${n === 1 ? 'record cannot' : 'records cannot'} be migrated`,
+    problem: (n) => `${grouped(n)} Redis ${n === 1 ? 'record cannot' : 'records cannot'} be migrated`,
   },
   {
     kind: 'deleted_in_redis',
     name: 'every row the tool wrote still has its Redis record',
-    problem: (n) => `${count(n)} ${n === 1 ? 'row the tool wrote has' : 'rows the tool wrote have'} no Redis record any more`,
+    problem: (n) => `${grouped(n)} ${n === 1 ? 'row the tool wrote has' : 'rows the tool wrote have'} no Redis record any more`,
   },
   {
     kind: 'only_in_postgres',
     name: 'no rows only in PostgreSQL (--strict)',
-    problem: (n) => `${count(n)} ${n === 1 ? 'row is' : 'rows are'} only in PostgreSQL, with no Redis record (--strict)`,
+    problem: (n) => `${grouped(n)} ${n === 1 ? 'row is' : 'rows are'} only in PostgreSQL, with no Redis record (--strict)`,
   },
 ];
 
@@ -69,7 +69,7 @@ export function sentence(headline: string, listing: Listing<Finding>, withReason
   const items = listing.first.map((f) => describeFinding(f, true) + (withReason ? acceptedBecause(f) : ''));
   const more = listing.count - listing.first.length;
   if (items.length === 0) return `${headline} (listed in the --report).`;
-  return `${headline}: ${items.join(', ')}${more > 0 ? `${items.length > 1 ? ',' : ''} and ${count(more)} more` : ''}.`;
+  return `${headline}: ${items.join(', ')}${more > 0 ? `${items.length > 1 ? ',' : ''} and ${grouped(more)} more` : ''}.`;
 }
 
 /** The same as a list, one record a line, for the body of a JUnit failure. */
@@ -78,6 +78,6 @@ export function lines(headline: string, listing: Listing<Finding>, withReason = 
   return [
     `${headline}:`,
     ...listing.first.map((f) => `  - ${describeFinding(f)}${withReason ? acceptedBecause(f) : ''}`),
-    ...(more > 0 ? [`  and ${count(more)} more (all of them are in the --report)`] : []),
+    ...(more > 0 ? [`  and ${grouped(more)} more (all of them are in the --report)`] : []),
   ].join('\n');
 }

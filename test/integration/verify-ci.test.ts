@@ -124,23 +124,27 @@ describe('verify JUnit: each check lists only its own failures, in sentences', (
 });
 
 describe('verify CI files when the run fails before comparing', () => {
-  it('PostgreSQL unreachable: exit 3, JUnit with one failing check saying so, markdown too, no password, 0600', async () => {
+  it('PostgreSQL unreachable: exit 2 as for any run, JUnit with one failing check saying so, markdown too, no password, 0600', async () => {
     const run = await verify([], { DATABASE_URL: 'postgres://ci:pw-never-shown@127.0.0.1:1/x' });
-    expect(run.code).toBe(3);
+    expect(run.code).toBe(2);
     expect(run.junit).toContain('<testsuites name="migrate-users verify" tests="1" failures="1" errors="0" skipped="0">');
     expect(run.cases).toHaveLength(1);
     expect(run.cases[0]?.name).toBe('verification ran');
-    expect(run.cases[0]?.failure?.message).toMatch(/^verify could not finish: .*127\.0\.0\.1:1/);
-    expect(run.markdown).toMatch(/^## ❌ migrate-users verify: could not finish\n\nverify could not finish: .*127\.0\.0\.1:1/);
+    expect(run.cases[0]?.failure?.message).toMatch(/^verify could not finish: .*PostgreSQL.*127\.0\.0\.1:1.*refused/);
+    expect(run.markdown).toMatch(/^## ❌ migrate-users verify: could not finish\n\nverify could not finish: .*PostgreSQL.*127\.0\.0\.1:1/);
+    // The same words as stderr.
+    expect(run.stderr).toContain(run.cases[0]?.failure?.message.replace('verify could not finish: ', ''));
     expect(run.report).toMatchObject({ ok: false });
     for (const text of [run.junit, run.markdown, run.stdout, run.stderr, JSON.stringify(run.report)]) expect(text).not.toContain('pw-never-shown');
     expect(await mode(run.paths.junit)).toBe(0o600);
     expect(await mode(run.paths.markdown)).toBe(0o600);
   });
 
-  it('Redis unreachable: exit 3, the JUnit names Redis', async () => {
+  it('Redis unreachable: the same exit code as without CI files, the JUnit names Redis', async () => {
     const run = await verify(['--sample', '3'], { REDIS_URL: 'redis://:pw-never-shown@127.0.0.1:1' });
-    expect(run.code).toBe(3);
+    const plain = await runCli(['verify', '--match', keys.match, '--sample', '3'], { ...env(), REDIS_URL: 'redis://:pw-never-shown@127.0.0.1:1' });
+    expect(plain.code).toBeGreaterThan(1);
+    expect(run.code).toBe(plain.code);
     expect(run.cases).toEqual([{ name: 'verification ran (sample)', failure: expect.anything() }]);
     expect(run.cases[0]?.failure?.message).toMatch(/^verify could not finish: .*Redis.*127\.0\.0\.1:1/);
     expect(run.junit).toContain('<testsuite name="migrate-users verify (sample)"');
