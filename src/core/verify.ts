@@ -54,8 +54,8 @@ export async function verify(given: VerifyOptions, io: VerifyIo): Promise<{ repo
     const entry = entries[0];
     return entry ? { ...difference, accepted: { line: entry.line, reason: entry.reason } } : difference;
   };
-  /** Emits the differences of one record; true when every one of them is accepted. */
-  const emit = async (...found: Difference[]): Promise<boolean> => {
+  /** Emits the differences of one record; the record is accepted when every one of them is. */
+  const emit = async (...found: Difference[]): Promise<void> => {
     const marked = found.map(mark);
     for (const difference of marked) {
       differences++;
@@ -63,7 +63,6 @@ export async function verify(given: VerifyOptions, io: VerifyIo): Promise<{ repo
     }
     const wholly = marked.length > 0 && marked.every((d) => d.accepted !== undefined);
     if (wholly && marked[0]) accepted[marked[0].kind]++;
-    return wholly;
   };
 
   // One read-only transaction around a TEMP stage: nothing persistent is written, and a pooler in
