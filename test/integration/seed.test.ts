@@ -2,13 +2,13 @@ import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BIN, runCli } from '../helpers/cli.js';
-import { createTestKeys, uniqueName, type TestKeys } from '../helpers/servers.js';
+import { createTestKeys, redisUrlAs, uniqueName, type TestKeys } from '../helpers/servers.js';
 
 let keys: TestKeys;
 let user: string;
 
 /** The seed runs as a Redis user that may write only under this test's prefix: a write anywhere else fails it. */
-const env = () => ({ REDIS_URL: `redis://${user}:pw@127.0.0.1:6379`, DATABASE_URL: 'postgres://postgres@127.0.0.1:1/unused' });
+const env = () => ({ REDIS_URL: redisUrlAs(user, 'pw'), DATABASE_URL: 'postgres://postgres@127.0.0.1:1/unused' });
 
 async function keysUnder(pattern: string): Promise<string[]> {
   const found = new Set<string>();

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/cli.js';
-import { createTestDatabase, createTestKeys, type TestDatabase, type TestKeys } from '../helpers/servers.js';
+import { createTestDatabase, createTestKeys, REDIS_URL, type TestDatabase, type TestKeys } from '../helpers/servers.js';
 
 /** verify's outputs as a CI job reads them: JUnit, markdown, exit codes; --accept. */
 
@@ -12,7 +12,7 @@ let db: TestDatabase;
 let keys: TestKeys;
 let dir: string;
 
-const env = () => ({ DATABASE_URL: db.url, REDIS_URL: 'redis://127.0.0.1:6379' });
+const env = () => ({ DATABASE_URL: db.url, REDIS_URL });
 
 interface TestCase {
   name: string;
