@@ -131,7 +131,7 @@ describe('faults', () => {
     expect(report.counts.pending).toBeGreaterThan(0);
     expect(report.counts.inserted).toBeGreaterThan(0);
     // The summary says so too, with what to do next.
-    expect(run.stdout()).toContain(`INTERRUPTED: ${report.counts.pending} records not decided yet. Run the same command again to resume.`);
+    expect(run.stdout()).toContain(`INTERRUPTED: ${report.counts.pending.toLocaleString('en-US')} records not decided yet. Run the same command again to resume.`);
     const [row] = await db.query<{ n: number }>('select count(*)::int as n from users');
     expect(row?.n).toBe(report.counts.inserted);
     const runs = await db.query<{ status: string }>('select status from migrate_users.runs');
@@ -143,7 +143,7 @@ describe('faults', () => {
     expect(rest.stderr).toContain('resuming an unfinished run');
     const after = JSON.parse(readFileSync(join(dir, 'rest.json'), 'utf8')) as { resumed_from: string | null; counts: Counts };
     expect(after.resumed_from).toMatch(/^run_/);
-    expect(rest.stdout).toContain(`It resumed ${after.resumed_from} (${report.counts.inserted} records were done before).`);
+    expect(rest.stdout).toContain(`It resumed ${after.resumed_from} (${report.counts.inserted.toLocaleString('en-US')} records were done before).`);
     // It reports the whole job: what the interrupted run committed plus its own.
     expect(after.counts.resumed_skipped).toBe(report.counts.inserted);
     expect(after.counts.inserted).toBe(20_000);
