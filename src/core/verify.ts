@@ -6,7 +6,7 @@ import { canonicalColumns } from '../db/canonical.js';
 import type { Logger } from '../log.js';
 import { publicRow, rowFromRecord } from '../compare/compare-rows.js';
 import { money, type SourceInfo } from '../report/report.js';
-import type { RedisReadable } from '../source/redis-reader.js';
+import type { RedisSource } from '../source/redis-reader.js';
 import { createStage, finishStage, STAGE_TABLE } from '../stage/stage.js';
 import { heldBackRecords, loadFacts, prepareFacts, triage, triagedTotals, type TriageKind } from './facts.js';
 import { boundByTarget, emptySource, sampleKeys, stageSource, type Progress, type ReadOptions } from './stage-source.js';
@@ -24,7 +24,7 @@ export interface VerifyOptions extends ReadOptions {
 }
 
 export interface VerifyIo {
-  readonly redis: RedisReadable;
+  readonly redis: RedisSource;
   readonly pool: pg.Pool;
   readonly log: Logger;
   readonly progress?: Progress | undefined;

@@ -1,4 +1,4 @@
-import type { MigrateReport } from './report.js';
+import { describeSource, type MigrateReport } from './report.js';
 
 function headline(report: MigrateReport): string {
   const c = report.counts;
@@ -50,7 +50,7 @@ export function formatSummary(report: MigrateReport): string {
     .map(([reason, n]) => `  ${reason.padEnd(width)}  ${String(n).padStart(12)}`)
     .join('\n');
   const notes: string[] = [];
-  if (report.source) notes.push(`  source: ${report.source.url}${report.resumed_from ? ` (the stage of ${report.resumed_from}, resumed)` : ''}`);
+  if (report.source) notes.push(`  source: ${describeSource(report.source)}${report.resumed_from ? ` (the stage of ${report.resumed_from}, resumed)` : ''}`);
   const w = report.whitelist;
   if (w?.same_as_last_run === false) {
     notes.push(
