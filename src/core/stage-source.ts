@@ -129,23 +129,28 @@ export async function stageSource(
   const limiter = new RateLimiter(options.maxRate ?? 0);
   const counter = io.retries ?? new RetryCounter();
   const source = stopOnAbort(keys, io.signal);
-  await forEachBounded(source, options.concurrency, async ({ keys: batch, reader }) => {
-    await limiter.take(batch.length);
-    const records = await withRetries('reading values', options.retry ?? NO_RETRY, counter, io.log, () =>
-      readerOf(reader).read(batch, prefixLength, options.maxValueBytes),
-    );
-    const staged = records.map((record): StagedRecord => {
-      seq += 1;
-      if (!record.ok) return { seq, key: record.key, userId: null, reject: record };
-      const mapped = mapRecord(record.keyEmail, record.value, options.mapContext);
-      if (!mapped.ok) return { seq, key: record.key, userId: mapped.userId ?? null, reject: mapped };
-      const { row, sourceCredits, topup } = mapped;
-      const digest = rowDigest(row, sourceCredits);
-      return { seq, key: record.key, userId: row.user_id, mapped: { row, sourceCredits, topup, digest }, copySafe: copySafe(record.key, record.value) };
+  try {
+    await forEachBounded(source, options.concurrency, async ({ keys: batch, reader }) => {
+      await limiter.take(batch.length);
+      const records = await withRetries('reading values', options.retry ?? NO_RETRY, counter, io.log, () =>
+        readerOf(reader).read(batch, prefixLength, options.maxValueBytes),
+      );
+      const staged = records.map((record): StagedRecord => {
+        seq += 1;
+        if (!record.ok) return { seq, key: record.key, userId: null, reject: record };
+        const mapped = mapRecord(record.keyEmail, record.value, options.mapContext);
+        if (!mapped.ok) return { seq, key: record.key, userId: mapped.userId ?? null, reject: mapped };
+        const { row, sourceCredits, topup } = mapped;
+        const digest = rowDigest(row, sourceCredits);
+        return { seq, key: record.key, userId: row.user_id, mapped: { row, sourceCredits, topup, digest }, copySafe: copySafe(record.key, record.value) };
+      });
+      await writer.write(staged);
+      io.progress?.advance(staged.length);
     });
-    await writer.write(staged);
-    io.progress?.advance(staged.length);
-  });
+  } catch (error) {
+    await writer.abort(error);
+    throw error;
+  }
   await writer.end();
   io.log.debug({ staged: seq }, 'stage loaded');
   return seq;
