@@ -1,6 +1,7 @@
 import type { CellValue } from '../compare/compare-rows.js';
 import type { VerifyReport } from '../core/verify.js';
 import type { Difference } from '../core/verify-record.js';
+import { describeSource } from './report.js';
 
 const cell = (value: CellValue | undefined, max = 48): string => {
   const text = value === null || value === undefined ? '∅' : String(value);
@@ -81,6 +82,7 @@ export function formatVerifyText(report: VerifyReport, first: readonly Differenc
   const i = report.invariants;
   const out = [
     headline(report),
+    ...(report.source ? ['', `  source: ${describeSource(report.source)}`] : []),
     '',
     pad(countRows(report).map(([k, v]) => [k, String(v)])),
     '',
@@ -105,6 +107,7 @@ export function formatVerifyMarkdown(report: VerifyReport, first: readonly Diffe
     report.sample
       ? `> **Sample**: ${report.sample.size} of about ${report.sample.keys_in_redis} keys, exact per user. Rows only in PostgreSQL are not checked in a sample.`
       : '> Every key checked.',
+    ...(report.source ? ['', `> Source: ${md(describeSource(report.source))}`] : []),
     '',
     '| outcome | count |',
     '|---|---:|',
