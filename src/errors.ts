@@ -16,6 +16,11 @@ export class UnfinishedError extends Error {
   override readonly name = 'UnfinishedError';
 }
 
+/** Stopped by Ctrl-C / SIGTERM before there was anything to report (say, while a snapshot was loading). */
+export class InterruptedError extends Error {
+  override readonly name = 'InterruptedError';
+}
+
 const CONNECTION_CODES = new Set([
   'ECONNREFUSED',
   'ECONNRESET',

@@ -7,6 +7,8 @@ import type { SourceInfo } from '../results/migrate-report.js';
 import type pg from 'pg';
 import { withPool } from '../db/database.js';
 import { assertWritable, readTarget } from '../db/target.js';
+import { withSnapshots, type SnapshotPlan } from '../source/rdb-snapshot.js';
+import type { RedisSource } from '../source/redis-reader.js';
 
 export interface RedisTarget {
   readonly redisUrl: string;
@@ -73,17 +75,22 @@ export async function withRedis<T>(target: RedisTarget, log: Logger, fn: (redis:
 
 /**
  * PostgreSQL first, and the table checked (exit 2 naming the column when the tool cannot write it), then
- * Redis: a table problem is reported as such, before anything is read, whatever Redis's state.
+ * the source: a live Redis, or (--rdb) the snapshots loaded into throwaway servers. A table problem is
+ * reported as such, before anything is read or loaded, whatever the source's state. `fn` gets the source
+ * as the pipeline reads it and as reports name it.
  */
 export async function withServers<T>(
-  conn: RedisTarget & { readonly databaseUrl: string; readonly databaseSsl: false | ConnectionOptions },
+  conn: RedisTarget & { readonly databaseUrl: string; readonly databaseSsl: false | ConnectionOptions; readonly snapshot?: SnapshotPlan | undefined },
   log: Logger,
   maxConnections: number,
-  fn: (redis: Redis | Cluster, pool: pg.Pool) => Promise<T>,
+  fn: (redis: RedisSource, pool: pg.Pool, source: SourceInfo) => Promise<T>,
+  signal?: AbortSignal,
 ): Promise<T> {
   return withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: maxConnections, log }, async (pool) => {
     assertWritable(await readTarget(pool));
-    return withRedis(conn, log, (redis) => fn(redis, pool));
+    const snapshot = conn.snapshot;
+    if (snapshot) return withSnapshots(snapshot, log, signal, (redis, source) => fn(redis, pool, source));
+    return withRedis(conn, log, async (redis) => fn(redis, pool, await sourceInfo(conn, redis)));
   });
 }
 

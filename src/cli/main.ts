@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { EXIT, UnfinishedError, UsageError, describe, isConnectionFailure, pgCode, tlsFailure } from '../errors.js';
+import { EXIT, InterruptedError, UnfinishedError, UsageError, describe, isConnectionFailure, pgCode, tlsFailure } from '../errors.js';
 import { Scrubber } from '../redact.js';
 import type { CliContext } from './context.js';
 import { addLogOptions, addPostgresOptions, addRedisOptions } from './context.js';
@@ -152,6 +152,10 @@ function report(error: unknown, ctx: CliContext): number {
   if (error instanceof UsageError) {
     say(`error: ${error.message}`);
     return EXIT.usage;
+  }
+  if (error instanceof InterruptedError) {
+    say(`interrupted: ${error.message}`);
+    return ctx.interruptedExitCode();
   }
   const tls = tlsFailure(error, 'PostgreSQL', '--database-ca');
   if (tls) {

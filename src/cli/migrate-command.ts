@@ -6,12 +6,13 @@ import type { MigrateReport } from '../results/migrate-report.js';
 import { NdjsonFile } from '../report/ndjson-file.js';
 import { formatSummary } from '../report/summary.js';
 import { DEFAULTS, Problems } from './config.js';
-import { sourceInfo, withServers } from './connect.js';
+import { withServers } from './connect.js';
+import { snapshotPlan, type SnapshotFlags } from './snapshot-options.js';
 import { addConnectionOptions, setup, type CliContext, type ConnectionFlags } from './context.js';
 import { createProgress } from './progress.js';
 import { addReadOptions, readOptions, type ReadFlags } from './read-options.js';
 
-interface MigrateFlags extends ConnectionFlags, ReadFlags {
+interface MigrateFlags extends ConnectionFlags, ReadFlags, SnapshotFlags {
   dryRun?: boolean;
   restart?: boolean;
   writeConcurrency?: string;
@@ -39,6 +40,7 @@ export function addMigrateOptions(command: Command): Command {
 export async function runMigrate(flags: MigrateFlags, ctx: CliContext): Promise<number> {
   const problems = new Problems();
   const { conn, log } = setup(flags, ctx, problems);
+  const snapshot = snapshotPlan(flags, ctx.env, problems);
   const options = {
     ...readOptions(flags, conn.match, ctx, problems),
     dryRun: flags.dryRun === true,
@@ -57,8 +59,12 @@ export async function runMigrate(flags: MigrateFlags, ctx: CliContext): Promise<
   };
   try {
     // The session, the write lock's connection, one per extra write lane, and one to record a failure.
-    const report = await withServers(conn, log, 2 + options.writeConcurrency, async (redis, pool) =>
-      migrate({ ...options, source: await sourceInfo(conn, redis) }, { redis, pool, log, rejects, progress: createProgress(flags.progress), signal: ctx.signal }),
+    const report = await withServers(
+      { ...conn, snapshot },
+      log,
+      2 + options.writeConcurrency,
+      (redis, pool, source) => migrate({ ...options, source }, { redis, pool, log, rejects, progress: createProgress(flags.progress), signal: ctx.signal }),
+      ctx.signal,
     );
     await writeReport(report);
     ctx.out(formatSummary(report));

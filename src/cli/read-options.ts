@@ -2,6 +2,7 @@ import { Command, Option } from 'commander';
 import type { ReadOptions } from '../core/stage-source.js';
 import { DEFAULTS, loadWhitelist, Problems, whitelistCredits } from './config.js';
 import type { CliContext } from './context.js';
+import { addSnapshotOptions } from './snapshot-options.js';
 
 export interface ReadFlags {
   batchSize?: string;
@@ -16,9 +17,9 @@ export interface ReadFlags {
   allowEmpty?: boolean;
 }
 
-/** Flags that decide how Redis is read and mapped: identical for migrate, dry-run and verify. */
+/** Flags that decide what is read and how it is mapped: identical for migrate, dry-run, verify and reconcile. */
 export function addReadOptions(command: Command): Command {
-  return command
+  return addSnapshotOptions(command)
     .addOption(new Option('--batch-size <n>', `records per batch: one Redis read; PostgreSQL writes per batch, each statement atomic (default ${DEFAULTS.batchSize})`))
     .addOption(new Option('--concurrency <n>', `Redis read batches in flight (default ${DEFAULTS.concurrency})`))
     .addOption(new Option('--scan-count <n>', `SCAN COUNT hint (default ${DEFAULTS.scanCount})`))

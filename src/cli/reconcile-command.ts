@@ -10,12 +10,13 @@ import { CONFLICT_CSV_HEADER, conflictCsvLines, formatReconcileText } from '../r
 import { csvRow } from '../report/csv.js';
 import { TextFile } from '../report/text-file.js';
 import { Problems } from './config.js';
-import { sourceInfo, withServers } from './connect.js';
+import { withServers } from './connect.js';
+import { snapshotPlan, type SnapshotFlags } from './snapshot-options.js';
 import { addConnectionOptions, setup, type CliContext, type ConnectionFlags } from './context.js';
 import { createProgress } from './progress.js';
 import { addReadOptions, readOptions, type ReadFlags } from './read-options.js';
 
-interface ReconcileFlags extends ConnectionFlags, ReadFlags {
+interface ReconcileFlags extends ConnectionFlags, ReadFlags, SnapshotFlags {
   apply?: boolean;
   report?: string;
   rejects?: string;
@@ -51,6 +52,7 @@ export function addReconcileCommand(program: Command, run: (fn: typeof runReconc
 export async function runReconcile(flags: ReconcileFlags, ctx: CliContext): Promise<number> {
   const problems = new Problems();
   const { conn, log } = setup(flags, ctx, problems);
+  const snapshot = snapshotPlan(flags, ctx.env, problems);
   const read = readOptions(flags, conn.match, ctx, problems);
   const show = problems.integer('--show', flags.show, 10, 0, 10_000);
   const format = flags.conflictsFormat ?? (flags.conflicts?.toLowerCase().endsWith('.csv') ? 'csv' : 'ndjson');
@@ -76,11 +78,16 @@ export async function runReconcile(flags: ReconcileFlags, ctx: CliContext): Prom
         await conflicts.write(format === 'csv' ? conflictCsvLines(entry) : `${JSON.stringify(entry)}\n`);
       }
     };
-    const report = await withServers(conn, log, 3, async (redis, pool) =>
-      reconcile(
-        { ...read, dryRun: !flags.apply, apply: flags.apply === true, take, merge, source: await sourceInfo(conn, redis) },
-        { redis, pool, log, rejects, onEntry, progress: createProgress(flags.progress), signal: ctx.signal },
-      ),
+    const report = await withServers(
+      { ...conn, snapshot },
+      log,
+      3,
+      (redis, pool, source) =>
+        reconcile(
+          { ...read, dryRun: !flags.apply, apply: flags.apply === true, take, merge, source },
+          { redis, pool, log, rejects, onEntry, progress: createProgress(flags.progress), signal: ctx.signal },
+        ),
+      ctx.signal,
     );
     if (flags.report) await writeFile(flags.report, `${JSON.stringify(report, null, 2)}\n`, { mode: 0o600 });
     reported = true;

@@ -8,12 +8,13 @@ import { formatVerifyJunit, formatVerifyJunitError } from '../report/verify-juni
 import { formatVerifyMarkdown, formatVerifyMarkdownError, formatVerifyText } from '../report/verify-output.js';
 import { readAcceptFile } from './accept-file.js';
 import { Problems } from './config.js';
-import { sourceInfo, withServers } from './connect.js';
+import { withServers } from './connect.js';
+import { snapshotPlan, type SnapshotFlags } from './snapshot-options.js';
 import { addConnectionOptions, setup, type CliContext, type ConnectionFlags } from './context.js';
 import { createProgress } from './progress.js';
 import { addReadOptions, readOptions, type ReadFlags } from './read-options.js';
 
-interface VerifyFlags extends ConnectionFlags, ReadFlags {
+interface VerifyFlags extends ConnectionFlags, ReadFlags, SnapshotFlags {
   strict?: boolean;
   sample?: string;
   show?: string;
@@ -43,6 +44,7 @@ export function addVerifyCommand(program: Command, run: (fn: typeof runVerify) =
 export async function runVerify(flags: VerifyFlags, ctx: CliContext): Promise<number> {
   const problems = new Problems();
   const { conn, log } = setup(flags, ctx, problems);
+  const snapshot = snapshotPlan(flags, ctx.env, problems);
   const read = readOptions(flags, conn.match, ctx, problems);
   const sample = flags.sample === undefined ? undefined : problems.integer('--sample', flags.sample, 100, 1, 10_000_000);
   const show = problems.integer('--show', flags.show, 20, 0, 100_000);
@@ -58,21 +60,26 @@ export async function runVerify(flags: VerifyFlags, ctx: CliContext): Promise<nu
   const report = flags.report ? await JsonObjectStream.open(flags.report) : undefined;
   try {
     await report?.beginArray('differences');
-    const result = await withServers(conn, log, 2, async (redis, pool) =>
-      verify(
-        { ...read, strict: flags.strict === true, sample, accept, source: await sourceInfo(conn, redis) },
-        {
-          redis,
-          pool,
-          log,
-          progress: createProgress(flags.progress),
-          signal: ctx.signal,
-          onDifference: async (difference) => {
-            findings.add(difference);
-            await report?.item(difference);
+    const result = await withServers(
+      { ...conn, snapshot },
+      log,
+      2,
+      (redis, pool, source) =>
+        verify(
+          { ...read, strict: flags.strict === true, sample, accept, source },
+          {
+            redis,
+            pool,
+            log,
+            progress: createProgress(flags.progress),
+            signal: ctx.signal,
+            onDifference: async (difference) => {
+              findings.add(difference);
+              await report?.item(difference);
+            },
           },
-        },
-      ),
+        ),
+      ctx.signal,
     );
     findings.finish();
     if (report) for (const [key, value] of Object.entries(result.report)) await report.field(key, value);

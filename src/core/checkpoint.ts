@@ -33,7 +33,7 @@ export function configDigest(options: ReadOptions & { command: string; take?: Ta
     .update(
       JSON.stringify({
         format: STAGE_FORMAT,
-        source: options.source ?? null,
+        source: sourceIdentity(options.source),
         command: options.command,
         match: options.match,
         maxValueBytes: options.maxValueBytes,
@@ -45,6 +45,16 @@ export function configDigest(options: ReadOptions & { command: string; take?: Ta
       }),
     )
     .digest('hex');
+}
+
+/**
+ * What makes a stage's source the same one: a live server's address and run_id; a snapshot's content (its
+ * sha256), so the same file copied elsewhere is the same source and a different file never is.
+ */
+function sourceIdentity(source: SourceInfo | undefined): unknown {
+  if (source?.kind === 'rdb') return { kind: source.kind, sha256: source.sha256 };
+  if (source?.kind === 'rdb-cluster') return { kind: source.kind, sha256: source.files.map((f) => f.sha256).sort() };
+  return source ?? null;
 }
 
 /** Identifies a whitelist and its credits (compared between runs to say when it changed). */

@@ -3,7 +3,7 @@ import { sql, type Kysely } from 'kysely';
 import type pg from 'pg';
 import { inOneTransaction, tryAdvisoryLock, withSession, type HeldLock, type Session } from '../db/database.js';
 import type { Logger } from '../log.js';
-import type { RedisReadable } from '../source/redis-reader.js';
+import type { RedisSource } from '../source/redis-reader.js';
 import { createStage, dropStage, finishStage, type Stage } from '../stage/stage.js';
 import { configDigest, dropLeftoverStages, findResumable, recordStage, takeOverStage, whitelistDigest, type Resumable } from './checkpoint.js';
 import { partialReport, summarise, Tally, type ReportBase } from '../report/report.js';
@@ -41,7 +41,7 @@ export interface MigrateOptions extends ReadOptions {
 export type { Progress };
 
 export interface MigrateIo {
-  readonly redis: RedisReadable;
+  readonly redis: RedisSource;
   readonly pool: pg.Pool;
   readonly log: Logger;
   /** Receives one entry per record not migrated (rejected or in conflict). */

@@ -1,12 +1,13 @@
 import type pg from 'pg';
 import { UsageError } from '../errors.js';
+import { describeSource } from '../report/report.js';
 import type { SourceInfo } from '../results/migrate-report.js';
 import type { Session } from '../db/database.js';
 import { assertWritable, columnLimits, readTarget } from '../db/target.js';
 import type { Logger } from '../log.js';
 import { mapRecord, type MapContext } from '../map/map-record.js';
 import { rowDigest } from '../map/user-row.js';
-import { keyCount, scanKeys, scanTargets, ValueReader, type RedisReadable } from '../source/redis-reader.js';
+import { keyCount, scanKeys, scanTargets, ValueReader, type RedisReadable, type RedisSource } from '../source/redis-reader.js';
 import { copySafe, StageWriter, type Stage, type StagedRecord } from '../stage/stage.js';
 import { forEachBounded } from './bounded.js';
 import { NO_RETRY, RetryCounter, withRetries, type RetryPolicy } from './retry.js';
@@ -36,7 +37,7 @@ export interface Progress {
 }
 
 export interface SourceIo {
-  readonly redis: RedisReadable;
+  readonly redis: RedisSource;
   readonly log: Logger;
   readonly progress?: Progress | undefined;
   readonly signal?: AbortSignal | undefined;
@@ -54,19 +55,29 @@ export async function boundByTarget<T extends ReadOptions>(pool: Pick<pg.Pool, '
 }
 
 export function emptySource(options: ReadOptions & { source?: SourceInfo | undefined }): UsageError {
-  const where = options.source ? ` in ${options.source.url}` : '';
+  const where = options.source ? ` in ${describeSource(options.source)}` : '';
+  const check = options.source?.kind === 'rdb' || options.source?.kind === 'rdb-cluster'
+    ? 'Check --match and the snapshot (another server\'s, or the users are in a database other than 0)'
+    : 'Check --match and the Redis URL (a typo, another server, another database number)';
   return new UsageError(
-    `no key${where} matches --match "${options.match}": nothing to migrate or check. ` +
-      'Check --match and the Redis URL (a typo, another server, another database number); --allow-empty if the source is meant to be empty',
+    `no key${where} matches --match "${options.match}": nothing to migrate or check. ${check}; --allow-empty if the source is meant to be empty`,
   );
+}
+
+/** A batch of keys, and the client their values are read through. */
+export interface KeyBatch {
+  readonly keys: Buffer[];
+  readonly reader: RedisReadable;
 }
 
 /**
  * SCAN over the whole keyspace (every master of a cluster, one after another), started over from cursor 0
  * on a server that is lost and comes back.
  */
-export async function* scanSource(options: ReadOptions, io: SourceIo): AsyncGenerator<Buffer[]> {
-  for (const node of scanTargets(io.redis)) yield* scanNode(node, options, io);
+export async function* scanSource(options: ReadOptions, io: SourceIo): AsyncGenerator<KeyBatch> {
+  for (const { node, reader } of scanTargets(io.redis)) {
+    for await (const keys of scanNode(node, options, io)) yield { keys, reader };
+  }
 }
 
 async function* scanNode(node: RedisReadable, options: ReadOptions, io: SourceIo): AsyncGenerator<Buffer[]> {
@@ -103,36 +114,48 @@ export async function stageSource(
   stage: Stage,
   options: ReadOptions,
   io: SourceIo,
-  keys?: AsyncIterable<Buffer[]>,
+  keys?: AsyncIterable<KeyBatch>,
 ): Promise<number> {
   const writer = new StageWriter(session, stage);
   const prefixLength = options.match.length - 1;
   let seq = 0;
-  const reader = new ValueReader(io.redis, (reason) =>
-    io.log.info({ reason }, 'EVAL_RO not available: reading with TYPE + GETRANGE pipelines instead'),
-  );
+  // One per client: each remembers whether its server allows the script.
+  const readers = new Map<RedisReadable, ValueReader>();
+  const readerOf = (client: RedisReadable) => {
+    let reader = readers.get(client);
+    if (!reader) {
+      reader = new ValueReader(client, (reason) => io.log.info({ reason }, 'EVAL_RO not available: reading with TYPE + GETRANGE pipelines instead'));
+      readers.set(client, reader);
+    }
+    return reader;
+  };
   // A whole SCAN is measured against the database's key count; a sample (given keys) has no total.
   if (io.progress) io.progress.phase('reading Redis', keys ? undefined : await keyCount(io.redis), true);
   const limiter = new RateLimiter(options.maxRate ?? 0);
   const counter = io.retries ?? new RetryCounter();
   const source = stopOnAbort(keys ?? scanSource(options, io), io.signal);
-  await forEachBounded(source, options.concurrency, async (batch) => {
-    await limiter.take(batch.length);
-    const records = await withRetries('reading values', options.retry ?? NO_RETRY, counter, io.log, () =>
-      reader.read(batch, prefixLength, options.maxValueBytes),
-    );
-    const staged = records.map((record): StagedRecord => {
-      seq += 1;
-      if (!record.ok) return { seq, key: record.key, userId: null, reject: record };
-      const mapped = mapRecord(record.keyEmail, record.value, options.mapContext);
-      if (!mapped.ok) return { seq, key: record.key, userId: mapped.userId ?? null, reject: mapped };
-      const { row, sourceCredits, topup } = mapped;
-      const digest = rowDigest(row, sourceCredits);
-      return { seq, key: record.key, userId: row.user_id, mapped: { row, sourceCredits, topup, digest }, copySafe: copySafe(record.key, record.value) };
+  try {
+    await forEachBounded(source, options.concurrency, async ({ keys: batch, reader }) => {
+      await limiter.take(batch.length);
+      const records = await withRetries('reading values', options.retry ?? NO_RETRY, counter, io.log, () =>
+        readerOf(reader).read(batch, prefixLength, options.maxValueBytes),
+      );
+      const staged = records.map((record): StagedRecord => {
+        seq += 1;
+        if (!record.ok) return { seq, key: record.key, userId: null, reject: record };
+        const mapped = mapRecord(record.keyEmail, record.value, options.mapContext);
+        if (!mapped.ok) return { seq, key: record.key, userId: mapped.userId ?? null, reject: mapped };
+        const { row, sourceCredits, topup } = mapped;
+        const digest = rowDigest(row, sourceCredits);
+        return { seq, key: record.key, userId: row.user_id, mapped: { row, sourceCredits, topup, digest }, copySafe: copySafe(record.key, record.value) };
+      });
+      await writer.write(staged);
+      io.progress?.advance(staged.length);
     });
-    await writer.write(staged);
-    io.progress?.advance(staged.length);
-  });
+  } catch (error) {
+    await writer.abort(error);
+    throw error;
+  }
   await writer.end();
   io.log.debug({ staged: seq }, 'stage loaded');
   return seq;
@@ -143,42 +166,44 @@ export async function stageSource(
  * memory holds `size` keys, whatever the keyspace.
  */
 export async function* sampleKeys(
-  redis: RedisReadable,
+  redis: RedisSource,
   options: ReadOptions,
   size: number,
   stats: { seen: number } = { seen: 0 },
   random: () => number = Math.random,
-): AsyncGenerator<Buffer[]> {
-  const reservoir: Buffer[] = [];
+): AsyncGenerator<KeyBatch> {
+  const targets = scanTargets(redis);
+  const reservoir: { key: Buffer; id: string; target: number }[] = [];
   const seen = new Set<string>();
   let n = 0;
-  for await (const batch of scanTargetsKeys(redis, options)) {
-    for (const key of batch) {
-      const id = key.toString('base64');
-      // SCAN may repeat a key; a repeat inside the reservoir must not count twice.
-      if (seen.has(id)) continue;
-      n += 1;
-      stats.seen = n;
-      if (reservoir.length < size) {
-        reservoir.push(key);
-        seen.add(id);
-        continue;
-      }
-      const slot = Math.floor(random() * n);
-      if (slot < size) {
-        seen.delete((reservoir[slot] as Buffer).toString('base64'));
-        reservoir[slot] = key;
-        seen.add(id);
+  for (const [target, { node }] of targets.entries()) {
+    await node.callBuffer('PING');
+    for await (const batch of scanKeys(node, options)) {
+      for (const key of batch) {
+        // SCAN may repeat a key; a repeat inside the reservoir must not count twice. The same key name on
+        // two servers of a group is two records.
+        const id = `${target}:${key.toString('base64')}`;
+        if (seen.has(id)) continue;
+        n += 1;
+        stats.seen = n;
+        if (reservoir.length < size) {
+          reservoir.push({ key, id, target });
+          seen.add(id);
+          continue;
+        }
+        const slot = Math.floor(random() * n);
+        const replaced = reservoir[slot];
+        if (replaced) {
+          seen.delete(replaced.id);
+          reservoir[slot] = { key, id, target };
+          seen.add(id);
+        }
       }
     }
   }
-  for (let i = 0; i < reservoir.length; i += options.batchSize) yield reservoir.slice(i, i + options.batchSize);
-}
-
-async function* scanTargetsKeys(redis: RedisReadable, options: ReadOptions): AsyncGenerator<Buffer[]> {
-  for (const node of scanTargets(redis)) {
-    await node.callBuffer('PING');
-    yield* scanKeys(node, options);
+  for (const [target, { reader }] of targets.entries()) {
+    const keys = reservoir.filter((entry) => entry.target === target).map((entry) => entry.key);
+    for (let i = 0; i < keys.length; i += options.batchSize) yield { keys: keys.slice(i, i + options.batchSize), reader };
   }
 }
 

@@ -8,7 +8,7 @@ import { publicRow, rowFromRecord } from '../compare/compare-rows.js';
 import { money } from '../report/report.js';
 import type { SourceInfo } from '../results/migrate-report.js';
 import type { AcceptEntry, Difference, DifferenceKind, Side, VerifyReport } from '../results/verify-report.js';
-import type { RedisReadable } from '../source/redis-reader.js';
+import type { RedisSource } from '../source/redis-reader.js';
 import { createStage, finishStage, STAGE_TABLE } from '../stage/stage.js';
 import type { AcceptList } from './accept-list.js';
 import { heldBackRecords, loadFacts, prepareFacts, triage, triagedTotals, type TriageKind } from './facts.js';
@@ -27,7 +27,7 @@ export interface VerifyOptions extends ReadOptions {
 }
 
 export interface VerifyIo {
-  readonly redis: RedisReadable;
+  readonly redis: RedisSource;
   readonly pool: pg.Pool;
   readonly log: Logger;
   readonly progress?: Progress | undefined;

@@ -1,6 +1,7 @@
 import { grouped } from './summary.js';
 import { CLASSES, SAFE_TO_APPLY, SETTLED, type ReconcileClass, type ReconcileEntry, type ReconcileReport } from '../results/reconcile-report.js';
 import { csvRow } from './csv.js';
+import { describeSource } from './report.js';
 
 export const CLASS_LABELS: Record<ReconcileClass, string> = {
   in_sync: 'in sync',
@@ -43,7 +44,7 @@ export function formatReconcileText(report: ReconcileReport, samples: ReadonlyMa
   }
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
   const table = rows.map((r) => `  ${r.map((v, i) => (i === 0 || i === 4 ? v.padEnd(widths[i] ?? 0) : v.padStart(widths[i] ?? 0))).join('  ')}`.trimEnd());
-  const out = [head, '', ...table, ''];
+  const out = [head, ...(report.source ? ['', `  source: ${describeSource(report.source)}`] : []), '', ...table, ''];
   for (const cls of CLASSES) {
     const list = samples.get(cls) ?? [];
     if (list.length === 0) continue;

@@ -1,5 +1,5 @@
 import { sql, type Kysely } from 'kysely';
-import type { Credits, MigrateReport, Mode, RunStatus, SourceInfo, WhitelistInfo } from '../results/migrate-report.js';
+import type { Credits, MigrateReport, Mode, RdbFileInfo, RunStatus, SourceInfo, WhitelistInfo } from '../results/migrate-report.js';
 import type { Sums } from '../results/sums.js';
 
 interface OutcomeRow {
@@ -143,6 +143,19 @@ export class Tally {
       this.groups.set(key, row);
     }
     return row;
+  }
+}
+
+/** The source in words, for summaries and messages. */
+export function describeSource(source: SourceInfo): string {
+  const file = (f: RdbFileInfo) => `${f.file} (sha256 ${f.sha256.slice(0, 12)}, ${f.bytes} bytes, created ${f.created})`;
+  switch (source.kind) {
+    case 'rdb':
+      return `snapshot ${file(source)}`;
+    case 'rdb-cluster':
+      return `${source.files.length} snapshots: ${source.files.map(file).join('; ')}`;
+    default:
+      return source.url;
   }
 }
 

@@ -1,4 +1,5 @@
 import type { MigrateReport } from '../results/migrate-report.js';
+import { describeSource } from './report.js';
 
 /** Thousands separators for the numbers a person reads (the JSON report keeps plain numbers). */
 export function grouped(value: string | number | bigint): string {
@@ -56,7 +57,7 @@ export function formatSummary(report: MigrateReport): string {
     .map(([reason, n]) => `  ${reason.padEnd(width)}  ${grouped(n).padStart(14)}`)
     .join('\n');
   const notes: string[] = [];
-  if (report.source) notes.push(`  source: ${report.source.url}${report.resumed_from ? ` (the stage of ${report.resumed_from}, resumed)` : ''}`);
+  if (report.source) notes.push(`  source: ${describeSource(report.source)}${report.resumed_from ? ` (the stage of ${report.resumed_from}, resumed)` : ''}`);
   const w = report.whitelist;
   if (w?.same_as_last_run === false) {
     notes.push(

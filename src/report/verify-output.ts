@@ -2,6 +2,7 @@ import type { CellValue } from '../compare/compare-rows.js';
 import type { AcceptEntry, Difference, VerifyReport } from '../results/verify-report.js';
 import { grouped } from './summary.js';
 import type { VerifyFindings } from './verify-findings.js';
+import { describeSource } from './report.js';
 
 const cell = (value: CellValue | undefined, max = 48): string => {
   const text = value === null || value === undefined ? '∅' : String(value);
@@ -127,6 +128,7 @@ export function formatVerifyText(report: VerifyReport, findings: VerifyFindings)
   const i = report.invariants;
   const out = [
     headline(report),
+    ...(report.source ? ['', `  source: ${describeSource(report.source)}`] : []),
     '',
     pad(countRows(report).map(([k, v]) => [k, String(v)])),
     '',
@@ -152,6 +154,7 @@ export function formatVerifyMarkdown(report: VerifyReport, findings: VerifyFindi
     report.sample
       ? `> **Sample**: ${grouped(report.sample.size)} of about ${grouped(report.sample.keys_in_redis)} keys, exact per user. Rows only in PostgreSQL are not checked in a sample.`
       : '> Every key checked.',
+    ...(report.source ? ['', `> Source: ${md(describeSource(report.source))}`] : []),
     '',
     '| outcome | count |',
     '|---|---:|',

@@ -76,12 +76,35 @@ export interface MigrateReport {
 }
 
 /** Where the records came from (the report names it; a resume continues only a stage from the same one). */
-export interface SourceInfo {
+/** Where the records came from (the report names it; a resume continues only a stage from the same one). */
+export type SourceInfo = LiveSourceInfo | RdbSourceInfo | RdbClusterSourceInfo;
+
+export interface LiveSourceInfo {
   readonly kind: 'redis' | 'redis-cluster';
   /** Without credentials. */
   readonly url: string;
   /** The Redis server's run_id (it changes when the server restarts), where INFO is allowed. */
   readonly server?: string;
+}
+
+/** An RDB snapshot (--rdb), read through a throwaway local redis-server. */
+export interface RdbFileInfo {
+  /** Absolute path. */
+  readonly file: string;
+  readonly sha256: string;
+  readonly bytes: number;
+  /** When the snapshot was written: the RDB's own ctime field, else the file's mtime (ISO 8601). */
+  readonly created: string;
+}
+
+export interface RdbSourceInfo extends RdbFileInfo {
+  readonly kind: 'rdb';
+}
+
+/** One RDB per master of a Redis Cluster (--rdb repeated), each read through a throwaway server of its own. */
+export interface RdbClusterSourceInfo {
+  readonly kind: 'rdb-cluster';
+  readonly files: readonly RdbFileInfo[];
 }
 
 /** The whitelist a run used, and how it differs from the one the last finished writing run used. */

@@ -9,21 +9,44 @@ export type RedisReadable = Pick<Redis, 'scanBuffer' | 'pipeline' | 'callBuffer'
 };
 
 /**
- * Where SCAN must run: every master of a Redis Cluster (each SCANs only its own slots), or the one server.
- * Replicas are left alone: their keys are their masters'.
+ * Several independent servers read as one keyspace, each holding keys of its own: a cluster's snapshots,
+ * one throwaway server per master's RDB file. Nothing routes a key to its server: each key is read from the
+ * server that SCAN found it on.
  */
-export function scanTargets(redis: RedisReadable): RedisReadable[] {
-  return redis instanceof Cluster ? redis.nodes('master') : [redis];
+export class ServerGroup {
+  constructor(readonly servers: readonly RedisReadable[]) {}
+}
+
+/** What the pipeline reads: one server, a Redis Cluster, or a group of servers. */
+export type RedisSource = RedisReadable | ServerGroup;
+
+export interface ScanTarget {
+  /** SCANned for keys. */
+  readonly node: RedisReadable;
+  /** The values of the keys `node` returns are read through this client. */
+  readonly reader: RedisReadable;
+}
+
+/**
+ * Where SCAN must run, and through which client the keys found are read: every master of a Redis Cluster
+ * (each SCANs only its own slots; values are read through the cluster client, which follows a slot that
+ * moves), every server of a group (each read where it was found), or the one server. Replicas are left
+ * alone: their keys are their masters'.
+ */
+export function scanTargets(source: RedisSource): ScanTarget[] {
+  if (source instanceof ServerGroup) return source.servers.map((server) => ({ node: server, reader: server }));
+  if (source instanceof Cluster) return source.nodes('master').map((node) => ({ node, reader: source }));
+  return [{ node: source, reader: source }];
 }
 
 /**
  * How many keys the servers SCAN visits hold (DBSIZE, summed over masters): every key of the database, so
  * an upper bound of what --match finds, shown as an estimate. Undefined where DBSIZE is not allowed.
  */
-export async function keyCount(redis: RedisReadable): Promise<number | undefined> {
+export async function keyCount(redis: RedisSource): Promise<number | undefined> {
   try {
     let total = 0;
-    for (const node of scanTargets(redis)) total += Number(await node.callBuffer('DBSIZE'));
+    for (const { node } of scanTargets(redis)) total += Number(await node.callBuffer('DBSIZE'));
     return Number.isFinite(total) ? total : undefined;
   } catch {
     return undefined;

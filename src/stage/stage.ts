@@ -117,6 +117,17 @@ export class StageWriter {
     this.stream.end();
     await done;
   }
+
+  /**
+   * Gives the COPY up after a failed read: PostgreSQL is told (CopyFail) and answers with an error, which
+   * frees the session for the rollback. A COPY left open would hold the session, and the run, forever.
+   */
+  async abort(reason: unknown): Promise<void> {
+    if (this.stream.destroyed) return;
+    const closed = new Promise((resolve) => this.stream.once('close', resolve));
+    this.stream.destroy(new Error(`reading the source failed: ${reason instanceof Error ? reason.message : String(reason)}`));
+    await closed;
+  }
 }
 
 /**
