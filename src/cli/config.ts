@@ -12,6 +12,7 @@ export const DEFAULTS = {
   concurrency: 4,
   writeConcurrency: 2,
   scanCount: 1000,
+  readChunk: 100,
   maxValueBytes: 1_048_576,
   whitelistCredits: 100_000,
 } as const;

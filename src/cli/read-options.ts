@@ -12,6 +12,10 @@ export interface ReadFlags {
   whitelistFile?: string;
   whitelistCredits?: string;
   maxRate?: string;
+  readChunk?: string;
+  fastRead?: boolean;
+  /** --rdb: a throwaway server has no other client to make way for. */
+  rdb?: string[];
   retries?: string;
   retryDelayMs?: string;
   allowEmpty?: boolean;
@@ -27,6 +31,10 @@ export function addReadOptions(command: Command): Command {
     .addOption(new Option('--whitelist-file <path>', 'whitelisted emails, one per line, # comments (also env WHITELIST_EMAILS, comma-separated)'))
     .addOption(new Option('--whitelist-credits <n>', `credits a whitelisted user gets at least (default ${DEFAULTS.whitelistCredits})`))
     .addOption(new Option('--max-rate <n>', 'read at most n keys per second from Redis (default: no limit)'))
+    .addOption(
+      new Option('--read-chunk <n>', `keys per Redis read command: short commands let the live app's commands through between them (default ${DEFAULTS.readChunk})`),
+    )
+    .option('--fast-read', 'one Redis command per batch (--batch-size keys): faster over a slow link, but holds the server longer (see README "Performance")')
     .addOption(new Option('--retries <n>', 'retries after a lost or unreachable server (default 5)'))
     .addOption(new Option('--retry-delay-ms <n>', 'first retry delay, doubled each time up to 30 s, with jitter (default 500)'))
     .option('--allow-empty', 'no key matching --match is not an error (by default it is: a typo or the wrong server)');
@@ -40,6 +48,7 @@ export function readOptions(flags: ReadFlags, match: string, ctx: CliContext, pr
     scanCount: problems.integer('--scan-count', flags.scanCount, DEFAULTS.scanCount, 1, 100_000),
     maxValueBytes: problems.integer('--max-value-bytes', flags.maxValueBytes, DEFAULTS.maxValueBytes, 64, 512 * 1024 * 1024),
     maxRate: problems.integer('--max-rate', flags.maxRate, 0, 0, 10_000_000),
+    readChunk: readChunk(flags, problems),
     retry: {
       retries: problems.integer('--retries', flags.retries, 5, 0, 100),
       baseDelayMs: problems.integer('--retry-delay-ms', flags.retryDelayMs, 500, 1, 60_000),
@@ -50,4 +59,11 @@ export function readOptions(flags: ReadFlags, match: string, ctx: CliContext, pr
       whitelistCredits: whitelistCredits(flags.whitelistCredits, problems),
     },
   };
+}
+
+/** Gentle by default: short read commands; --fast-read, or a snapshot (its throwaway server serves no one else), one per batch. */
+function readChunk(flags: ReadFlags, problems: Problems): number | undefined {
+  if (flags.fastRead && flags.readChunk !== undefined) problems.add('--fast-read and --read-chunk exclude each other: --fast-read reads a whole batch per command');
+  if (flags.fastRead || (flags.rdb !== undefined && flags.rdb.length > 0 && flags.readChunk === undefined)) return undefined;
+  return problems.integer('--read-chunk', flags.readChunk, DEFAULTS.readChunk, 1, 50_000);
 }

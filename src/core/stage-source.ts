@@ -20,6 +20,9 @@ export interface ReadOptions {
   readonly scanCount: number;
   readonly maxValueBytes: number;
   readonly mapContext: MapContext;
+  /** Keys per Redis read command (a batch is read in chunks of this many, one after another); undefined:
+   * the whole batch in one command (--fast-read). */
+  readonly readChunk?: number | undefined;
   /** Keys per second at most (0 = no limit): how gentle to be with production Redis. */
   readonly maxRate?: number | undefined;
   readonly retry?: RetryPolicy | undefined;
@@ -124,7 +127,11 @@ export async function stageSource(
   const readerOf = (client: RedisReadable) => {
     let reader = readers.get(client);
     if (!reader) {
-      reader = new ValueReader(client, (reason) => io.log.info({ reason }, 'EVAL_RO not available: reading with TYPE + GETRANGE pipelines instead'));
+      reader = new ValueReader(
+        client,
+        (reason) => io.log.info({ reason }, 'EVAL_RO not available: reading with TYPE + GETRANGE pipelines instead'),
+        options.readChunk ?? Infinity,
+      );
       readers.set(client, reader);
     }
     return reader;

@@ -160,11 +160,28 @@ export class ValueReader {
   constructor(
     private readonly redis: RedisReadable,
     private readonly onFallback: (reason: string) => void = () => undefined,
+    /** Keys per command sent to Redis (see `read`); Infinity: the whole batch in one. */
+    private readonly chunk: number = Infinity,
   ) {
     this.scripted = !(redis instanceof Cluster);
   }
 
+  /**
+   * The values of `keys`. Redis runs one command at a time: a script over 1,000 keys holds every other
+   * client of the server (the live app's sessions, its verification codes) for the whole of it. Read in
+   * chunks of `chunk` keys, one after another, each command is short and other clients' commands are
+   * served between them.
+   */
   async read(keys: readonly Buffer[], prefixLength: number, maxValueBytes: number): Promise<SourceRecord[]> {
+    if (keys.length <= this.chunk) return this.readAtOnce(keys, prefixLength, maxValueBytes);
+    const out: SourceRecord[] = [];
+    for (let i = 0; i < keys.length; i += this.chunk) {
+      for (const record of await this.readAtOnce(keys.slice(i, i + this.chunk), prefixLength, maxValueBytes)) out.push(record);
+    }
+    return out;
+  }
+
+  private async readAtOnce(keys: readonly Buffer[], prefixLength: number, maxValueBytes: number): Promise<SourceRecord[]> {
     let raw: Raw[] | undefined;
     if (this.scripted) {
       try {
