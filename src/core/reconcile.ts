@@ -116,7 +116,7 @@ function toEntry(c: ClassifiedEntry, apply: boolean): ReconcileEntry {
       return { ...common, class: 'in_sync' };
     case 'kept_app_change':
       return { ...common, class: 'changed_in_postgres' };
-    default:
+    case 'conflict':
       if (c.reason === 'changed_in_both') return { ...common, class: 'changed_in_both' };
       if (c.reason === 'deleted_in_postgres') return { ...common, class: 'deleted_in_postgres' };
       if (c.reason === 'early_login') return { ...common, class: 'early_login' };

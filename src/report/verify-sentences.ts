@@ -54,7 +54,9 @@ export function describeFinding(finding: Finding, brief = false): string {
       const detail = brief ? '' : (first?.detail ?? '').replace(/\s+/g, ' ');
       return `${finding.key ?? who} (${first?.reason ?? 'not migratable'}${detail ? `: ${detail.length > 80 ? `${detail.slice(0, 79)}…` : detail}` : ''})`;
     }
-    default:
+    case 'missing':
+    case 'only_in_postgres':
+    case 'deleted_in_redis':
       return finding.user_id && finding.user_id !== who ? `${who} (user_id ${finding.user_id})` : who;
   }
 }
