@@ -146,7 +146,7 @@ async function main(): Promise<void> {
       rss.n3 = big.rss;
     }
 
-    const copy = seconds.copy_baseline ?? 1;
+    const copy = seconds.copy_baseline;
     const result = {
       users: n,
       machine: { cpus: cpus().length, cpu_model: cpus()[0]?.model ?? '', memory_gb: Math.round(totalmem() / 2 ** 30), node: process.version },
@@ -157,9 +157,9 @@ async function main(): Promise<void> {
         rerun: (seconds.rerun ?? 0) / copy,
         dry_run: (seconds.dry_run ?? 0) / copy,
         verify: (seconds.verify ?? 0) / copy,
-        hand_loop: (seconds.hand_loop_sample ?? 0) / Math.min(opts.loopSample, n) / (copy / n),
+        hand_loop: seconds.hand_loop_sample / Math.min(opts.loopSample, n) / (copy / n),
       }),
-      peak_rss_mb: { n: rss.n ?? null, n3: rss.n3 ?? null, rerun: rss.rerun ?? null, dry_run: rss.dry_run ?? null, verify: rss.verify ?? null },
+      peak_rss_mb: { n: rss.n, n3: rss.n3 ?? null, rerun: rss.rerun ?? null, dry_run: rss.dry_run ?? null, verify: rss.verify ?? null },
       slow_link_fraction: slowFraction === null ? null : Number(slowFraction.toFixed(3)),
       redis_get_latency_ms: { idle, during_migrate: during ?? null, during_migrate_fast_read: duringFast },
       repeat: opts.repeat,
@@ -309,6 +309,8 @@ async function timeCli(args: string[], env: Record<string, string>): Promise<{ s
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   let peak = 0;
   const poll = setInterval(() => {
+    // No pid: the process never started, and waiting for its exit below reports why.
+    if (child.pid === undefined) return;
     try {
       const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
       const kb = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
@@ -322,7 +324,7 @@ async function timeCli(args: string[], env: Record<string, string>): Promise<{ s
   clearTimeout(deadline);
   if (signal === 'SIGKILL') throw new Error(`migrate-users ${args.join(' ')} took over ${STEP_TIMEOUT_MS / 1000} s: ${stderr.slice(-2000)}`);
   const s = Number(process.hrtime.bigint() - started) / 1e9;
-  if (code !== 0 && code !== 1) throw new Error(`migrate-users ${args.join(' ')} exited ${code}: ${stderr.slice(-2000)}`);
+  if (code !== 0 && code !== 1) throw new Error(`migrate-users ${args.join(' ')} exited ${code ?? signal ?? '?'}: ${stderr.slice(-2000)}`);
   log(`  ${s.toFixed(2)} s, peak RSS ${(peak / 1024).toFixed(0)} MB (exit ${code})`);
   return { s, rss: Math.round(peak / 1024) };
 }
@@ -359,6 +361,7 @@ async function probeLatency(url: string, during: () => Promise<void>): Promise<L
   const times: number[] = [];
   let running = true;
   const loop = (async () => {
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- cleared in the finally below, which TS's narrowing does not see
     while (running) {
       const t = process.hrtime.bigint();
       await client.get('bench:probe');
