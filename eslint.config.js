@@ -32,6 +32,8 @@ export default tseslint.config(
       ],
       // `(resolve) => server.close(resolve)` style callbacks are idiomatic Node; braces around each add nothing.
       '@typescript-eslint/no-confusing-void-expression': ['error', { ignoreArrowShorthand: true }],
+      // An empty environment variable means unset here: `env.LOG_LEVEL || fallback` on strings is deliberate.
+      '@typescript-eslint/prefer-nullish-coalescing': ['error', { ignorePrimitives: { string: true } }],
       // It asks to replace `x as T` with `x!`, which strictTypeChecked's no-non-null-assertion then forbids.
       '@typescript-eslint/non-nullable-type-assertion-style': 'off',
     },
