@@ -61,12 +61,13 @@ function parseLine(content: string): Omit<AcceptEntry, 'line'> | string {
   let detail: string | undefined;
   const bracket = /^\[([^\]]*)\]/.exec(rest);
   if (bracket) {
-    const [name = '', sub] = (bracket[1] ?? '').trim().split(':', 2);
-    if (!DIFFERENCE_KINDS.includes(name as DifferenceKind)) return `[${bracket[1]}]: the kind must be one of ${DIFFERENCE_KINDS.join(', ')}`;
+    const inside = bracket[1] ?? '';
+    const [name = '', sub] = inside.trim().split(':', 2);
+    if (!DIFFERENCE_KINDS.includes(name as DifferenceKind)) return `[${inside}]: the kind must be one of ${DIFFERENCE_KINDS.join(', ')}`;
     kind = name as DifferenceKind;
     if (sub !== undefined) {
       const problem = checkDetail(kind, sub);
-      if (problem) return `[${bracket[1]}]: ${problem}`;
+      if (problem) return `[${inside}]: ${problem}`;
       detail = sub;
     }
     rest = rest.slice(bracket[0].length).trim();

@@ -57,7 +57,7 @@ export type Decision =
 export function decide(facts: Facts, merge?: MergePolicy): Decision {
   const { expected, actual, ledger } = facts;
   if (facts.merged) return decideMerged(facts, facts.merged.userId);
-  if (facts.emailOwner !== null) return emailTaken(facts, merge);
+  if (facts.emailOwner !== null) return emailTaken(facts, facts.emailOwner, merge);
   if (actual === null) {
     if (ledger?.postgresOwns && ledger.digest === facts.digest) return { action: 'kept_app_change', diffs: [] };
     if (ledger) return conflict('deleted_in_postgres', 'the tool wrote this user before; the row has since been deleted');
@@ -90,8 +90,8 @@ function decideMerged(facts: Facts, into: string): Decision {
 }
 
 /** Someone else's row holds the email: an early login if the new app created that row for this person. */
-function emailTaken(facts: Facts, merge: MergePolicy | undefined): Decision {
-  const taken = `email ${facts.expected.email} belongs to user_id ${facts.emailOwner} in PostgreSQL`;
+function emailTaken(facts: Facts, ownerId: string, merge: MergePolicy | undefined): Decision {
+  const taken = `email ${facts.expected.email} belongs to user_id ${ownerId} in PostgreSQL`;
   const owner = facts.owner;
   const why =
     facts.actual !== null

@@ -135,7 +135,7 @@ function shownBase(column: UserColumn, value: CellValue | undefined): CellValue 
 async function settleDeletedInRedis(db: Kysely<unknown>, entry: ReconcileEntry, take: Take | undefined, runId: string): Promise<ReconcileEntry> {
   if (entry.class !== 'deleted_in_redis' || entry.resolved_by || !take || !entry.user_id || !take.users.has(entry.user_id)) return entry;
   if (take.side === 'redis') {
-    return { ...entry, detail: `${entry.detail}; --take redis cannot settle it (there is no Redis record to take): --take postgres keeps the row` };
+    return { ...entry, detail: `${entry.detail ?? 'the Redis record is gone'}; --take redis cannot settle it (there is no Redis record to take): --take postgres keeps the row` };
   }
   const kept = await sql`
     update migrate_users.ledger set postgres_owns = true, row_xmin = null, run_id = ${runId}, written_at = now()

@@ -96,7 +96,7 @@ function fromIso(text: string): TimestampResult {
     // UTC (most values): the fields are the answer, valid as checked above; only the range is left.
     if (year < 1970 || year > 2099) return outOfRange(text);
     const fraction = m[7] === undefined ? '000000' : m[7].length >= 6 ? m[7].slice(0, 6) : m[7].padEnd(6, '0');
-    return { ok: true, value: `${m[1]}-${m[2]}-${m[3]}T${m[4] ?? '00'}:${m[5] ?? '00'}:${m[6] ?? '00'}.${fraction}Z` };
+    return { ok: true, value: `${m[1] ?? ''}-${m[2] ?? ''}-${m[3] ?? ''}T${m[4] ?? '00'}:${m[5] ?? '00'}:${m[6] ?? '00'}.${fraction}Z` };
   }
   // Date.UTC reads years 0..99 as 1900..1999; such years are out of range whatever the offset.
   if (year < 100) return outOfRange(text);

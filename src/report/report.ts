@@ -133,7 +133,7 @@ export class Tally {
   }
 
   private group(outcome: string, reason: string | null, merged = false): OutcomeRow {
-    const key = `${outcome}\u0000${reason ?? ''}\u0000${merged}`;
+    const key = `${outcome}\u0000${reason ?? ''}\u0000${String(merged)}`;
     let row = this.groups.get(key);
     if (!row) {
       row = {

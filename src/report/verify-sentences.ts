@@ -48,7 +48,7 @@ export function describeFinding(finding: Finding, brief = false): string {
   switch (finding.kind) {
     case 'mismatch':
       return `${who} (${finding.differences
-        .map((d) => `${d.column}: Redis ${spoken(d.expected)}, PostgreSQL ${spoken(d.actual)}${d.accepted && !finding.accepted ? ' [accepted]' : ''}`)
+        .map((d) => `${d.column ?? '(row)'}: Redis ${spoken(d.expected)}, PostgreSQL ${spoken(d.actual)}${d.accepted && !finding.accepted ? ' [accepted]' : ''}`)
         .join('; ')})`;
     case 'not_migratable': {
       const detail = brief ? '' : (first?.detail ?? '').replace(/\s+/g, ' ');

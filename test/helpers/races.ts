@@ -107,7 +107,7 @@ export async function createRaceWorld(name: string, waitMs = 30_000): Promise<Ra
       finished: async <R>() => {
         const code = await exited(tool);
         const text = await readFile(reportPath, 'utf8').catch(() => null);
-        if (text === null) throw new Error(`the tool wrote no report (exit ${code})\n${tool.output()}`);
+        if (text === null) throw new Error(`the tool wrote no report (exit ${String(code)})\n${tool.output()}`);
         const rejects = (rejectsPath ? await readFile(rejectsPath, 'utf8').catch(() => '') : '')
           .split('\n')
           .filter(Boolean)

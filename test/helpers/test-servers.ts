@@ -71,7 +71,7 @@ export function planServers(facts: ServerFacts): ServerPlan {
   const missing = missingLocally(facts);
   if (missing.length > 0 && !facts.docker) {
     for (const s of missing) {
-      problems.push(`${NAME[s]}: nothing answers at ${LOCAL_DEFAULTS[s]} (${VARIABLE[s]} is not set): ${facts.errors[s]}`);
+      problems.push(`${NAME[s]}: nothing answers at ${LOCAL_DEFAULTS[s]} (${VARIABLE[s]} is not set): ${facts.errors[s] ?? 'no answer'}`);
     }
     problems.push(
       [

@@ -74,7 +74,7 @@ describe('Redis Cluster', () => {
   });
 
   it('a numbered database is refused for a cluster (it has only database 0)', async () => {
-    const result = await runCli(['verify', '--no-progress'], { DATABASE_URL: db.url, REDIS_URL: `redis://127.0.0.1:${cluster.ports[0]}/2` });
+    const result = await runCli(['verify', '--no-progress'], { DATABASE_URL: db.url, REDIS_URL: `redis://127.0.0.1:${String(cluster.ports[0])}/2` });
     expect(result.code).toBe(2);
     expect(result.stderr).toContain('a Redis Cluster has only database 0');
   });

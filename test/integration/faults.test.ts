@@ -143,7 +143,7 @@ describe('faults', () => {
     expect(rest.stderr).toContain('resuming an unfinished run');
     const after = JSON.parse(readFileSync(join(dir, 'rest.json'), 'utf8')) as { resumed_from: string | null; counts: Counts };
     expect(after.resumed_from).toMatch(/^run_/);
-    expect(rest.stdout).toContain(`It resumed ${after.resumed_from} (${report.counts.inserted.toLocaleString('en-US')} records were done before).`);
+    expect(rest.stdout).toContain(`It resumed ${String(after.resumed_from)} (${report.counts.inserted.toLocaleString('en-US')} records were done before).`);
     // It reports the whole job: what the interrupted run committed plus its own.
     expect(after.counts.resumed_skipped).toBe(report.counts.inserted);
     expect(after.counts.inserted).toBe(20_000);

@@ -46,7 +46,7 @@ describe('seed', () => {
     const demo = await readFile(join(dirname(BIN), 'demo.sh'), 'utf8');
     const demoList = /^export WHITELIST_EMAILS="([^"]*)"$/m.exec(demo)?.[1];
     expect(demoList).toBeDefined();
-    expect(run.stdout).toContain(`Users for the whitelist (bin/demo.sh passes them as WHITELIST_EMAILS): ${demoList?.split(',').join(', ')}.\n`);
+    expect(run.stdout).toContain(`Users for the whitelist (bin/demo.sh passes them as WHITELIST_EMAILS): ${demoList?.split(',').join(', ') ?? ''}.\n`);
     expect(run.stdout).not.toContain('vip3');
 
     const one = await runCli(['seed', '--count', '1', '--match', keys.match, '--force'], env());

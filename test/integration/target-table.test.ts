@@ -128,7 +128,7 @@ async function migrate(f: Fixture, args: readonly string[] = [], env: Record<str
   const rejects = join(f.dir, `rejects-${files}.ndjson`);
   const result = await runCli(['--match', f.keys.match, '--no-progress', '--report', report, '--rejects', rejects, ...args], { ...f.env, ...env });
   const text = await readFile(report, 'utf8').catch(() => {
-    throw new Error(`migrate ${args.join(' ')} wrote no report (exit ${result.code}):\n${result.stderr}`);
+    throw new Error(`migrate ${args.join(' ')} wrote no report (exit ${String(result.code)}):\n${result.stderr}`);
   });
   const lines = (await readFile(rejects, 'utf8')).split('\n').filter(Boolean);
   return { ...result, report: JSON.parse(text) as MigrateReport, lines, rejects: lines.map((l) => JSON.parse(l) as RejectLine) };
@@ -161,7 +161,7 @@ async function command<R>(f: Fixture, sub: 'verify' | 'reconcile', args: readonl
   const report = join(f.dir, `${sub}-${++files}.json`);
   const result = await runCli([sub, '--match', f.keys.match, '--no-progress', '--report', report, ...args], { ...f.env, ...env });
   const text = await readFile(report, 'utf8').catch(() => {
-    throw new Error(`${sub} wrote no report (exit ${result.code}):\n${result.stderr}`);
+    throw new Error(`${sub} wrote no report (exit ${String(result.code)}):\n${result.stderr}`);
   });
   return { ...result, report: JSON.parse(text) as R };
 }

@@ -149,7 +149,7 @@ describe('verify CI files when the run fails before comparing', () => {
     expect(run.cases[0]?.failure?.message).toMatch(/^verify could not finish: .*Redis.*127\.0\.0\.1:1/);
     expect(run.junit).toContain('<testsuite name="migrate-users verify (sample)"');
     expect(run.markdown).toMatch(/^## ❌ migrate-users verify \(sample\): could not finish/);
-    expect(`${run.junit}${run.markdown}${run.stderr}`).not.toContain('pw-never-shown');
+    expect([run.junit, run.markdown, run.stderr].join('')).not.toContain('pw-never-shown');
   });
 });
 
