@@ -179,7 +179,6 @@ async function classifyBatch(db: Kysely<unknown>, run: ClassifyRun, log: Logger,
   const conflicts = result.entries.filter((e) => e.outcome === 'conflict');
   await recordConflicts(db, stage, runId, conflicts.map((e) => ({ seq: e.fact.seq, reason: e.reason ?? '', detail: e.detail ?? '' })));
   for (const entry of result.entries) {
-    const { fact } = entry;
     // Conflicts are counted from the stage (recorded above), everything else from the tally.
     if (entry.outcome !== 'conflict') {
       batch.add(entry.outcome, entry.reason, recordCredits(entry));

@@ -1,23 +1,22 @@
 import { randomBytes } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import type pg from 'pg';
-import { inOneTransaction, tryAdvisoryLock, withSession, type HeldLock, type Session } from '../db/database.js';
+import { inOneTransaction, withSession, type HeldLock, type Session } from '../db/database.js';
 import type { Logger } from '../log.js';
 import type { RedisSource } from '../source/redis-reader.js';
 import { createStage, dropStage, finishStage, type Stage } from '../stage/stage.js';
-import { configDigest, dropLeftoverStages, findResumable, recordStage, takeOverStage, whitelistDigest, type Resumable } from './checkpoint.js';
+import { configDigest, dropLeftoverStages, findResumable, recordStage, takeOverStage, type Resumable } from './checkpoint.js';
 import { partialReport, summarise, Tally, type ReportBase } from '../report/report.js';
 import type { MigrateReport, Mode, SourceInfo } from '../results/migrate-report.js';
 import type { RecordSink } from '../report/ndjson-file.js';
 import { boundByTarget, emptySource, stageSource, type Progress, type ReadOptions } from './stage-source.js';
 import { classifyAll, withLanes, type ClassifyRun } from './classify.js';
 import { markAbandoned, recordRunEnd, recordRunFailed, recordRunStart, saveCheckpoint, saveCheckpointNow, takeWriteLock, whitelistInfo } from './runs.js';
-import { conflictEntry, presettledKinds, processChunk, type ClassifiedEntry, type Take } from './process-chunk.js';
+import { presettledKinds, type ClassifiedEntry, type Take } from './process-chunk.js';
 import type { MergePolicy } from './decide.js';
-import type { UserRow } from '../map/user-row.js';
-import { heldBackRecords, prepareFacts, recordConflicts, triage, triagedTotals, type TriageKind } from './facts.js';
+import { heldBackRecords, prepareFacts, triage } from './facts.js';
 import { NO_RETRY, RetryCounter, withRetries } from './retry.js';
-import { UnfinishedError, UsageError } from '../errors.js';
+import { UsageError } from '../errors.js';
 
 export interface MigrateOptions extends ReadOptions {
   readonly dryRun: boolean;

@@ -4,7 +4,6 @@
  * whose locks the test holds while it polls pg_stat_activity until the tool waits on them, so that every
  * race happens the same way on every run. `close()` kills what is still running and removes it all.
  */
-import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
