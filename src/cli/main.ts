@@ -36,7 +36,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   let code: number = EXIT.ok;
   const run = (fn: (flags: never, ctx: CliContext) => Promise<number>) => async (...args: unknown[]) => {
     const command = args[args.length - 1] as Command;
-    code = await fn(command.opts() as never, ctx);
+    code = await fn(command.opts<never>(), ctx);
   };
 
   const program = new Command('migrate-users')

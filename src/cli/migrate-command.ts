@@ -75,6 +75,7 @@ export async function runMigrate(flags: MigrateFlags, ctx: CliContext): Promise<
     throw error;
   } finally {
     // The rejects of a run go in place with its report; a run that never got going leaves the last ones.
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- writeReport sets it, which TS's narrowing of a let does not see
     await (reported ? rejects?.close() : rejects?.discard());
   }
 }

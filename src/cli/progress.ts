@@ -17,6 +17,7 @@ export class Screen {
 
   /** A person is watching: stderr is a terminal and this is not a CI job. */
   get interactive(): boolean {
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-boolean-literal-compare -- typed boolean, but undefined on a stream that is not a terminal
     return this.stream.isTTY === true && !process.env.CI;
   }
 
@@ -40,7 +41,7 @@ export class Screen {
         hideCursor: true,
         etaBuffer: 50,
         gracefulExit: false,
-        formatValue: (value, _options, type) => (type === 'value' || type === 'total' ? count(Number(value)) : String(value)),
+        formatValue: (value, _options, type) => (type === 'value' || type === 'total' ? count(value) : String(value)),
       },
       cliProgress.Presets.shades_classic,
     );

@@ -82,7 +82,7 @@ export async function findResumable(db: Kysely<unknown>, digest: string): Promis
   const size = await sql<{ n: string; max: string | null }>`
     select count(*)::text as n, max(seq)::text as max from ${sql.raw(run.stage_table)}`.execute(db);
   if (size.rows[0]?.n !== run.stage_rows) return undefined;
-  const resumable = { runId: run.run_id, stageTable: run.stage_table, maxSeq: Number(size.rows[0]?.max ?? 0), source: run.source };
+  const resumable = { runId: run.run_id, stageTable: run.stage_table, maxSeq: Number(size.rows[0].max ?? 0), source: run.source };
   // The counts saved with the checkpoint must cover exactly the undecided-looking records up to it (the
   // conflicts are recorded in the stage): anything else is no checkpoint, which only costs time.
   const lastSeq = Number(run.last_seq ?? 0);

@@ -39,7 +39,7 @@ class PinnedClient extends pg.Client {
   override connect(callback?: (err: Error | null, client?: pg.Client) => void): Promise<pg.Client> | void {
     const connected = super.connect().then(async () => {
       await this.query(PIN_SESSION);
-      return this as pg.Client;
+      return this;
     });
     if (!callback) return connected;
     connected.then((client) => callback(null, client), (err: Error) => callback(err));
@@ -48,7 +48,7 @@ class PinnedClient extends pg.Client {
 
 export async function withPool<T>(options: PoolOptions, fn: (pool: pg.Pool) => Promise<T>): Promise<T> {
   const pool = new pg.Pool({
-    Client: PinnedClient as unknown as typeof pg.Client,
+    Client: PinnedClient,
     connectionString: options.url,
     ssl: options.ssl ?? false,
     max: options.max,

@@ -203,6 +203,7 @@ function isCleanText(text: string): boolean {
 }
 
 function short(value: unknown): string {
-  const text = typeof value === 'string' ? JSON.stringify(value) : String(JSON.stringify(value) ?? typeName(value));
+  // JSON.stringify returns undefined for undefined and functions, which its type does not say.
+  const text = typeof value === 'string' ? JSON.stringify(value) : ((JSON.stringify(value) as string | undefined) ?? typeName(value));
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }

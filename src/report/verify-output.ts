@@ -130,7 +130,7 @@ export function formatVerifyText(report: VerifyReport, findings: VerifyFindings)
     headline(report),
     ...(report.source ? ['', `  source: ${describeSource(report.source)}`] : []),
     '',
-    pad(countRows(report).map(([k, v]) => [k, String(v)])),
+    pad(countRows(report).map(([k, v]) => [k, v])),
     '',
     `  invariants: ${i.balanced ? 'balanced (expected users, credits and credits used equal PostgreSQL)' : 'NOT balanced'}`,
     pad([['', 'Redis', 'PostgreSQL'], ...invariantRows(report)]),

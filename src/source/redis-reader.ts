@@ -105,6 +105,7 @@ export async function* scanKeys(
     // A reconnect during the call (ioredis may resend a command with the old cursor to a server that has
     // restarted since) makes the returned cursor meaningless, even a "0": go on from the start instead.
     seen = epoch();
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the SCAN callback above sets it, which TS's narrowing of a let does not see
     if (failed || seen !== before) {
       options.onRestart?.();
       cursor = '0';

@@ -24,12 +24,22 @@ export async function startPostgres(): Promise<StartedServer> {
   const { PostgreSqlContainer } = await import('@testcontainers/postgresql');
   // A superuser, as the tests need (they create databases and roles); its password comes in the URL.
   const container = await new PostgreSqlContainer('postgres:15').withUsername('postgres').withDatabase('postgres').start();
-  return { url: container.getConnectionUri(), stop: async () => void (await container.stop()) };
+  return {
+    url: container.getConnectionUri(),
+    stop: async () => {
+      await container.stop();
+    },
+  };
 }
 
 export async function startRedis(): Promise<StartedServer> {
   const { RedisContainer } = await import('@testcontainers/redis');
   // No persistence: nothing the tests write outlives the container.
   const container = await new RedisContainer('redis:7').withCommand(['redis-server', '--save', '', '--appendonly', 'no']).start();
-  return { url: container.getConnectionUrl(), stop: async () => void (await container.stop()) };
+  return {
+    url: container.getConnectionUrl(),
+    stop: async () => {
+      await container.stop();
+    },
+  };
 }

@@ -103,6 +103,7 @@ export async function createRaceWorld(name: string, waitMs = 30_000): Promise<Ra
     running.push(tool);
     return Object.assign(tool, {
       ended: async () => ({ code: await exited(tool), stdout: tool.stdout, stderr: tool.stderr }),
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- a typed JSON.parse: the caller names the report it expects
       finished: async <R>() => {
         const code = await exited(tool);
         const text = await readFile(reportPath, 'utf8').catch(() => null);

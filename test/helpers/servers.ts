@@ -3,9 +3,11 @@ import pg from 'pg';
 import { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { applySchema } from '../../src/db/schema.js';
+import type { TestServers } from './test-servers.js';
 
-// Chosen once per run by test/helpers/global-setup.ts: TEST_*_URL, the local defaults, or containers.
-const servers = inject('testServers');
+// Chosen once per run by test/helpers/global-setup.ts: TEST_*_URL, the local defaults, or containers;
+// undefined (whatever inject's type says) when that setup did not run.
+const servers = inject('testServers') as TestServers | undefined;
 if (!servers) throw new Error('no test servers: test/helpers/global-setup.ts did not run (vitest.config.ts globalSetup)');
 
 export const ADMIN_DATABASE_URL = servers.databaseUrl;

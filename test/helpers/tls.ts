@@ -104,7 +104,7 @@ export async function startTlsRedis(certs: Certificates): Promise<TlsServer> {
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let log = '';
-  child.stdout?.on('data', (chunk: Buffer) => (log += chunk.toString()));
+  child.stdout.on('data', (chunk: Buffer) => (log += chunk.toString()));
   const deadline = Date.now() + 10_000;
   while (!log.includes('Ready to accept connections')) {
     if (child.exitCode !== null || Date.now() > deadline) {

@@ -31,10 +31,13 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
+  // beforeAll may have failed before setting these, whatever their declared types say.
+  /* eslint-disable @typescript-eslint/no-unnecessary-condition */
   await client?.quit().catch(() => client.disconnect());
   await cluster?.stop();
   await db?.drop();
   if (dir) rmSync(dir, { recursive: true, force: true });
+  /* eslint-enable @typescript-eslint/no-unnecessary-condition */
 });
 
 async function run(args: string[], port: number) {

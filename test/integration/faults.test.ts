@@ -47,9 +47,9 @@ function start(
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let err = '';
-  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
   let out = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   const exit = once(child, 'exit').then(([code]) => code as number | null);
   return { child, stderr: () => err, stdout: () => out, exit };
 }
@@ -308,6 +308,7 @@ describe('faults', () => {
     const app = new pg.Client({ connectionString: db.url });
     await app.connect();
     const writer = (async () => {
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set once the run below ends, which TS's narrowing of a let does not see
       for (let k = 0; !stop; k++) {
         const id = `usr_${1 + (k % 500)}`;
         const value = 7_000_000 + k;

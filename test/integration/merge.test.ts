@@ -27,7 +27,7 @@ afterEach(async () => {
 });
 
 const start = (args: readonly string[], env: Record<string, string> = {}) => world.start(args, env);
-const migrate = (args: readonly string[] = [], env: Record<string, string> = {}) => start(args, env).finished<MigrateReport>();
+const migrate = (args: readonly string[] = [], env: Record<string, string> = {}) => start(args, env).finished();
 const reconcile = (args: readonly string[] = [], env: Record<string, string> = {}) => start(['reconcile', ...args], env).finished<ReconcileReport>();
 const verify = () => start(['verify']).finished<VerifyReport>();
 

@@ -85,9 +85,10 @@ afterEach(async () => {
 // ---------------------------------------------------------------------------------------------------------
 // Running the CLI
 
+/** money(): a number, or a string beyond Number.MAX_SAFE_INTEGER. */
 interface Amounts {
-  readonly current: number;
-  readonly used: number;
+  readonly current: number | string;
+  readonly used: number | string;
 }
 
 interface MigrateReport {
@@ -97,7 +98,7 @@ interface MigrateReport {
   readonly postgres_unnormalised_emails: number | null;
   readonly credits: {
     readonly read: Amounts;
-    readonly whitelist_topup: number;
+    readonly whitelist_topup: number | string;
     readonly app_difference: Amounts;
     /** Since merges (reconcile --merge): what merging changed on merged rows. */
     readonly merge_difference?: Amounts;
@@ -157,6 +158,7 @@ interface ReconcileReport extends MigrateReport {
 }
 
 /** A subcommand with --report (subcommand first: its options follow it). */
+// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- a typed JSON.parse: the caller names the report it expects
 async function command<R>(f: Fixture, sub: 'verify' | 'reconcile', args: readonly string[] = [], env: Record<string, string> = {}) {
   const report = join(f.dir, `${sub}-${++files}.json`);
   const result = await runCli([sub, '--match', f.keys.match, '--no-progress', '--report', report, ...args], { ...f.env, ...env });
@@ -459,6 +461,7 @@ describe.each(TABLES)('users table: $name', ({ ddl, usernameLimit }) => {
           const targetsB = targets.filter(inB);
           const deadline = Date.now() + 60_000;
           const spending = (async () => {
+            // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- cleared when the run ends (finally above), which TS's narrowing of a let does not see
             for (let k = 0; running && Date.now() < deadline; k++) {
               const pool = k % 2 === 0 ? targetsB : targets;
               const u = pool[Math.floor(Math.random() * pool.length)] as SeedUser;
@@ -818,7 +821,7 @@ describe('schema check', () => {
           const what = args.join(' ') || 'migrate';
           expect(result.code, `${what}: ${result.stderr}`).toBe(2);
           expect(result.stderr).toContain(`column ${column}`);
-          const commands = [...String(await stats.info('commandstats')).matchAll(/^cmdstat_([a-z_|]+):/gm)].map((m) => m[1]);
+          const commands = [...(await stats.info('commandstats')).matchAll(/^cmdstat_([a-z_|]+):/gm)].map((m) => m[1]);
           expect(commands.filter((c) => READS.test(c ?? '')), `${what} read Redis`).toEqual([]);
         }
         expect(await f.db.query(`select count(*)::int as n from users`)).toEqual([{ n: 0 }]);

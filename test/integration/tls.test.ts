@@ -33,10 +33,13 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
+  // beforeAll may have failed before setting these, whatever their declared types say.
+  /* eslint-disable @typescript-eslint/no-unnecessary-condition */
   redis?.disconnect();
   await redisServer?.stop();
   await postgres?.stop();
   if (certs) rmSync(certs.dir, { recursive: true, force: true });
+  /* eslint-enable @typescript-eslint/no-unnecessary-condition */
 });
 
 const run = (args: string[], env: Record<string, string>) => runCli([...args, '--no-progress'], { REDIS_URL: redisUrl(), REDIS_CA: certs.ca, ...env });

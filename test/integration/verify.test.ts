@@ -102,7 +102,7 @@ describe('verify', () => {
     expect(run.stdout).toContain('VERIFY FAILED');
     expect(run.report?.ok).toBe(false);
     expect(run.report?.differences).toEqual([expect.objectContaining(expected)]);
-    expect(run.stdout).toContain(String(expected.user_id));
+    expect(run.stdout).toContain(expected.user_id);
   });
 
   it('a changed password hash is caught without showing the hash', async () => {
