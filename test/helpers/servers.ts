@@ -63,7 +63,7 @@ export async function createTestDatabase(options: { schema?: boolean } = {}): Pr
     name,
     url,
     pool,
-    query: async (text, values) => (await pool.query(text, values)).rows,
+    query: async <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => (await pool.query<R>(text, values)).rows,
     drop: async () => {
       await pool.end();
       await adminQuery(`drop database if exists ${name} with (force)`);

@@ -44,7 +44,7 @@ const GUARDED_UPDATE = /upd as \(\s*update public\.users u/;
 
 /** The whole users row with its version: equal snapshots mean nobody wrote the row in between. */
 async function rowOf(userId: string, client: Pick<pg.Client, 'query'> = db.pool): Promise<Record<string, unknown> | undefined> {
-  const { rows } = await client.query('select xmin::text as version, * from users where user_id = $1', [userId]);
+  const { rows } = await client.query<Record<string, unknown>>('select xmin::text as version, * from users where user_id = $1', [userId]);
   return rows[0];
 }
 

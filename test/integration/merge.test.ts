@@ -239,7 +239,7 @@ describe('merge: early logins', () => {
     await keys.putUser('m@x.test', { user_id: 'usr_m', credits: 1000 });
     await appRow('app_m', 'm@x.test', { credits: 100 });
 
-    const why = (rejects: readonly Reject[]) => Object.fromEntries(rejects.map((r) => [r.user_id, `${r.reason}: ${r.detail}`]));
+    const why = (rejects: readonly Reject[]) => Object.fromEntries(rejects.map((r) => [r.user_id ?? '', `${r.reason}: ${r.detail}`] as const));
     const plain = await migrate();
     expect(plain.code, plain.stderr).toBe(1);
     expect(plain.report.reasons).toEqual({ email_taken: 3, duplicate_email: 2, early_login: 1 });

@@ -135,7 +135,7 @@ describe('migrate', () => {
     const run = await migrate(['--max-value-bytes', '4096']);
     expect(run.code).toBe(1);
     expect(run.report?.counts).toMatchObject({ scanned: 11, valid: 1, invalid: 10, inserted: 1, conflicts: 0 });
-    const byKey = Object.fromEntries(run.rejects.map((r) => [r.key, r]));
+    const byKey = Object.fromEntries(run.rejects.map((r) => [String(r.key), r] as const));
     const expectReject = (email: string, reason: string, userId?: string) => {
       const entry = byKey[keys.userKey(email)];
       expect(entry, email).toMatchObject({ reason });

@@ -933,7 +933,7 @@ describe('rows the app table refuses (check constraint, trigger raising)', () =>
     expect(run.report.status).toBe('finished');
     expect(run.report.counts).toMatchObject({ valid: 1000, inserted: 998, conflicts: 2 });
     expect(run.report.reasons).toEqual({ refused_by_database: 2 });
-    const refused = Object.fromEntries(run.rejects.map((r) => [r.user_id, r]));
+    const refused = Object.fromEntries(run.rejects.map((r) => [r.user_id ?? '', r] as const));
     expect(Object.keys(refused).sort()).toEqual(refusedIds);
     expect(refused.usr_00137?.detail).toContain('new row for relation "users" violates check constraint "users_plan_not_banned"');
     expect(refused.usr_00731?.detail).toContain('signups from blocked@x.test are blocked');

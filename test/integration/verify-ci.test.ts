@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { Difference, VerifyReport } from '../../src/results/verify-report.js';
 import { runCli } from '../helpers/cli.js';
 import { createTestDatabase, createTestKeys, REDIS_URL, type TestDatabase, type TestKeys } from '../helpers/servers.js';
 
@@ -57,7 +58,7 @@ async function verify(extra: string[] = [], overrides: Record<string, string> = 
   return {
     ...run,
     paths,
-    report: report === undefined ? undefined : (JSON.parse(report) as Record<string, any>),
+    report: report === undefined ? undefined : (JSON.parse(report) as VerifyReport & { readonly differences: readonly Difference[] }),
     junit,
     cases: junit === undefined ? [] : testCases(junit),
     markdown: await read(paths.markdown),
