@@ -56,6 +56,7 @@ export function pgCode(error: unknown): string | undefined {
 export function describe(error: unknown): string {
   const parts: string[] = [];
   for (let e: unknown = error; e !== undefined && e !== null; e = e instanceof Error ? e.cause : undefined) {
+    // eslint-disable-next-line @typescript-eslint/no-base-to-string -- whatever was thrown, shown as JavaScript shows it
     parts.push(e instanceof Error ? e.message : String(e));
     if (parts.length > 5) break;
   }

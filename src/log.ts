@@ -93,6 +93,7 @@ export function humanLine(json: string): string {
   const details = Object.entries(entry)
     .filter(([key]) => !QUIET.has(key))
     .map(([key, value]) => `${key}=${detail(value, Number(entry.level) <= 20)}`);
+  // eslint-disable-next-line @typescript-eslint/no-base-to-string -- a pino line's msg is a string
   return `migrate-users ${level}: ${String(entry.msg ?? '')}${details.length > 0 ? ` (${details.join(', ')})` : ''}\n`;
 }
 

@@ -64,12 +64,12 @@ export class Problems {
     return path;
   }
 
-  integer(name: string, raw: unknown, fallback: number, min: number, max: number): number {
+  integer(name: string, raw: string | undefined, fallback: number, min: number, max: number): number {
     if (raw === undefined) return fallback;
-    const text = String(raw).trim();
+    const text = raw.trim();
     const value = Number(text);
     if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < min || value > max) {
-      this.add(`${name} must be a whole number from ${min} to ${max}, got "${String(raw)}"`);
+      this.add(`${name} must be a whole number from ${min} to ${max}, got "${raw}"`);
       return fallback;
     }
     return value;
@@ -194,7 +194,7 @@ export function loadWhitelist(file: string | undefined, envList: string | undefi
   return emails;
 }
 
-export function whitelistCredits(raw: unknown, problems: Problems): bigint {
+export function whitelistCredits(raw: string | undefined, problems: Problems): bigint {
   return BigInt(problems.integer('--whitelist-credits', raw, DEFAULTS.whitelistCredits, 0, Number(MAX_CREDITS)));
 }
 

@@ -38,6 +38,7 @@ function shown(column: UserColumn, value: CellValue): CellValue {
 export function rowFromRecord(record: Record<string, unknown>, prefix: string): UserRow {
   const get = (column: UserColumn): string | null => {
     const value = record[`${prefix}${column}`];
+    // eslint-disable-next-line @typescript-eslint/no-base-to-string -- canonicalColumns gives text, and booleans for the boolean column
     return value === null || value === undefined ? null : String(value);
   };
   return {

@@ -122,6 +122,9 @@ function pick(record: Record<string, unknown>, names: readonly string[]): { name
     if (!Object.hasOwn(record, name)) continue;
     const value = record[name];
     if (value === null || value === undefined) continue;
+    // Compared as text, so 5 and "5" agree (and so do 5 and [5], or any two objects): the first alias found is
+    // the one the field's own check reads.
+    // eslint-disable-next-line @typescript-eslint/no-base-to-string -- on purpose, as said above
     if (found && String(found.value) !== String(value)) {
       throw new Reject('ambiguous_field', `${found.name}=${short(found.value)} but ${name}=${short(value)}`);
     }

@@ -1,5 +1,7 @@
 import { grouped } from './summary.js';
-import { CLASSES, SAFE_TO_APPLY, SETTLED, type ReconcileClass, type ReconcileEntry, type ReconcileReport } from '../results/reconcile-report.js';
+import { CLASSES, SAFE_TO_APPLY, SETTLED, type ColumnDrift, type ReconcileClass, type ReconcileEntry, type ReconcileReport } from '../results/reconcile-report.js';
+
+type Cell = ColumnDrift['redis'];
 import { csvRow } from './csv.js';
 import { describeSource } from './report.js';
 
@@ -27,7 +29,7 @@ function action(cls: ReconcileClass, applied: boolean): string {
   return 'conflict: review --conflicts, then --take';
 }
 
-const short = (v: unknown) => {
+const short = (v: Cell) => {
   const text = v === null ? '∅' : v === undefined ? '?' : String(v);
   return text.length > 40 ? `${text.slice(0, 39)}…` : text;
 };
@@ -87,6 +89,6 @@ export function conflictCsvLines(entry: ReconcileEntry): string {
     .join('');
 }
 
-function cellText(value: unknown): string | null {
+function cellText(value: Cell): string | null {
   return value === undefined || value === null ? null : String(value);
 }
