@@ -86,7 +86,7 @@ export function tlsFailure(error: unknown, server: string, caFlag: string): stri
     if (/server does not support SSL/i.test(e.message)) {
       return `${server} does not offer TLS, but the URL's sslmode asks for it`;
     }
-    if (code === '28000' && /no encryption/.test(e.message)) {
+    if (code === '28000' && e.message.includes('no encryption')) {
       return `${server} accepts only TLS connections (${e.message}): add sslmode=verify-full and ${caFlag} (or sslmode=require) to the URL`;
     }
   }

@@ -26,5 +26,6 @@ export async function forEachBounded<T>(
     if (inflight.size >= concurrency) await Promise.race(inflight).catch(() => undefined);
   }
   await Promise.allSettled(inflight);
+  // eslint-disable-next-line @typescript-eslint/only-throw-error -- the first task's own rejection, rethrown as it was
   if (failure !== undefined) throw failure;
 }

@@ -65,7 +65,7 @@ export function decide(facts: Facts, merge?: MergePolicy): Decision {
   }
   const diffs = compareRows(expected, actual);
   if (diffs.length === 0) {
-    return { action: 'unchanged', adopt: !ledger || ledger.digest !== facts.digest || !ledger.untouched };
+    return { action: 'unchanged', adopt: ledger?.digest !== facts.digest || !ledger.untouched };
   }
   if (!ledger) return conflict('row_not_written_by_tool', 'a different row with this user_id exists that the tool did not write', diffs);
   if (ledger.untouched) {
@@ -83,7 +83,7 @@ export function decide(facts: Facts, merge?: MergePolicy): Decision {
 function decideMerged(facts: Facts, into: string): Decision {
   const { actual, ledger } = facts;
   if (actual === null) return conflict('deleted_in_postgres', `merged into ${into}; that row has since been deleted`);
-  if (!ledger || ledger.digest !== facts.digest) {
+  if (ledger?.digest !== facts.digest) {
     return conflict('changed_after_merge', `merged into ${into}; the Redis record changed since: nothing is applied over a merge`, compareRows(facts.expected, actual));
   }
   return ledger.untouched ? { action: 'unchanged', adopt: false } : { action: 'kept_app_change', diffs: [] };

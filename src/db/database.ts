@@ -42,7 +42,7 @@ class PinnedClient extends pg.Client {
       return this;
     });
     if (!callback) return connected;
-    connected.then((client) => callback(null, client), (err: Error) => callback(err));
+    connected.then((client) => callback(null, client), (err: unknown) => callback(err as Error));
   }
 }
 

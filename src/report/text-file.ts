@@ -24,7 +24,7 @@ export class TextFile {
   static async open(path: string): Promise<TextFile> {
     const temp = join(dirname(path), `.${basename(path)}.${process.pid}.partial`);
     const stream = createWriteStream(temp, { mode: 0o600 });
-    await Promise.race([once(stream, 'open'), once(stream, 'error').then(([err]) => Promise.reject(err))]);
+    await Promise.race([once(stream, 'open'), once(stream, 'error').then(([err]) => Promise.reject(err as Error))]);
     return new TextFile(stream, temp, path);
   }
 

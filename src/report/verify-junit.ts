@@ -12,7 +12,7 @@ interface TestCase {
 
 const xml = (text: string | number) =>
   String(text)
-    .replace(/[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd]/gu, '')
+    .replace(/[^\t\n\r\x20-\ud7ff\ue000-\ufffd]/gu, '')
     .replace(/&/g, '&amp;')
     .replace(/</g, '&lt;')
     .replace(/>/g, '&gt;')

@@ -147,7 +147,11 @@ for i, key in ipairs(KEYS) do
 end
 return out`;
 
-type Raw = { type: string; value: Buffer | null; tooLarge: boolean };
+interface Raw {
+  type: string;
+  value: Buffer | null;
+  tooLarge: boolean;
+}
 
 /**
  * Reads a batch of values in one round trip: one EVAL_RO of a small read-only script (Redis 7+), or,
@@ -234,14 +238,14 @@ export class ValueReader {
     const pipeline = this.redis.pipeline();
     for (const key of keys) pipeline.type(key).getrangeBuffer(key, 0, max);
     const results = await pipeline.exec();
-    if (!results || results.length !== keys.length * 2) throw new Error('Redis pipeline returned no results');
+    if (results?.length !== keys.length * 2) throw new Error('Redis pipeline returned no results');
     return keys.map((key, i) => {
       const [typeErr, type] = results[2 * i] ?? [];
       const [valueErr, value] = results[2 * i + 1] ?? [];
       if (typeErr) throw new Error(`TYPE ${displayKey(key) ?? 'key'}`, { cause: typeErr });
       if (valueErr) {
         // The key changed type between TYPE and GETRANGE.
-        if (/WRONGTYPE/.test(valueErr.message)) return { type: 'changed', value: null, tooLarge: false };
+        if (valueErr.message.includes('WRONGTYPE')) return { type: 'changed', value: null, tooLarge: false };
         throw new Error(`GETRANGE ${displayKey(key) ?? 'key'}`, { cause: valueErr });
       }
       const bytes = value as Buffer;

@@ -39,7 +39,7 @@ export async function startRedisCluster(masters = 3): Promise<RedisCluster> {
     for (const port of ports) await until(async () => (await ask(port, (r) => r.ping())) === 'PONG');
     execFileSync('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'], { stdio: 'pipe' });
     for (const port of ports) {
-      await until(async () => /cluster_state:ok/.test(String(await ask(port, (r) => r.cluster('INFO')))));
+      await until(async () => String(await ask(port, (r) => r.cluster('INFO'))).includes('cluster_state:ok'));
     }
   } catch (error) {
     await stop();

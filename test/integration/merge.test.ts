@@ -6,7 +6,6 @@
  * a pg client, the test polls pg_stat_activity until the tool waits on it, and only then commits or kills.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { MigrateReport } from '../../src/results/migrate-report.js';
 import type { ReconcileReport } from '../../src/results/reconcile-report.js';
 import type { VerifyReport } from '../../src/results/verify-report.js';
 import { createRaceWorld, type App, type RaceWorld, type Reject, type Running } from '../helpers/races.js';

@@ -182,6 +182,7 @@ function underTerminal(argv: readonly string[]): { code: number | null; text: st
   const raw = readFileSync(out, 'utf8');
   // What a terminal shows: escapes gone, a carriage return starts the line over.
   const text = raw
+    // eslint-disable-next-line no-control-regex -- terminal escape sequences start with ESC
     .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '')
     .split('\n')
     .map((line) => line.split('\r').filter((part) => part.length > 0).pop() ?? '')

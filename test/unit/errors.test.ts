@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { isConnectionFailure } from '../../src/errors.js';
 import { backoffMs } from '../../src/core/retry.js';
@@ -53,7 +54,6 @@ describe('secrets and spreadsheets', () => {
 describe('logs', () => {
   it.each(['json', 'text'] as const)('never carry a password: not in messages, string fields, or errors (%s)', async (format) => {
     const { mkdtempSync, openSync, readFileSync, closeSync } = await import('node:fs');
-    const { join } = await import('node:path');
     const { tmpdir } = await import('node:os');
     const { createLogger } = await import('../../src/log.js');
     const file = join(mkdtempSync(join(tmpdir(), 'mu-log-')), 'log.ndjson');
@@ -78,7 +78,6 @@ describe('logs', () => {
 
   it('text logs at a terminal default to warnings and errors; --log-file takes every line as JSON', async () => {
     const { mkdtempSync, readFileSync } = await import('node:fs');
-    const { join } = await import('node:path');
     const { tmpdir } = await import('node:os');
     const { createLogger } = await import('../../src/log.js');
     const dir = mkdtempSync(join(tmpdir(), 'mu-log-'));
