@@ -256,7 +256,8 @@ async function redisReadBaseline(url: string): Promise<number> {
       }
     });
     inflight.add(p);
-    void p.finally(() => inflight.delete(p));
+    // A failure of p is reported by the race or Promise.all below; the copy of it finally() makes would be unhandled.
+    p.finally(() => inflight.delete(p)).catch(() => undefined);
     if (inflight.size >= 4) await Promise.race(inflight);
   }
   await Promise.all(inflight);
