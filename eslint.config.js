@@ -35,6 +35,8 @@ export default tseslint.config(
       // An async function that does not await is how this code implements a Promise-returning interface
       // (stop(), connect(), a pool's end()): it also turns a synchronous throw into a rejection.
       '@typescript-eslint/require-await': 'off',
+      // `const { run_id, ...rest } = report` is how the code drops fields from a copy.
+      '@typescript-eslint/no-unused-vars': ['error', { ignoreRestSiblings: true }],
       // An empty environment variable means unset here: `env.LOG_LEVEL || fallback` on strings is deliberate.
       '@typescript-eslint/prefer-nullish-coalescing': ['error', { ignorePrimitives: { string: true } }],
       // It asks to replace `x as T` with `x!`, which strictTypeChecked's no-non-null-assertion then forbids.
