@@ -154,7 +154,8 @@ export function describeSource(source: SourceInfo): string {
       return `snapshot ${file(source)}`;
     case 'rdb-cluster':
       return `${source.files.length} snapshots: ${source.files.map(file).join('; ')}`;
-    default:
+    case 'redis':
+    case 'redis-cluster':
       return source.url;
   }
 }

@@ -166,7 +166,7 @@ export class ValueReader {
     private readonly redis: RedisReadable,
     private readonly onFallback: (reason: string) => void = () => undefined,
     /** Keys per command sent to Redis (see `read`); Infinity: the whole batch in one. */
-    private readonly chunk: number = Infinity,
+    private readonly chunk = Infinity,
   ) {
     this.scripted = !(redis instanceof Cluster);
   }

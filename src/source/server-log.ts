@@ -21,18 +21,18 @@ export function serverLines(log: string, lastLinesIfSilent = true): string[] {
   const lines = log.split('\n');
   const out: string[] = [];
   // Redis logs its start-up banner at the warning level too: only what comes after initialisation counts.
-  let started = !lines.some((line) => / # Server initialized/.test(line));
+  let started = !lines.some((line) => line.includes(' # Server initialized'));
   lines.forEach((line, i) => {
     const warning = /^\d+:[A-Z] .*? # (.*)$/.exec(line)?.[1]?.trim();
     if (warning === 'Server initialized') started = true;
-    else if (warning && started && !/^WARNING/.test(warning)) out.push(warning);
+    else if (warning && started && !warning.startsWith('WARNING')) out.push(warning);
     if (line.startsWith('--- RDB ERROR DETECTED ---')) {
       const verdict = /^\[offset \d+\] .*/.exec(lines[i + 1] ?? '')?.[0];
       if (verdict) out.push(`redis-check-rdb: ${verdict}`);
     }
   });
   // Anything else it printed on the way out (a configuration it refused, say): its last lines.
-  if (out.length === 0 && lastLinesIfSilent) out.push(...lines.map((l) => l.trim()).filter((l) => l !== '' && !/oO0OoO0O/.test(l)).slice(-3));
+  if (out.length === 0 && lastLinesIfSilent) out.push(...lines.map((l) => l.trim()).filter((l) => l !== '' && !l.includes('oO0OoO0O')).slice(-3));
   return out;
 }
 
@@ -54,6 +54,6 @@ export function loadFailure(file: SnapshotFile, binary: RedisServerBinary, how: 
     );
   }
   return new UsageError(
-    `${server} could not load --rdb ${file.path} (damaged or incomplete?): ${said.length > 0 ? said.join(' / ') : `it exited with code ${how.exit}`}`,
+    `${server} could not load --rdb ${file.path} (damaged or incomplete?): ${said.length > 0 ? said.join(' / ') : `it exited with code ${how.exit ?? 'unknown'}`}`,
   );
 }

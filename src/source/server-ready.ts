@@ -5,12 +5,14 @@ import { InterruptedError } from '../errors.js';
 /** Until the server answers PING (it answers LOADING while it loads), it exits, or the run is interrupted. */
 export async function untilLoaded(socket: string, ended: Promise<unknown>, signal: AbortSignal | undefined, progress: (percent: number | undefined) => void): Promise<void> {
   let exited = false;
+  // Only a flag for the loop below; `ended` never rejects (see Watchdog.ended).
   void ended.then(() => (exited = true));
   let said = Date.now();
   for (;;) {
     if (signal?.aborted) throw new InterruptedError('stopped while the snapshot was loading: nothing was read or written');
     const state = await probe(socket);
     if (state.ready) return;
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set by the then() above, which TS's narrowing of a let does not see
     if (exited) throw new Error('the server exited while loading');
     if (state.loading && Date.now() - said > 10_000) {
       progress(state.percent);

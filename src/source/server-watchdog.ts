@@ -56,7 +56,7 @@ export interface Watchdog {
   readonly process: ChildProcess;
   /** The server's pid, or why it could not start. */
   readonly first: Promise<Message>;
-  /** How the server ended (also when the watchdog ended without saying: then its stderr is the log). */
+  /** How the server ended (also when the watchdog ended without saying: then its stderr is the log). Never rejects. */
   readonly ended: Promise<Ended>;
   /** The watchdog process has exited: the server is gone and the folder removed. */
   readonly gone: Promise<unknown>;
@@ -69,8 +69,8 @@ export function startWatchdog(dir: string, bin: string, args: readonly string[])
   writeFileSync(script, WATCHDOG, { mode: 0o600 });
   const child = spawn(process.execPath, [script, dir, bin, ...args], { detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
-  child.stderr?.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4000)));
-  child.stdin?.on('error', () => undefined);
+  child.stderr.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4000)));
+  child.stdin.on('error', () => undefined);
   const gone = once(child, 'exit');
   const messages = readMessages(child);
   const ended = messages.ended.then((how) => how ?? { exit: null, signal: null, stopped: false, log: stderr });

@@ -27,12 +27,13 @@ export class ThrowawayServer {
     private readonly log: Logger,
   ) {
     this.client = failFast(connection, () => this.died);
+    // Runs when the server ends, however it ends; `ended` never rejects (see Watchdog.ended).
     void watchdog.ended.then((how) => {
       if (this.stopping) return;
       const said = serverLines(how.log, false);
       log.error({ file: file.path, pid, exit: how.exit, signal: how.signal, server: said }, 'the throwaway redis-server stopped unexpectedly');
       this.died = new Error(
-        `the throwaway redis-server reading ${file.path} stopped (${how.signal ?? `exit code ${how.exit}`}${how.signal === 'SIGKILL' ? ': out of memory?' : ''}) ` +
+        `the throwaway redis-server reading ${file.path} stopped (${how.signal ?? `exit code ${how.exit ?? 'unknown'}`}${how.signal === 'SIGKILL' ? ': out of memory?' : ''}) ` +
           `and the snapshot cannot be read any more${said.length > 0 ? `; it said: ${said.join(' / ')}` : ''}`,
       );
     });
@@ -70,7 +71,7 @@ export class ThrowawayServer {
       client = new Redis({ path: socket, lazyConnect: true, connectTimeout: 10_000, maxRetriesPerRequest: 2, retryStrategy: (attempt) => (attempt > 3 ? null : attempt * 500) });
       client.on('error', (err: Error) => log.debug({ err }, 'throwaway redis-server connection error'));
       await client.connect();
-      const keyspace = Object.fromEntries([...(await client.info('keyspace')).matchAll(/^(db\d+):keys=(\d+)/gm)].map((m) => [m[1], Number(m[2])]));
+      const keyspace = Object.fromEntries([...(await client.info('keyspace')).matchAll(/^(db\d+):keys=(\d+)/gm)].map((m) => [m[1] ?? '', Number(m[2])] as const));
       const expired = /keys expired: (\d+)/.exec(readLog(dir))?.[1];
       log.info({ file: file.path, pid, seconds: (Date.now() - startedAt) / 1000, keyspace }, 'snapshot loaded: reading it (database 0)');
       if (expired && expired !== '0') {

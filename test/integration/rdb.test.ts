@@ -66,6 +66,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- beforeAll may have failed before setting it
   await live?.stop();
   await Promise.all(databases.map((db) => db.drop()));
   if (dir) rmSync(dir, { recursive: true, force: true });
@@ -121,13 +122,14 @@ function start(args: readonly string[], env: Record<string, string> = {}, option
   children.push(child);
   let stdout = '';
   let stderr = '';
-  child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const exit = once(child, 'exit').then(([code]) => code as number | null);
   return {
     child,
     exit,
     stderr: () => stderr,
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- a typed JSON.parse: the caller names the report it expects
     finished: async <R>() => {
       const code = await Promise.race([exit, sleep(WAIT_MS).then(() => 'timeout' as const)]);
       if (code === 'timeout') {
@@ -518,8 +520,11 @@ describe('--rdb repeated: a cluster\'s snapshots, one per master', { timeout: 18
   }, 60_000);
 
   afterAll(async () => {
+    // beforeAll may have failed before setting these, whatever their declared types say.
+    /* eslint-disable @typescript-eslint/no-unnecessary-condition */
     await client?.quit().catch(() => client.disconnect());
     await cluster?.stop();
+    /* eslint-enable @typescript-eslint/no-unnecessary-condition */
   });
 
   it('reads every file as the live cluster reads every master: the same report and rows', async () => {
@@ -536,7 +541,7 @@ describe('--rdb repeated: a cluster\'s snapshots, one per master', { timeout: 18
 
     const fromLive = await database();
     const fromSnapshots = await database();
-    const liveRun = await run([], { DATABASE_URL: fromLive.url, REDIS_URL: `redis://127.0.0.1:${cluster.ports[0]}` });
+    const liveRun = await run([], { DATABASE_URL: fromLive.url, REDIS_URL: `redis://127.0.0.1:${String(cluster.ports[0])}` });
     const snapRun = await run(snapshots.flatMap((file) => ['--rdb', file]), { DATABASE_URL: fromSnapshots.url });
     expect(snapRun.stderr).toBe('');
     expect(liveRun.code).toBe(1);
@@ -544,7 +549,7 @@ describe('--rdb repeated: a cluster\'s snapshots, one per master', { timeout: 18
     expect(liveRun.report.counts).toMatchObject({ scanned: 1503, inserted: 1500, conflicts: 2, invalid: 1 });
     expect(comparable(snapRun.report)).toEqual(comparable(liveRun.report));
     expect(await rows(fromSnapshots)).toEqual(await rows(fromLive));
-    expect(snapRun.report.source).toMatchObject({ kind: 'rdb-cluster', files: snapshots.map((file) => expect.objectContaining({ file })) });
+    expect(snapRun.report.source).toMatchObject({ kind: 'rdb-cluster', files: snapshots.map((file): unknown => expect.objectContaining({ file })) });
 
     // verify from the files against the live run's rows, in full and in a sample drawn from every file.
     const verified = await run<VerifyReport>(['verify', ...snapshots.flatMap((file) => ['--rdb', file])], { DATABASE_URL: fromLive.url });
