@@ -1,12 +1,13 @@
 // @ts-check
 import js from '@eslint/js';
+import { defineConfig, globalIgnores } from 'eslint/config';
 import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 // Type-aware linting (typescript-eslint's strict and stylistic type-checked sets): the rules this project cares
 // most about need types: floating or misused promises, and switches that miss a member of a union.
-export default tseslint.config(
-  { ignores: ['dist/', 'coverage/', '.bench/', 'tmp/'] },
+export default defineConfig(
+  globalIgnores(['dist/', 'coverage/', '.bench/', 'tmp/']),
   js.configs.recommended,
   tseslint.configs.strictTypeChecked,
   tseslint.configs.stylisticTypeChecked,
