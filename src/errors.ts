@@ -21,16 +21,7 @@ export class InterruptedError extends Error {
   override readonly name = 'InterruptedError';
 }
 
-const CONNECTION_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'ETIMEDOUT',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EPIPE',
-]);
+const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE']);
 
 /** SQLSTATE classes 08 (connection), 57P0x (server shutting down / terminated), 53 (out of resources). */
 export function isConnectionFailure(error: unknown): boolean {
@@ -38,7 +29,11 @@ export function isConnectionFailure(error: unknown): boolean {
     const code = (e as { code?: unknown }).code;
     if (typeof code === 'string' && (CONNECTION_CODES.has(code) || /^(08|57P0|53)/.test(code))) return true;
     // node-postgres and ioredis say some of these only in words (no code), e.g. a pooled client whose server died.
-    if (/Connection terminated|not queryable|connect ETIMEDOUT|Connection is closed|ECONNREFUSED|timeout exceeded when trying to connect|terminating connection/i.test(e.message)) {
+    if (
+      /Connection terminated|not queryable|connect ETIMEDOUT|Connection is closed|ECONNREFUSED|timeout exceeded when trying to connect|terminating connection/i.test(
+        e.message,
+      )
+    ) {
       return true;
     }
   }
@@ -80,8 +75,10 @@ export function tlsFailure(error: unknown, server: string, caFlag: string): stri
   for (let e: unknown = error; e instanceof Error; e = e.cause) {
     const code = (e as { code?: unknown }).code;
     if (typeof code === 'string' && CERTIFICATE_CODES.has(code)) {
-      return `${server}'s TLS certificate was not accepted (${code}: ${e.message}): give the CA that signed it with ${caFlag}` +
-        (code === 'ERR_TLS_CERT_ALTNAME_INVALID' ? ', and connect by a host name the certificate names' : '');
+      return (
+        `${server}'s TLS certificate was not accepted (${code}: ${e.message}): give the CA that signed it with ${caFlag}` +
+        (code === 'ERR_TLS_CERT_ALTNAME_INVALID' ? ', and connect by a host name the certificate names' : '')
+      );
     }
     if (/server does not support SSL/i.test(e.message)) {
       return `${server} does not offer TLS, but the URL's sslmode asks for it`;

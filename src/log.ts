@@ -33,7 +33,7 @@ export function createLogger(options: LogOptions): Logger {
   if (options.file) {
     streams.push({ level: (asked ?? 'info') as Level, stream: pino.destination({ fd: openSync(options.file, 'a', 0o600), sync: true }) });
   }
-  const screenLevel = options.file ? higher(asked ?? 'warn', 'warn') : asked ?? (options.format === 'text' ? 'warn' : 'info');
+  const screenLevel = options.file ? higher(asked ?? 'warn', 'warn') : (asked ?? (options.format === 'text' ? 'warn' : 'info'));
   streams.push({ level: screenLevel as Level, stream: screenStream(options.screen ?? 2, options.format) });
   const open = streams.filter((s) => (s.level as string) !== 'silent');
   const minimum = open.map((s) => s.level as string).reduce((a, b) => (rank(a) <= rank(b) ? a : b), 'silent');

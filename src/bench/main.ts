@@ -151,7 +151,11 @@ async function main(): Promise<void> {
       users: n,
       machine: { cpus: cpus().length, cpu_model: cpus()[0]?.model ?? '', memory_gb: Math.round(totalmem() / 2 ** 30), node: process.version },
       seconds: round(seconds),
-      users_per_second: round(Object.fromEntries(Object.entries(seconds).map(([k, s]) => [k, (k === 'hand_loop_sample' ? Math.min(opts.loopSample, n) : k === 'migrate_3n' ? 3 * n : n) / s]))),
+      users_per_second: round(
+        Object.fromEntries(
+          Object.entries(seconds).map(([k, s]) => [k, (k === 'hand_loop_sample' ? Math.min(opts.loopSample, n) : k === 'migrate_3n' ? 3 * n : n) / s]),
+        ),
+      ),
       ratios: round({
         migrate: (seconds.migrate ?? 0) / copy,
         rerun: (seconds.rerun ?? 0) / copy,
@@ -246,14 +250,15 @@ async function redisReadBaseline(url: string): Promise<number> {
   const inflight = new Set<Promise<void>>();
   for await (const keys of scanKeys(redis, { match: MATCH, scanCount: 1000, batchSize: 1000 })) {
     const p = reader.read(keys, PREFIX.length, 1_048_576).then((records) => {
-      for (const r of records) if (r.ok) {
-        try {
-          JSON.parse(r.value);
-          parsed++;
-        } catch {
-          // the deliberately broken records
+      for (const r of records)
+        if (r.ok) {
+          try {
+            JSON.parse(r.value);
+            parsed++;
+          } catch {
+            // the deliberately broken records
+          }
         }
-      }
     });
     inflight.add(p);
     // A failure of p is reported by the race or Promise.all below; the copy of it finally() makes would be unhandled.
@@ -330,7 +335,14 @@ async function timeCli(args: string[], env: Record<string, string>): Promise<{ s
   return { s, rss: Math.round(peak / 1024) };
 }
 
-function printTable(result: { users: number; seconds: Record<string, number>; users_per_second: Record<string, number>; ratios: Record<string, number>; peak_rss_mb: Record<string, number | null>; slow_link_fraction: number | null }) {
+function printTable(result: {
+  users: number;
+  seconds: Record<string, number>;
+  users_per_second: Record<string, number>;
+  ratios: Record<string, number>;
+  peak_rss_mb: Record<string, number | null>;
+  slow_link_fraction: number | null;
+}) {
   const rows = [['measurement', 'seconds', 'users/s', 'x COPY', 'peak RSS MB']];
   const copy = result.seconds.copy_baseline ?? 1;
   const ratio: Record<string, string> = Object.fromEntries(
@@ -338,14 +350,27 @@ function printTable(result: { users: number; seconds: Record<string, number>; us
       .filter(([name]) => name !== 'hand_loop_sample' && name !== 'migrate_3n' && name !== 'slow_link')
       .map(([name, s]) => [name, fmt(s / copy)]),
   );
-  const mem: Record<string, number | null | undefined> = { migrate: result.peak_rss_mb.n, migrate_3n: result.peak_rss_mb.n3, rerun: result.peak_rss_mb.rerun, dry_run: result.peak_rss_mb.dry_run, verify: result.peak_rss_mb.verify };
+  const mem: Record<string, number | null | undefined> = {
+    migrate: result.peak_rss_mb.n,
+    migrate_3n: result.peak_rss_mb.n3,
+    rerun: result.peak_rss_mb.rerun,
+    dry_run: result.peak_rss_mb.dry_run,
+    verify: result.peak_rss_mb.verify,
+  };
   for (const [name, s] of Object.entries(result.seconds)) {
-    rows.push([name, s.toFixed(2), String(Math.round(result.users_per_second[name] ?? 0)), ratio[name] ?? '', mem[name] === undefined || mem[name] === null ? '' : String(mem[name])]);
+    rows.push([
+      name,
+      s.toFixed(2),
+      String(Math.round(result.users_per_second[name] ?? 0)),
+      ratio[name] ?? '',
+      mem[name] === undefined || mem[name] === null ? '' : String(mem[name]),
+    ]);
   }
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
   process.stdout.write(`\nmigrate-users benchmark, ${result.users} users\n`);
   for (const r of rows) process.stdout.write(`  ${r.map((v, i) => (i === 0 ? v.padEnd(widths[i] ?? 0) : v.padStart(widths[i] ?? 0))).join('  ')}\n`);
-  if (result.slow_link_fraction !== null) process.stdout.write(`  slow link (20 ms RTT): ${(result.slow_link_fraction * 100).toFixed(0)}% of loopback users/s\n`);
+  if (result.slow_link_fraction !== null)
+    process.stdout.write(`  slow link (20 ms RTT): ${(result.slow_link_fraction * 100).toFixed(0)}% of loopback users/s\n`);
 }
 
 interface Latency {
@@ -403,7 +428,7 @@ async function adminQuery(text: string): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`bench failed: ${error instanceof Error ? error.stack ?? error.message : String(error)}\n`);
+  process.stderr.write(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
   // A client of the stopped throwaway Redis would keep reconnecting, and the process alive, forever.
   process.exit(1);
 });

@@ -32,10 +32,13 @@ export interface ConnectionFlags {
 /** Where the tool writes: PostgreSQL. */
 export function addPostgresOptions(command: Command): Command {
   return command
+    .addOption(new Option('--database-url <url>', 'target PostgreSQL (env DATABASE_URL; default postgres://postgres@127.0.0.1:5432/postgres)'))
     .addOption(
-      new Option('--database-url <url>', 'target PostgreSQL (env DATABASE_URL; default postgres://postgres@127.0.0.1:5432/postgres)'),
-    )
-    .addOption(new Option('--database-ca <path>', 'CA certificate (PEM) to verify PostgreSQL with; implies sslmode=verify-full unless the URL says otherwise (env DATABASE_CA)'));
+      new Option(
+        '--database-ca <path>',
+        'CA certificate (PEM) to verify PostgreSQL with; implies sslmode=verify-full unless the URL says otherwise (env DATABASE_CA)',
+      ),
+    );
 }
 
 /** What the tool reads: the Redis keys under --match. */
@@ -49,7 +52,9 @@ export function addRedisOptions(command: Command): Command {
 
 export function addLogOptions(command: Command): Command {
   return command
-    .addOption(new Option('--log-level <level>', 'fatal, error, warn, info, debug (stack traces), trace or silent (env LOG_LEVEL; default info, or warn at a terminal)'))
+    .addOption(
+      new Option('--log-level <level>', 'fatal, error, warn, info, debug (stack traces), trace or silent (env LOG_LEVEL; default info, or warn at a terminal)'),
+    )
     .addOption(new Option('--log-format <format>', 'json (lines on stderr) or text (sentences); default text at a terminal, else json (env LOG_FORMAT)'))
     .addOption(new Option('--log-file <path>', 'append JSON logs at --log-level here; stderr then shows warnings and errors only'));
 }
@@ -68,7 +73,10 @@ export function setup(flags: ConnectionFlags, ctx: CliContext, problems: Problem
   ctx.debug = logs.level === 'debug' || logs.level === 'trace';
   // --log-file is opened only when every flag so far is good: the run stops at throwIfAny() otherwise.
   const log = createLogger({ ...logs, file: problems.none ? logs.file : undefined, scrubber: ctx.scrubber, screen: terminal });
-  for (const [flag, url] of [['--database-url', flags.databaseUrl], ['--redis-url', flags.redisUrl]] as const) {
+  for (const [flag, url] of [
+    ['--database-url', flags.databaseUrl],
+    ['--redis-url', flags.redisUrl],
+  ] as const) {
     if (url && hasPassword(url)) {
       log.warn(`${flag} carries a password, which other users of this machine can see in \`ps\`: prefer the environment variable`);
     }

@@ -34,10 +34,12 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     interruptedExitCode: interrupt.exitCode,
   };
   let code: number = EXIT.ok;
-  const run = (fn: (flags: never, ctx: CliContext) => Promise<number>) => async (...args: unknown[]) => {
-    const command = args[args.length - 1] as Command;
-    code = await fn(command.opts<never>(), ctx);
-  };
+  const run =
+    (fn: (flags: never, ctx: CliContext) => Promise<number>) =>
+    async (...args: unknown[]) => {
+      const command = args[args.length - 1] as Command;
+      code = await fn(command.opts<never>(), ctx);
+    };
 
   const program = new Command('migrate-users')
     .description('Move users and credit balances from Redis into PostgreSQL (default command: migrate).')
@@ -88,7 +90,8 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     .exitOverride()
     .action(run(runSeed));
   for (const command of [program.commands.find((c) => c.name() === 'verify'), program.commands.find((c) => c.name() === 'reconcile')]) {
-    if (command) help(command, command.name() === 'verify' ? VERIFY_EXAMPLES : RECONCILE_EXAMPLES, command.name() === 'verify' ? VERIFY_EXITS : RECONCILE_EXITS);
+    if (command)
+      help(command, command.name() === 'verify' ? VERIFY_EXAMPLES : RECONCILE_EXAMPLES, command.name() === 'verify' ? VERIFY_EXITS : RECONCILE_EXITS);
   }
 
   try {
@@ -193,12 +196,14 @@ const VERIFY_EXAMPLES = [
   'migrate-users verify --whitelist-file vip.txt --junit verify.xml --markdown "$GITHUB_STEP_SUMMARY"',
   'migrate-users verify --sample 10000',
 ];
-const VERIFY_EXITS = '0 PostgreSQL holds exactly what migrate would write; 1 differences (listed); 2 bad flags, files, URLs, or a server that cannot be reached; 3 a server went away';
+const VERIFY_EXITS =
+  '0 PostgreSQL holds exactly what migrate would write; 1 differences (listed); 2 bad flags, files, URLs, or a server that cannot be reached; 3 a server went away';
 const RECONCILE_EXAMPLES = [
   'migrate-users reconcile --whitelist-file vip.txt --conflicts conflicts.csv',
   'migrate-users reconcile --whitelist-file vip.txt --apply --report reconcile.json',
 ];
-const RECONCILE_EXITS = '0 nothing left to reconcile; 1 conflicts or rejected records remain; 2 bad flags, files, URLs, or a server that cannot be reached; 3 a server went away';
+const RECONCILE_EXITS =
+  '0 nothing left to reconcile; 1 conflicts or rejected records remain; 2 bad flags, files, URLs, or a server that cannot be reached; 3 a server went away';
 
 /** Examples and exit codes below a command's flags. */
 function help(command: Command, examples: readonly string[], exits: string): Command {

@@ -24,7 +24,9 @@ export interface ReadFlags {
 /** Flags that decide what is read and how it is mapped: identical for migrate, dry-run, verify and reconcile. */
 export function addReadOptions(command: Command): Command {
   return addSnapshotOptions(command)
-    .addOption(new Option('--batch-size <n>', `records per batch: one Redis read; PostgreSQL writes per batch, each statement atomic (default ${DEFAULTS.batchSize})`))
+    .addOption(
+      new Option('--batch-size <n>', `records per batch: one Redis read; PostgreSQL writes per batch, each statement atomic (default ${DEFAULTS.batchSize})`),
+    )
     .addOption(new Option('--concurrency <n>', `Redis read batches in flight (default ${DEFAULTS.concurrency})`))
     .addOption(new Option('--scan-count <n>', `SCAN COUNT hint (default ${DEFAULTS.scanCount})`))
     .addOption(new Option('--max-value-bytes <n>', `larger values are rejected unread (default ${DEFAULTS.maxValueBytes})`))
@@ -32,7 +34,10 @@ export function addReadOptions(command: Command): Command {
     .addOption(new Option('--whitelist-credits <n>', `credits a whitelisted user gets at least (default ${DEFAULTS.whitelistCredits})`))
     .addOption(new Option('--max-rate <n>', 'read at most n keys per second from Redis (default: no limit)'))
     .addOption(
-      new Option('--read-chunk <n>', `keys per Redis read command: short commands let the live app's commands through between them (default ${DEFAULTS.readChunk})`),
+      new Option(
+        '--read-chunk <n>',
+        `keys per Redis read command: short commands let the live app's commands through between them (default ${DEFAULTS.readChunk})`,
+      ),
     )
     .option('--fast-read', 'one Redis command per batch (--batch-size keys): faster over a slow link, but holds the server longer (see README "Performance")')
     .addOption(new Option('--retries <n>', 'retries after a lost or unreachable server (default 5)'))
@@ -63,7 +68,8 @@ export function readOptions(flags: ReadFlags, match: string, ctx: CliContext, pr
 
 /** Gentle by default: short read commands; --fast-read, or a snapshot (its throwaway server serves no one else), one per batch. */
 function readChunk(flags: ReadFlags, problems: Problems): number | undefined {
-  if (flags.fastRead && flags.readChunk !== undefined) problems.add('--fast-read and --read-chunk exclude each other: --fast-read reads a whole batch per command');
+  if (flags.fastRead && flags.readChunk !== undefined)
+    problems.add('--fast-read and --read-chunk exclude each other: --fast-read reads a whole batch per command');
   if (flags.fastRead || (flags.rdb !== undefined && flags.rdb.length > 0 && flags.readChunk === undefined)) return undefined;
   return problems.integer('--read-chunk', flags.readChunk, DEFAULTS.readChunk, 1, 50_000);
 }

@@ -33,7 +33,9 @@ interface ReconcileFlags extends ConnectionFlags, ReadFlags, SnapshotFlags {
 const CONFLICT_CLASSES: ReadonlySet<ReconcileClass> = new Set(['changed_in_both', 'deleted_in_postgres', 'deleted_in_redis', 'other_conflict']);
 
 export function addReconcileCommand(program: Command, run: (fn: typeof runReconcile) => (...args: unknown[]) => Promise<void>): void {
-  addReadOptions(addConnectionOptions(program.command('reconcile').description('after the cut-over: what drifted on which side; --apply brings across only what is safe')))
+  addReadOptions(
+    addConnectionOptions(program.command('reconcile').description('after the cut-over: what drifted on which side; --apply brings across only what is safe')),
+  )
     .option('--apply', 'write the "changed only in Redis" and "only in Redis" users (nothing else)')
     .addOption(new Option('--report <path>', 'JSON report (migrate\'s format plus "classes" and "remaining")'))
     .addOption(new Option('--rejects <path>', 'NDJSON of every record not migrated'))

@@ -96,7 +96,9 @@ export async function runVerify(flags: VerifyFlags, ctx: CliContext): Promise<nu
     await report?.field('error', 'verification did not finish: see the exit code and stderr').catch(() => undefined);
     // CI shows the JUnit and the step summary, not stderr: they say in words why there is no verdict.
     const message = `verify could not finish: ${ctx.scrubber.scrub(describe(error))}`;
-    await writeCiFailure(flags, message, sample !== undefined).catch((err: unknown) => log.warn({ err: ctx.scrubber.scrub(describe(err)) }, 'writing the CI files failed'));
+    await writeCiFailure(flags, message, sample !== undefined).catch((err: unknown) =>
+      log.warn({ err: ctx.scrubber.scrub(describe(err)) }, 'writing the CI files failed'),
+    );
     throw error;
   } finally {
     await report?.close();

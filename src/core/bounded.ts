@@ -4,11 +4,7 @@ import pLimit from 'p-limit';
  * Runs `fn` over an async source with at most `concurrency` calls in flight, pulling from the source
  * only when a slot frees up: the source (a SCAN) never runs ahead of the consumers, so memory stays flat.
  */
-export async function forEachBounded<T>(
-  source: AsyncIterable<T>,
-  concurrency: number,
-  fn: (item: T) => Promise<void>,
-): Promise<void> {
+export async function forEachBounded<T>(source: AsyncIterable<T>, concurrency: number, fn: (item: T) => Promise<void>): Promise<void> {
   const limit = pLimit(concurrency);
   const inflight = new Set<Promise<void>>();
   let failure: unknown;

@@ -67,7 +67,14 @@ export function whitelistDigest(options: ReadOptions): string {
 
 /** Called under the write lock: no other writing run is alive, so any unfinished run is a dead one. */
 export async function findResumable(db: Kysely<unknown>, digest: string): Promise<Resumable | undefined> {
-  const { rows } = await sql<{ run_id: string; stage_table: string; stage_rows: string; last_seq: string | null; job_tally: unknown; source: SourceInfo | null }>`
+  const { rows } = await sql<{
+    run_id: string;
+    stage_table: string;
+    stage_rows: string;
+    last_seq: string | null;
+    job_tally: unknown;
+    source: SourceInfo | null;
+  }>`
     select run_id, stage_table, stage_rows::text, last_seq::text, job_tally, source from migrate_users.runs
     where stage_table is not null and stage_rows is not null and status <> 'finished' and config_digest = ${digest}
     order by started_at desc limit 1`.execute(db);

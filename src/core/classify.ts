@@ -56,7 +56,12 @@ export async function classifyAll(
   let next = 0;
   let batch = 0;
   let failure: { error: unknown } | undefined;
-  const checkpoint = new Checkpoint(starts, range.to, run.committed, settledRanges.sort((a, b) => a.start - b.start));
+  const checkpoint = new Checkpoint(
+    starts,
+    range.to,
+    run.committed,
+    settledRanges.sort((a, b) => a.start - b.start),
+  );
   const stop = () => failure !== undefined || io.signal?.aborted === true;
 
   const lane = async (db: Kysely<unknown>) => {
@@ -70,7 +75,7 @@ export async function classifyAll(
       try {
         // A batch cut short by a statement timeout (see processChunk) leaves the rest of its range to a
         // next call: the range is done when all of it is.
-        for (let afterSeq = start; afterSeq < end; ) {
+        for (let afterSeq = start; afterSeq < end;) {
           const lost = range.lock?.lost();
           // Retried as a lost connection: the next attempt takes the lock again before writing anything.
           if (lost) throw new Error('the write lock was lost with its connection', { cause: lost });
@@ -141,7 +146,6 @@ export class Checkpoint {
   }
 }
 
-
 /** What every batch of a run shares. */
 export interface ClassifyRun {
   readonly stage: string;
@@ -156,7 +160,6 @@ export interface ClassifyRun {
   /** Triage kinds counted for the whole stage before the batches (see presettledKinds). */
   readonly presettled: readonly TriageKind[];
 }
-
 
 /** One batch: classified, written, tallied (into the run's tally and `decided`) and listed. Returns the last seq it covered. */
 async function classifyBatch(db: Kysely<unknown>, run: ClassifyRun, log: Logger, afterSeq: number, size: number, decided: Tally): Promise<number> {
@@ -177,7 +180,12 @@ async function classifyBatch(db: Kysely<unknown>, run: ClassifyRun, log: Logger,
   const batch = new Tally();
   for (const { outcome, sums } of result.settled) batch.addSums(outcome, sums);
   const conflicts = result.entries.filter((e) => e.outcome === 'conflict');
-  await recordConflicts(db, stage, runId, conflicts.map((e) => ({ seq: e.fact.seq, reason: e.reason ?? '', detail: e.detail ?? '' })));
+  await recordConflicts(
+    db,
+    stage,
+    runId,
+    conflicts.map((e) => ({ seq: e.fact.seq, reason: e.reason ?? '', detail: e.detail ?? '' })),
+  );
   for (const entry of result.entries) {
     // Conflicts are counted from the stage (recorded above), everything else from the tally.
     if (entry.outcome !== 'conflict') {
@@ -192,7 +200,6 @@ async function classifyBatch(db: Kysely<unknown>, run: ClassifyRun, log: Logger,
   io.progress?.advance(result.entries.length + result.settled.reduce((n, s) => n + s.sums.n, 0));
   return result.lastSeq;
 }
-
 
 /** What one decided record adds to the report: Redis's figures, and PostgreSQL's where its row differs. */
 function recordCredits(entry: ClassifiedEntry): RecordCredits {

@@ -84,7 +84,11 @@ function decideMerged(facts: Facts, into: string): Decision {
   const { actual, ledger } = facts;
   if (actual === null) return conflict('deleted_in_postgres', `merged into ${into}; that row has since been deleted`);
   if (ledger?.digest !== facts.digest) {
-    return conflict('changed_after_merge', `merged into ${into}; the Redis record changed since: nothing is applied over a merge`, compareRows(facts.expected, actual));
+    return conflict(
+      'changed_after_merge',
+      `merged into ${into}; the Redis record changed since: nothing is applied over a merge`,
+      compareRows(facts.expected, actual),
+    );
   }
   return ledger.untouched ? { action: 'unchanged', adopt: false } : { action: 'kept_app_change', diffs: [] };
 }

@@ -140,8 +140,12 @@ export async function triage(db: Kysely<unknown>, stage: string, afterSeq: numbe
           -- A row equal to the record holds the record's email, and emails are unique: no one else has it
           -- exactly; only a row the app stored unnormalised (a short list, probed by index) can be a second
           -- account of the same mailbox, which is decided one by one.
-          when ${sameRow('s', 'u')} ${odd ? sql`and not exists (
-            select 1 from ${sql.raw(emailsTable(stage))} o where o.email = s.email and o.user_id <> s.user_id)` : sql``} then
+          when ${sameRow('s', 'u')} ${
+            odd
+              ? sql`and not exists (
+            select 1 from ${sql.raw(emailsTable(stage))} o where o.email = s.email and o.user_id <> s.user_id)`
+              : sql``
+          } then
             case when l.source_digest = s.digest and ${untouchedSql('u', 'l')} then 'same_current' else 'same' end
         end as kind
       from ${sql.raw(stage)} s
@@ -315,7 +319,7 @@ export interface HeldBackEntry {
  * own conflicts were listed as it found them).
  */
 export async function* heldBackRecords(db: Kysely<unknown>, stage: string, runId?: string): AsyncGenerator<HeldBackEntry> {
-  for (let afterSeq = 0; ; ) {
+  for (let afterSeq = 0; ;) {
     const { rows } = await sql<Record<string, unknown> & { seq: string; key: string; reason: string; detail: string; user_id: string | null; valid: boolean }>`
       select s.seq, s.key, s.reason, s.detail, s.user_id, s.valid, ${canonicalColumns('s', 'e_')}
       from ${sql.raw(stage)} s

@@ -98,16 +98,20 @@ async function runOnce(given: MigrateOptions, io: MigrateIo, retries: RetryCount
     unnormalisedEmails: null,
   };
 
-  return withSession(io.pool, async (session) => {
-    log.info({ match: options.match }, 'run started');
-    const lock = options.dryRun ? undefined : await takeWriteLock(io.pool, log);
-    try {
-      return options.dryRun ? await inOneTransaction(session, () => body(session)) : await body(session, lock);
-    } finally {
-      await lock?.release();
-      io.progress?.done();
-    }
-  }, log);
+  return withSession(
+    io.pool,
+    async (session) => {
+      log.info({ match: options.match }, 'run started');
+      const lock = options.dryRun ? undefined : await takeWriteLock(io.pool, log);
+      try {
+        return options.dryRun ? await inOneTransaction(session, () => body(session)) : await body(session, lock);
+      } finally {
+        await lock?.release();
+        io.progress?.done();
+      }
+    },
+    log,
+  );
 
   async function body(session: Session, lock?: HeldLock): Promise<MigrateReport> {
     let stage: Stage | undefined;
@@ -224,4 +228,3 @@ async function listUnmigrated(session: Session, stage: string, sink: RecordSink 
   if (!sink) return;
   for await (const entry of heldBackRecords(session.db, stage, runId)) await sink.write(entry);
 }
-

@@ -2,7 +2,17 @@ import { sql, type Kysely } from 'kysely';
 import { PIN_TRANSACTION } from '../db/database.js';
 import { pgCode } from '../errors.js';
 import { publicRow, type CellValue, type ColumnDiff } from '../compare/compare-rows.js';
-import { adoptRows, insertRows, insertTriaged, keepPostgres, logResolutions, mergeInto, updateRows, type MergeWrite, type WriteRow } from '../sink/apply-chunk.js';
+import {
+  adoptRows,
+  insertRows,
+  insertTriaged,
+  keepPostgres,
+  logResolutions,
+  mergeInto,
+  updateRows,
+  type MergeWrite,
+  type WriteRow,
+} from '../sink/apply-chunk.js';
 import type { Sums } from '../results/sums.js';
 import type { UserRow } from '../map/user-row.js';
 import { decide, type Decision, type MergePolicy } from './decide.js';
@@ -153,9 +163,13 @@ async function heldBackAsRefused(db: Kysely<unknown>, options: ChunkOptions, err
   // The message only (never error.detail: PostgreSQL puts the failing row, password hash included, there).
   const message = error instanceof Error ? serverMessage(error) : String(error);
   options.log.warn({ seq: lastSeq, code: pgCode(error) }, 'PostgreSQL refused a record; held back as refused_by_database');
-  const entries = facts.map(
-    (fact): ClassifiedEntry => ({ fact, outcome: 'conflict', reason: 'refused_by_database', detail: `PostgreSQL refused the row: ${message}`, diffs: [] }),
-  );
+  const entries = facts.map((fact): ClassifiedEntry => ({
+    fact,
+    outcome: 'conflict',
+    reason: 'refused_by_database',
+    detail: `PostgreSQL refused the row: ${message}`,
+    diffs: [],
+  }));
   return { lastSeq, entries, settled: [] };
 }
 
@@ -234,9 +248,7 @@ async function decideAndWrite(db: Kysely<unknown>, options: ChunkOptions, facts:
     return { fact, decision, plan: plan(fact, decision, options.take) };
   });
   const rows = (...kinds: Plan[]): WriteRow[] =>
-    planned
-      .filter((p) => kinds.includes(p.plan))
-      .map((p) => ({ seq: p.fact.seq, observed: p.fact.observedVersion }));
+    planned.filter((p) => kinds.includes(p.plan)).map((p) => ({ seq: p.fact.seq, observed: p.fact.observedVersion }));
   const seqs = (...kinds: Plan[]) => planned.filter((p) => kinds.includes(p.plan)).map((p) => p.fact.seq);
 
   let written = new Set(seqs('insert', 'update', 'force_insert', 'force_update', 'keep_postgres', 'merge', 'adopt'));
@@ -273,7 +285,14 @@ async function decideAndWrite(db: Kysely<unknown>, options: ChunkOptions, facts:
     if (adopts.length > 0) steps.push(async (d) => collect(await adoptRows(d, stage, adopts, runId)));
     if (merges.length > 0) steps.push(async (d) => collect(await mergeInto(d, stage, merges, runId)));
     // Logged in the same transaction as the writes it describes, and only for what was written.
-    if (resolutions.length > 0) steps.push((d) => logResolutions(d, resolutions.filter((r) => done.has(r.seq)), runId));
+    if (resolutions.length > 0)
+      steps.push((d) =>
+        logResolutions(
+          d,
+          resolutions.filter((r) => done.has(r.seq)),
+          runId,
+        ),
+      );
     await inTransactionIfNeeded(db, steps);
     written = done;
   }

@@ -19,9 +19,7 @@ export interface ReconcileIo extends MigrateIo {
  * class, plus the rows PostgreSQL has and Redis no longer has. Read-only unless `apply`.
  */
 export async function reconcile(options: MigrateOptions & { apply: boolean }, io: ReconcileIo): Promise<ReconcileReport> {
-  const totals = new Map<ReconcileClass, { users: number; redis: bigint; postgres: bigint }>(
-    CLASSES.map((c) => [c, { users: 0, redis: 0n, postgres: 0n }]),
-  );
+  const totals = new Map<ReconcileClass, { users: number; redis: bigint; postgres: bigint }>(CLASSES.map((c) => [c, { users: 0, redis: 0n, postgres: 0n }]));
   const count = (c: ReconcileClass, redis: bigint, postgres: bigint) => {
     const t = totals.get(c);
     if (!t) return;
@@ -87,12 +85,15 @@ function toEntry(c: ClassifiedEntry, apply: boolean): ReconcileEntry {
   // A merge shows, per column it changes, Redis's value, the new-app row's, and the merged one.
   const redis = publicRow(c.fact.expected);
   const before = owner ? publicRow(owner) : null;
-  const columns = merge && before ? c.diffs.map((d) => ({ column: d.column, base: undefined, redis: redis[d.column], postgres: before[d.column], merged: d.expected })) : c.diffs.map((d) => ({
-    column: d.column,
-    base: base ? shownBase(d.column, base[d.column]) : undefined,
-    redis: d.expected,
-    postgres: d.actual,
-  }));
+  const columns =
+    merge && before
+      ? c.diffs.map((d) => ({ column: d.column, base: undefined, redis: redis[d.column], postgres: before[d.column], merged: d.expected }))
+      : c.diffs.map((d) => ({
+          column: d.column,
+          base: base ? shownBase(d.column, base[d.column]) : undefined,
+          redis: d.expected,
+          postgres: d.actual,
+        }));
   const written = apply && (c.outcome === 'inserted' || c.outcome === 'updated');
   const common = {
     user_id: c.fact.expected.user_id,
@@ -135,7 +136,10 @@ function shownBase(column: UserColumn, value: CellValue | undefined): CellValue 
 async function settleDeletedInRedis(db: Kysely<unknown>, entry: ReconcileEntry, take: Take | undefined, runId: string): Promise<ReconcileEntry> {
   if (entry.class !== 'deleted_in_redis' || entry.resolved_by || !take || !entry.user_id || !take.users.has(entry.user_id)) return entry;
   if (take.side === 'redis') {
-    return { ...entry, detail: `${entry.detail ?? 'the Redis record is gone'}; --take redis cannot settle it (there is no Redis record to take): --take postgres keeps the row` };
+    return {
+      ...entry,
+      detail: `${entry.detail ?? 'the Redis record is gone'}; --take redis cannot settle it (there is no Redis record to take): --take postgres keeps the row`,
+    };
   }
   const kept = await sql`
     update migrate_users.ledger set postgres_owns = true, row_xmin = null, run_id = ${runId}, written_at = now()
@@ -147,7 +151,7 @@ async function settleDeletedInRedis(db: Kysely<unknown>, entry: ReconcileEntry, 
 
 /** PostgreSQL rows with no Redis record: new-app signups, or users the tool wrote whose Redis record is gone. */
 async function* rowsMissingFromRedis(db: Kysely<unknown>, stage: string) {
-  for (let after = ''; ; ) {
+  for (let after = ''; ;) {
     const { rows } = await sql<Record<string, unknown> & { had_ledger: boolean; postgres_owns: boolean | null; base: Record<string, CellValue> | null }>`
       select ${canonicalColumns('u', 'a_')}, l.user_id is not null as had_ledger, l.postgres_owns, l.base
       from public.users u left join migrate_users.ledger l on l.user_id = u.user_id

@@ -35,12 +35,10 @@ export async function takeWriteLock(pool: pg.Pool, log: Logger): Promise<HeldLoc
   );
 }
 
-
 /** Under the write lock no other writing run is alive: a run still marked running was killed. */
 export async function markAbandoned(db: Kysely<unknown>): Promise<void> {
   await sql`update migrate_users.runs set status = 'abandoned', finished_at = coalesce(finished_at, now()) where status = 'running'`.execute(db);
 }
-
 
 /** This run's whitelist, beside the one the last finished writing run used, and its emails no record has. */
 export async function whitelistInfo(db: Kysely<unknown>, options: MigrateOptions, grantsKept: number, stage: string): Promise<WhitelistInfo> {
@@ -69,14 +67,12 @@ export async function whitelistInfo(db: Kysely<unknown>, options: MigrateOptions
   };
 }
 
-
 export interface SavedCheckpoint {
   lastSeq: number;
   savedAt: number;
   /** Counts and sums of every record decided up to lastSeq (with those of the runs this one resumed). */
   readonly committed: Tally;
 }
-
 
 /** Saves how far the committed batches reach, at most every 2 s: a stale checkpoint only costs time. */
 export async function saveCheckpoint(db: Kysely<unknown>, runId: string, checkpoint: SavedCheckpoint, seq: number) {
@@ -86,14 +82,12 @@ export async function saveCheckpoint(db: Kysely<unknown>, runId: string, checkpo
   await saveCheckpointNow(db, runId, checkpoint);
 }
 
-
 /** The checkpoint and what was decided up to it, in one statement: a resumed run reports the whole job. */
 export async function saveCheckpointNow(db: Kysely<unknown>, runId: string, checkpoint: SavedCheckpoint) {
   await sql`
     update migrate_users.runs set last_seq = ${checkpoint.lastSeq}, job_tally = ${JSON.stringify(checkpoint.committed)}::jsonb
     where run_id = ${runId}`.execute(db);
 }
-
 
 export async function recordRunStart(session: Session, runId: string, command: string, digest: string, options: MigrateOptions): Promise<void> {
   const whitelist = {
@@ -106,13 +100,11 @@ export async function recordRunStart(session: Session, runId: string, command: s
     values (${runId}, ${command}, ${digest}, ${JSON.stringify(options.source ?? null)}::jsonb, ${JSON.stringify(whitelist)}::jsonb)`.execute(session.db);
 }
 
-
 export async function recordRunEnd(session: Session, runId: string, status: string, counts: object | null): Promise<void> {
   await sql`
     update migrate_users.runs set finished_at = now(), status = ${status}, counts = ${counts === null ? null : JSON.stringify(counts)}::jsonb
     where run_id = ${runId}`.execute(session.db);
 }
-
 
 /**
  * On a fresh connection of the pool, tried a few times: when the server ended the run's sessions, the pool

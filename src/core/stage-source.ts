@@ -59,9 +59,10 @@ export async function boundByTarget<T extends ReadOptions>(pool: Pick<pg.Pool, '
 
 export function emptySource(options: ReadOptions & { source?: SourceInfo | undefined }): UsageError {
   const where = options.source ? ` in ${describeSource(options.source)}` : '';
-  const check = options.source?.kind === 'rdb' || options.source?.kind === 'rdb-cluster'
-    ? 'Check --match and the snapshot (another server\'s, or the users are in a database other than 0)'
-    : 'Check --match and the Redis URL (a typo, another server, another database number)';
+  const check =
+    options.source?.kind === 'rdb' || options.source?.kind === 'rdb-cluster'
+      ? "Check --match and the snapshot (another server's, or the users are in a database other than 0)"
+      : 'Check --match and the Redis URL (a typo, another server, another database number)';
   return new UsageError(
     `no key${where} matches --match "${options.match}": nothing to migrate or check. ${check}; --allow-empty if the source is meant to be empty`,
   );
@@ -112,13 +113,7 @@ async function* scanNode(node: RedisReadable, options: ReadOptions, io: SourceIo
  * Reads every key batch from `keys` (all of SCAN by default), maps each value with the one mapping, and
  * streams the results into the session's stage. Returns how many records were staged.
  */
-export async function stageSource(
-  session: Session,
-  stage: Stage,
-  options: ReadOptions,
-  io: SourceIo,
-  keys?: AsyncIterable<KeyBatch>,
-): Promise<number> {
+export async function stageSource(session: Session, stage: Stage, options: ReadOptions, io: SourceIo, keys?: AsyncIterable<KeyBatch>): Promise<number> {
   const writer = new StageWriter(session, stage);
   const prefixLength = options.match.length - 1;
   let seq = 0;

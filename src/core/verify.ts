@@ -67,149 +67,183 @@ export async function verify(given: VerifyOptions, io: VerifyIo): Promise<{ repo
 
   // One read-only transaction around a TEMP stage: nothing persistent is written, and a pooler in
   // transaction mode keeps the same server connection throughout.
-  return withSession(io.pool, (session) => inOneTransaction(session, async () => {
-    try {
-      const stage = await createStage(session);
-      const sampled = { seen: 0 };
-      const keys = options.sample === undefined ? undefined : sampleKeys(io.redis, options, options.sample, sampled);
-      const checked = await stageSource(session, stage, options, { ...io, log }, keys);
-      // Nothing checked is not a pass: a typo in --match or the wrong server must not turn CI green.
-      if (checked === 0 && !io.signal?.aborted && !options.allowEmpty) throw emptySource(options);
-      io.progress?.step('indexing, triage');
-      await finishStage(session, stage, { userIdIndex: true });
-      await triage(session.db, stage.table, 0, await prepareFacts(session.db, stage.table));
-      await sql`set transaction read only`.execute(session.db);
+  return withSession(
+    io.pool,
+    (session) =>
+      inOneTransaction(session, async () => {
+        try {
+          const stage = await createStage(session);
+          const sampled = { seen: 0 };
+          const keys = options.sample === undefined ? undefined : sampleKeys(io.redis, options, options.sample, sampled);
+          const checked = await stageSource(session, stage, options, { ...io, log }, keys);
+          // Nothing checked is not a pass: a typo in --match or the wrong server must not turn CI green.
+          if (checked === 0 && !io.signal?.aborted && !options.allowEmpty) throw emptySource(options);
+          io.progress?.step('indexing, triage');
+          await finishStage(session, stage, { userIdIndex: true });
+          await triage(session.db, stage.table, 0, await prepareFacts(session.db, stage.table));
+          await sql`set transaction read only`.execute(session.db);
 
-      const counts = { match: 0, mismatch: 0, missing: 0, not_migratable: 0 };
-      const sums = { expected: new Sums(), matching: new Sums(), held: new Sums(), merged: new Sums() };
-      const reasons: Record<string, number> = {};
-      const earlyLoginRows = new Set<string>();
-      io.progress?.phase('comparing', await pendingCount(session.db));
-      // Rows triage found identical to their record match: counted and summed in one pass, not compared
-      // again here. Only the ranges holding any other record are compared, record by record.
-      const { byKind, rangesWithOthers } = await triagedTotals(session.db, stage.table, options.batchSize, MATCHING);
-      for (const same of byKind.values()) {
-        counts.match += same.n;
-        // Credits after the whitelist rule: as Redis held them plus the top-up.
-        sums.expected.addMany(same.n, same.source + same.topup, same.used);
-        sums.matching.addMany(same.n, same.source + same.topup, same.used);
-        io.progress?.advance(same.n);
-      }
-      for (const afterSeq of rangesWithOthers) {
-        if (io.signal?.aborted) break;
-        // With the ledger's base: a merged user is compared with the merge the tool wrote.
-        const facts = await loadFacts(session.db, stage.table, afterSeq, options.batchSize, { skip: MATCHING, withBase: true });
-        for (const fact of facts) {
-          const result = verifyRecord(fact);
-          counts[result.status]++;
-          if (result.status === 'not_migratable') {
-            sums.held.add(fact.expected.current_credits, fact.expected.total_credits_used);
-          } else {
-            const merged = mergedCredits(fact);
-            if (merged) {
-              // What PostgreSQL must hold for a merged user: Redis's credits plus what the merge kept of the new-app row.
-              sums.expected.add(merged.current, merged.used);
-              sums.merged.add(
-                (BigInt(merged.current) - BigInt(fact.expected.current_credits)).toString(),
-                (BigInt(merged.used) - BigInt(fact.expected.total_credits_used)).toString(),
-              );
-            } else {
-              sums.expected.add(fact.expected.current_credits, fact.expected.total_credits_used);
+          const counts = { match: 0, mismatch: 0, missing: 0, not_migratable: 0 };
+          const sums = { expected: new Sums(), matching: new Sums(), held: new Sums(), merged: new Sums() };
+          const reasons: Record<string, number> = {};
+          const earlyLoginRows = new Set<string>();
+          io.progress?.phase('comparing', await pendingCount(session.db));
+          // Rows triage found identical to their record match: counted and summed in one pass, not compared
+          // again here. Only the ranges holding any other record are compared, record by record.
+          const { byKind, rangesWithOthers } = await triagedTotals(session.db, stage.table, options.batchSize, MATCHING);
+          for (const same of byKind.values()) {
+            counts.match += same.n;
+            // Credits after the whitelist rule: as Redis held them plus the top-up.
+            sums.expected.addMany(same.n, same.source + same.topup, same.used);
+            sums.matching.addMany(same.n, same.source + same.topup, same.used);
+            io.progress?.advance(same.n);
+          }
+          for (const afterSeq of rangesWithOthers) {
+            if (io.signal?.aborted) break;
+            // With the ledger's base: a merged user is compared with the merge the tool wrote.
+            const facts = await loadFacts(session.db, stage.table, afterSeq, options.batchSize, { skip: MATCHING, withBase: true });
+            for (const fact of facts) {
+              const result = verifyRecord(fact);
+              counts[result.status]++;
+              if (result.status === 'not_migratable') {
+                sums.held.add(fact.expected.current_credits, fact.expected.total_credits_used);
+              } else {
+                const merged = mergedCredits(fact);
+                if (merged) {
+                  // What PostgreSQL must hold for a merged user: Redis's credits plus what the merge kept of the new-app row.
+                  sums.expected.add(merged.current, merged.used);
+                  sums.merged.add(
+                    (BigInt(merged.current) - BigInt(fact.expected.current_credits)).toString(),
+                    (BigInt(merged.used) - BigInt(fact.expected.total_credits_used)).toString(),
+                  );
+                } else {
+                  sums.expected.add(fact.expected.current_credits, fact.expected.total_credits_used);
+                }
+                if (fact.actual) sums.matching.add(fact.actual.current_credits, fact.actual.total_credits_used);
+              }
+              // A merged user's row has the new app's user_id.
+              const where = { key: fact.key, user_id: fact.actual?.user_id ?? fact.expected.user_id, email: fact.expected.email };
+              if (result.status === 'not_migratable' && result.reason === 'early_login' && fact.emailOwner) earlyLoginRows.add(fact.emailOwner);
+              if (result.status === 'mismatch') {
+                await emit(...result.diffs.map((d): Difference => ({ kind: 'mismatch', ...where, ...d })));
+              } else if (result.status === 'missing') {
+                await emit({ kind: 'missing', ...where, column: null, expected: 'row', actual: null });
+              } else if (result.status === 'not_migratable') {
+                reasons[result.reason] = (reasons[result.reason] ?? 0) + 1;
+                await emit({
+                  kind: 'not_migratable',
+                  ...where,
+                  column: null,
+                  expected: 'migratable',
+                  actual: result.reason,
+                  reason: result.reason,
+                  detail: result.detail,
+                });
+              }
             }
-            if (fact.actual) sums.matching.add(fact.actual.current_credits, fact.actual.total_credits_used);
+            io.progress?.advance(facts.length);
           }
-          // A merged user's row has the new app's user_id.
-          const where = { key: fact.key, user_id: fact.actual?.user_id ?? fact.expected.user_id, email: fact.expected.email };
-          if (result.status === 'not_migratable' && result.reason === 'early_login' && fact.emailOwner) earlyLoginRows.add(fact.emailOwner);
-          if (result.status === 'mismatch') {
-            await emit(...result.diffs.map((d): Difference => ({ kind: 'mismatch', ...where, ...d })));
-          } else if (result.status === 'missing') {
-            await emit({ kind: 'missing', ...where, column: null, expected: 'row', actual: null });
-          } else if (result.status === 'not_migratable') {
-            reasons[result.reason] = (reasons[result.reason] ?? 0) + 1;
-            await emit({ kind: 'not_migratable', ...where, column: null, expected: 'migratable', actual: result.reason, reason: result.reason, detail: result.detail });
+          for await (const held of heldBackRecords(session.db, stage.table)) {
+            counts.not_migratable++;
+            reasons[held.reason] = (reasons[held.reason] ?? 0) + 1;
+            await emit({
+              kind: 'not_migratable',
+              key: held.key,
+              user_id: held.user_id ?? null,
+              email: (held.redis?.email as string | undefined) ?? null,
+              column: null,
+              expected: 'migratable',
+              actual: held.reason,
+              reason: held.reason,
+              detail: held.detail,
+            });
           }
-        }
-        io.progress?.advance(facts.length);
-      }
-      for await (const held of heldBackRecords(session.db, stage.table)) {
-        counts.not_migratable++;
-        reasons[held.reason] = (reasons[held.reason] ?? 0) + 1;
-        await emit({
-          kind: 'not_migratable', key: held.key, user_id: held.user_id ?? null, email: (held.redis?.email as string | undefined) ?? null,
-          column: null, expected: 'migratable', actual: held.reason, reason: held.reason, detail: held.detail,
-        });
-      }
-      let onlyInPostgres: number | null = null;
-      let deletedInRedis: number | null = null;
-      let only: Sums | null = null;
-      let deleted: Sums | null = null;
-      // Neither a sample nor an interrupted read knows every Redis user: "only in PostgreSQL" would be wrong.
-      if (options.sample === undefined && !io.signal?.aborted) {
-        onlyInPostgres = 0;
-        deletedInRedis = 0;
-        only = new Sums();
-        deleted = new Sums();
-        for await (const row of rowsOnlyInPostgres(session.db)) {
-          // The new-app row of an early login is counted with that user (not migratable until merged).
-          if (earlyLoginRows.has(row.user_id)) continue;
-          const where = { key: row.source_key, user_id: row.user_id, email: row.email, column: null };
-          if (row.source_key !== null && !row.postgres_owns) {
-            // The ledger says the tool wrote this row from a key the source no longer has.
-            deletedInRedis++;
-            deleted.add(row.current_credits, row.total_credits_used);
-            await emit({ kind: 'deleted_in_redis', ...where, expected: null, actual: 'row', reason: 'deleted_in_redis', detail: 'the tool migrated this user from this key; the source no longer has it' });
-          } else {
-            onlyInPostgres++;
-            only.add(row.current_credits, row.total_credits_used);
-            await emit({ kind: 'only_in_postgres', ...where, expected: null, actual: 'row' });
-          }
-        }
-      }
-      const invariants = await computeInvariants(session.db, { ...sums, only, deleted });
-      const interrupted = io.signal?.aborted === true;
-      const failures =
-        counts.mismatch - accepted.mismatch + counts.missing - accepted.missing + counts.not_migratable - accepted.not_migratable +
-        (deletedInRedis ?? 0) - accepted.deleted_in_redis + (options.strict ? (onlyInPostgres ?? 0) - accepted.only_in_postgres : 0);
-      const everyKeyChecked = options.sample === undefined && !interrupted;
-      const finished = new Date();
-      const report: VerifyReport = {
-        run_id: runId,
-        command: 'verify',
-        ok: failures === 0 && !interrupted,
-        interrupted,
-        strict: options.strict,
-        source: options.source ?? null,
-        sample: options.sample === undefined ? null : { size: checked, keys_in_redis: sampled.seen },
-        started_at: started.toISOString(),
-        finished_at: finished.toISOString(),
-        duration_seconds: Number(((finished.getTime() - started.getTime()) / 1000).toFixed(3)),
-        counts: {
-          keys_checked: checked,
-          redis_users: invariants.redis.users,
-          ...counts,
-          only_in_postgres: onlyInPostgres,
-          deleted_in_redis: deletedInRedis,
-          differences,
-          accepted,
-          failing: failures,
-        },
-        accepted: options.accept
-          ? {
-              file: options.accept.file,
-              entries: options.accept.entries.length,
-              fine_now: everyKeyChecked ? options.accept.entries.filter((entry) => !used.has(entry)) : null,
+          let onlyInPostgres: number | null = null;
+          let deletedInRedis: number | null = null;
+          let only: Sums | null = null;
+          let deleted: Sums | null = null;
+          // Neither a sample nor an interrupted read knows every Redis user: "only in PostgreSQL" would be wrong.
+          if (options.sample === undefined && !io.signal?.aborted) {
+            onlyInPostgres = 0;
+            deletedInRedis = 0;
+            only = new Sums();
+            deleted = new Sums();
+            for await (const row of rowsOnlyInPostgres(session.db)) {
+              // The new-app row of an early login is counted with that user (not migratable until merged).
+              if (earlyLoginRows.has(row.user_id)) continue;
+              const where = { key: row.source_key, user_id: row.user_id, email: row.email, column: null };
+              if (row.source_key !== null && !row.postgres_owns) {
+                // The ledger says the tool wrote this row from a key the source no longer has.
+                deletedInRedis++;
+                deleted.add(row.current_credits, row.total_credits_used);
+                await emit({
+                  kind: 'deleted_in_redis',
+                  ...where,
+                  expected: null,
+                  actual: 'row',
+                  reason: 'deleted_in_redis',
+                  detail: 'the tool migrated this user from this key; the source no longer has it',
+                });
+              } else {
+                onlyInPostgres++;
+                only.add(row.current_credits, row.total_credits_used);
+                await emit({ kind: 'only_in_postgres', ...where, expected: null, actual: 'row' });
+              }
             }
-          : null,
-        reasons,
-        invariants,
-      };
-      log.info({ ok: report.ok, counts: report.counts }, 'verify finished');
-      return { report };
-    } finally {
-      io.progress?.done();
-    }
-  }), log);
+          }
+          const invariants = await computeInvariants(session.db, { ...sums, only, deleted });
+          const interrupted = io.signal?.aborted === true;
+          const failures =
+            counts.mismatch -
+            accepted.mismatch +
+            counts.missing -
+            accepted.missing +
+            counts.not_migratable -
+            accepted.not_migratable +
+            (deletedInRedis ?? 0) -
+            accepted.deleted_in_redis +
+            (options.strict ? (onlyInPostgres ?? 0) - accepted.only_in_postgres : 0);
+          const everyKeyChecked = options.sample === undefined && !interrupted;
+          const finished = new Date();
+          const report: VerifyReport = {
+            run_id: runId,
+            command: 'verify',
+            ok: failures === 0 && !interrupted,
+            interrupted,
+            strict: options.strict,
+            source: options.source ?? null,
+            sample: options.sample === undefined ? null : { size: checked, keys_in_redis: sampled.seen },
+            started_at: started.toISOString(),
+            finished_at: finished.toISOString(),
+            duration_seconds: Number(((finished.getTime() - started.getTime()) / 1000).toFixed(3)),
+            counts: {
+              keys_checked: checked,
+              redis_users: invariants.redis.users,
+              ...counts,
+              only_in_postgres: onlyInPostgres,
+              deleted_in_redis: deletedInRedis,
+              differences,
+              accepted,
+              failing: failures,
+            },
+            accepted: options.accept
+              ? {
+                  file: options.accept.file,
+                  entries: options.accept.entries.length,
+                  fine_now: everyKeyChecked ? options.accept.entries.filter((entry) => !used.has(entry)) : null,
+                }
+              : null,
+            reasons,
+            invariants,
+          };
+          log.info({ ok: report.ok, counts: report.counts }, 'verify finished');
+          return { report };
+        } finally {
+          io.progress?.done();
+        }
+      }),
+    log,
+  );
 }
 
 /** Triage kinds of a row equal to its Redis record. */
@@ -228,7 +262,7 @@ async function* rowsOnlyInPostgres(db: Kysely<unknown>): AsyncGenerator<{
   source_key: string | null;
   postgres_owns: boolean;
 }> {
-  for (let after = ''; ; ) {
+  for (let after = ''; ;) {
     const { rows } = await sql<Record<string, unknown> & { source_key: string | null; postgres_owns: boolean | null }>`
       select ${canonicalColumns('u', 'a_')},
         -- Probed for the few rows listed: a join would hash the whole ledger for every page.
@@ -323,9 +357,6 @@ async function computeInvariants(
     postgres_only: sums.only ? sums.only.side() : null,
     postgres_deleted_in_redis: sums.deleted ? sums.deleted.side() : null,
     postgres_total: side(total),
-    balanced:
-      sums.expected.users === sums.matching.users &&
-      sums.expected.credits === sums.matching.credits &&
-      sums.expected.used === sums.matching.used,
+    balanced: sums.expected.users === sums.matching.users && sums.expected.credits === sums.matching.credits && sums.expected.used === sums.matching.used,
   };
 }

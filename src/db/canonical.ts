@@ -49,6 +49,8 @@ export function canonicalJson(alias: string): RawBuilder<unknown> {
  */
 export function sameRow(a: string, b: string): RawBuilder<unknown> {
   return sql.raw(
-    USER_COLUMNS.map((c) => (TEXT_COLUMNS.has(c) ? `${a}.${c} collate "C" is not distinct from ${b}.${c}` : `${a}.${c} is not distinct from ${b}.${c}`)).join(' and '),
+    USER_COLUMNS.map((c) => (TEXT_COLUMNS.has(c) ? `${a}.${c} collate "C" is not distinct from ${b}.${c}` : `${a}.${c} is not distinct from ${b}.${c}`)).join(
+      ' and ',
+    ),
   );
 }

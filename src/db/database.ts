@@ -42,7 +42,10 @@ class PinnedClient extends pg.Client {
       return this;
     });
     if (!callback) return connected;
-    connected.then((client) => callback(null, client), (err: unknown) => callback(err as Error));
+    connected.then(
+      (client) => callback(null, client),
+      (err: unknown) => callback(err as Error),
+    );
   }
 }
 
@@ -71,7 +74,12 @@ export async function withPool<T>(options: PoolOptions, fn: (pool: pg.Pool) => P
  * its own message (see cli/main.ts).
  */
 async function firstConnection(options: PoolOptions): Promise<void> {
-  const client = new pg.Client({ connectionString: options.url, ssl: options.ssl ?? false, connectionTimeoutMillis: 10_000, application_name: 'migrate-users' });
+  const client = new pg.Client({
+    connectionString: options.url,
+    ssl: options.ssl ?? false,
+    connectionTimeoutMillis: 10_000,
+    application_name: 'migrate-users',
+  });
   client.on('error', () => undefined);
   try {
     await client.connect();
@@ -173,7 +181,10 @@ export async function tryAdvisoryLock(pool: pg.Pool, key: string, log: Logger): 
   return {
     lost: () => lost,
     release: async () => {
-      const failed = await client.query('commit').then(() => undefined, (error: unknown) => (error instanceof Error ? error : new Error(String(error))));
+      const failed = await client.query('commit').then(
+        () => undefined,
+        (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
+      );
       client.off('error', onError);
       client.release(failed ?? lost);
     },

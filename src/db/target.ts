@@ -40,7 +40,7 @@ export interface ColumnLimits {
 
 const TEXT_TYPES = /^(text|character varying(\(\d+\))?|varchar(\(\d+\))?|citext)$/;
 const WHAT: Readonly<Record<UserColumn, { readonly kind: 'text' | 'integer' | 'boolean' | 'timestamp'; readonly what: string }>> = {
-  user_id: { kind: 'text', what: 'the old app\'s user_id (up to 128 characters)' },
+  user_id: { kind: 'text', what: "the old app's user_id (up to 128 characters)" },
   email: { kind: 'text', what: 'the normalised email (up to 254 characters)' },
   username: { kind: 'text', what: 'text or null' },
   avatar: { kind: 'text', what: 'text or null' },
@@ -127,7 +127,7 @@ function assess(columns: ReadonlyMap<string, TargetColumn>, uniques: Target['uni
   }
   if (!uniques.some((u) => u.columns.length === 1 && u.columns[0] === 'user_id')) problems.push('user_id has no primary key or unique index');
   if (!uniques.some((u) => u.columns.length === 1 && u.columns[0] === 'email')) {
-    notes.push('email has no unique index: an email the new app signs up during a run is found by the tool\'s checks, not by PostgreSQL');
+    notes.push("email has no unique index: an email the new app signs up during a run is found by the tool's checks, not by PostgreSQL");
   }
   return { problems, notes };
 }
@@ -180,7 +180,11 @@ export function describeTarget(target: Target): string {
   for (const column of target.columns.values()) {
     if ((USER_COLUMNS as readonly string[]).includes(column.name)) continue;
     const flags = `${column.type}${column.notNull ? ' not null' : ''}${column.default ? ` default ${column.default}` : ''}`;
-    rows.push([column.name, flags, column.notNull && column.default === null ? 'nothing: NOT NULL without default stops the tool' : 'nothing (left to its default)']);
+    rows.push([
+      column.name,
+      flags,
+      column.notNull && column.default === null ? 'nothing: NOT NULL without default stops the tool' : 'nothing (left to its default)',
+    ]);
   }
   const widths = [0, 1].map((i) => Math.max(...rows.map((r) => r[i]?.length ?? 0)));
   const table = rows.map((r) => `  ${r[0].padEnd(widths[0] ?? 0)}  ${r[1].padEnd(widths[1] ?? 0)}  ${r[2]}`.trimEnd());
@@ -190,8 +194,14 @@ export function describeTarget(target: Target): string {
     ...target.problems.map((p) => `  - ${p}`),
     '',
     ...table,
-    ...list('unique indexes', target.uniques.map((u) => `${u.name} (${u.columns.join(', ')})`)),
-    ...list('check constraints (a row they refuse is reported as refused_by_database)', target.checks.map((c) => `${c.name}: ${c.definition}`)),
+    ...list(
+      'unique indexes',
+      target.uniques.map((u) => `${u.name} (${u.columns.join(', ')})`),
+    ),
+    ...list(
+      'check constraints (a row they refuse is reported as refused_by_database)',
+      target.checks.map((c) => `${c.name}: ${c.definition}`),
+    ),
     ...list(
       'triggers (the tool needs none: it recognises its own rows by their row version, xmin)',
       target.triggers.map((t) => t.definition),

@@ -78,9 +78,7 @@ export function mapRecord(keyEmail: string, value: string, ctx: MapContext): Map
     return { ok: true, row, sourceCredits, topup: credits - sourceCredits };
   } catch (error) {
     if (!(error instanceof Reject)) throw error;
-    return userId === undefined
-      ? { ok: false, reason: error.reason, detail: error.detail }
-      : { ok: false, reason: error.reason, detail: error.detail, userId };
+    return userId === undefined ? { ok: false, reason: error.reason, detail: error.detail } : { ok: false, reason: error.reason, detail: error.detail, userId };
   }
 }
 

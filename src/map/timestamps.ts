@@ -7,8 +7,7 @@ export type TimestampResult =
   | { readonly ok: true; readonly value: string }
   | { readonly ok: false; readonly reason: 'invalid_timestamp' | 'timestamp_out_of_range'; readonly detail: string };
 
-const ISO =
-  /^(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?(Z|z|[+-]\d{2}(?::?\d{2})?)?$/;
+const ISO = /^(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?(Z|z|[+-]\d{2}(?::?\d{2})?)?$/;
 const EPOCH = /^(\d{1,16})(?:\.(\d{1,9}))?$/;
 
 /** 1e11 seconds is the year 5138 while 1e11 milliseconds is 1973: anything at or above is milliseconds. */
@@ -66,10 +65,7 @@ function fromEpoch(text: string, match: RegExpExecArray): TimestampResult {
   const fraction = match[2] ?? '';
   const millis = whole >= MILLIS_THRESHOLD ? whole : whole * 1000;
   if (millis >= MAX_MILLIS) return outOfRange(text);
-  const micros =
-    whole >= MILLIS_THRESHOLD
-      ? whole * 1000 + digits(fraction, 3)
-      : whole * 1_000_000 + digits(fraction, 6);
+  const micros = whole >= MILLIS_THRESHOLD ? whole * 1000 + digits(fraction, 3) : whole * 1_000_000 + digits(fraction, 6);
   return micros >= MAX_MILLIS * 1000 ? outOfRange(text) : { ok: true, value: formatMicros(micros) };
 }
 

@@ -1,5 +1,13 @@
 import { grouped } from './summary.js';
-import { CLASSES, SAFE_TO_APPLY, SETTLED, type ColumnDrift, type ReconcileClass, type ReconcileEntry, type ReconcileReport } from '../results/reconcile-report.js';
+import {
+  CLASSES,
+  SAFE_TO_APPLY,
+  SETTLED,
+  type ColumnDrift,
+  type ReconcileClass,
+  type ReconcileEntry,
+  type ReconcileReport,
+} from '../results/reconcile-report.js';
 
 type Cell = ColumnDrift['redis'];
 import { csvRow } from './csv.js';
@@ -84,9 +92,7 @@ export const CONFLICT_CSV_HEADER = ['class', 'user_id', 'email', 'key', 'reason'
 export function conflictCsvLines(entry: ReconcileEntry): string {
   const common = [entry.class, entry.user_id, entry.email, entry.key, entry.reason];
   if (entry.columns.length === 0) return csvRow([...common, null, null, null, null, entry.detail]);
-  return entry.columns
-    .map((c) => csvRow([...common, c.column, cellText(c.base), cellText(c.redis), cellText(c.postgres), entry.detail]))
-    .join('');
+  return entry.columns.map((c) => csvRow([...common, c.column, cellText(c.base), cellText(c.redis), cellText(c.postgres), entry.detail])).join('');
 }
 
 function cellText(value: Cell): string | null {

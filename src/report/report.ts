@@ -137,8 +137,20 @@ export class Tally {
     let row = this.groups.get(key);
     if (!row) {
       row = {
-        outcome, reason, valid: true, n: 0, source: 0n, topup: 0n, used: 0n, topped: 0, held: 0n, heldUsed: 0n,
-        merged, mergedPostgres: 0n, mergedPostgresUsed: 0n, withheld: 0n,
+        outcome,
+        reason,
+        valid: true,
+        n: 0,
+        source: 0n,
+        topup: 0n,
+        used: 0n,
+        topped: 0,
+        held: 0n,
+        heldUsed: 0n,
+        merged,
+        mergedPostgres: 0n,
+        mergedPostgresUsed: 0n,
+        withheld: 0n,
       };
       this.groups.set(key, row);
     }
@@ -186,7 +198,16 @@ export function partialReport(base: ReportBase, tally: Tally): MigrateReport {
  * from the stage. Every staged record must be in exactly one of the two.
  */
 export async function summarise(db: Kysely<unknown>, stage: string, base: ReportBase, tally: Tally): Promise<MigrateReport> {
-  const staged = await sql<{ outcome: string | null; reason: string | null; valid: boolean; n: string; source: string; topup: string; used: string; topped: string }>`
+  const staged = await sql<{
+    outcome: string | null;
+    reason: string | null;
+    valid: boolean;
+    n: string;
+    source: string;
+    topup: string;
+    used: string;
+    topped: string;
+  }>`
     select outcome, reason, valid, count(*)::text as n,
       coalesce(sum(source_credits), 0)::text as source, coalesce(sum(topup), 0)::text as topup,
       coalesce(sum(total_credits_used), 0)::text as used, count(*) filter (where topup > 0)::text as topped
@@ -201,8 +222,18 @@ export async function summarise(db: Kysely<unknown>, stage: string, base: Report
       const source = BigInt(r.source);
       const used = BigInt(r.used);
       return {
-        ...r, n: Number(r.n), source, topup: BigInt(r.topup), used, topped: Number(r.topped), held: source, heldUsed: used,
-        merged: false, mergedPostgres: 0n, mergedPostgresUsed: 0n, withheld: 0n,
+        ...r,
+        n: Number(r.n),
+        source,
+        topup: BigInt(r.topup),
+        used,
+        topped: Number(r.topped),
+        held: source,
+        heldUsed: used,
+        merged: false,
+        mergedPostgres: 0n,
+        mergedPostgresUsed: 0n,
+        withheld: 0n,
       };
     });
   return build(base, [...held, ...tally.rows()], classifiable - tally.count);
@@ -213,16 +244,14 @@ export function creditsClose(report: MigrateReport): boolean {
   const c = report.credits;
   const sum = (pick: (x: Credits) => number | string) => Object.values(c.by_outcome).reduce((n, x) => n + BigInt(pick(x)), 0n);
   return (
-    BigInt(c.read.current) + BigInt(c.whitelist_topup) + BigInt(c.app_difference.current) + BigInt(c.merge_difference.current) ===
-      sum((x) => x.current) &&
+    BigInt(c.read.current) + BigInt(c.whitelist_topup) + BigInt(c.app_difference.current) + BigInt(c.merge_difference.current) === sum((x) => x.current) &&
     BigInt(c.read.used) + BigInt(c.app_difference.used) + BigInt(c.merge_difference.used) === sum((x) => x.used)
   );
 }
 
 function build(base: ReportBase, rows: readonly OutcomeRow[], pending: number): MigrateReport {
   const count = (test: (r: OutcomeRow) => boolean) => rows.filter(test).reduce((n, r) => n + r.n, 0);
-  const total = (test: (r: OutcomeRow) => boolean, pick: (r: OutcomeRow) => bigint) =>
-    rows.filter(test).reduce((n, r) => n + pick(r), 0n);
+  const total = (test: (r: OutcomeRow) => boolean, pick: (r: OutcomeRow) => bigint) => rows.filter(test).reduce((n, r) => n + pick(r), 0n);
 
   const reasons: Record<string, number> = {};
   for (const r of rows) if (r.reason) reasons[r.reason] = (reasons[r.reason] ?? 0) + r.n;
@@ -271,8 +300,18 @@ function build(base: ReportBase, rows: readonly OutcomeRow[], pending: number): 
     postgres_unnormalised_emails: base.unnormalisedEmails,
     credits: {
       read: {
-        current: money(total((r) => r.valid, (r) => r.source)),
-        used: money(total((r) => r.valid, (r) => r.used)),
+        current: money(
+          total(
+            (r) => r.valid,
+            (r) => r.source,
+          ),
+        ),
+        used: money(
+          total(
+            (r) => r.valid,
+            (r) => r.used,
+          ),
+        ),
       },
       whitelist_topup: money(total(migrated, (r) => r.topup)),
       app_difference: {

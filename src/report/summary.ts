@@ -11,8 +11,10 @@ function headline(report: MigrateReport): string {
   const c = report.counts;
   const resumed = report.resumed_from ? ` It resumed ${report.resumed_from} (${grouped(c.resumed_skipped)} records were done before).` : '';
   if (report.status === 'interrupted') {
-    return `${report.mode === 'dry-run' ? 'DRY RUN interrupted' : `Migration ${report.run_id} INTERRUPTED`}: ${grouped(c.pending)} records not decided yet. ` +
-      `Run the same command again to ${report.mode === 'dry-run' ? 'start over' : 'resume'}.${resumed}`;
+    return (
+      `${report.mode === 'dry-run' ? 'DRY RUN interrupted' : `Migration ${report.run_id} INTERRUPTED`}: ${grouped(c.pending)} records not decided yet. ` +
+      `Run the same command again to ${report.mode === 'dry-run' ? 'start over' : 'resume'}.${resumed}`
+    );
   }
   if (report.status === 'failed') return `Migration ${report.run_id} FAILED with ${grouped(c.pending)} records not decided.${resumed}`;
   return report.mode === 'dry-run' ? 'DRY RUN: nothing was written to PostgreSQL.' : `Migration ${report.run_id} finished.${resumed}`;
@@ -50,8 +52,7 @@ export function formatSummary(report: MigrateReport): string {
     ['+ held back (conflicts)', b.conflict?.current ?? 0],
   ];
   const width = Math.max(...[...lines, ...credits].map(([label]) => label.length));
-  const render = (rows: [string, string | number][]) =>
-    rows.map(([label, value]) => `  ${label.padEnd(width)}  ${grouped(value).padStart(14)}`).join('\n');
+  const render = (rows: [string, string | number][]) => rows.map(([label, value]) => `  ${label.padEnd(width)}  ${grouped(value).padStart(14)}`).join('\n');
   const reasons = Object.entries(report.reasons)
     .sort(([a], [b2]) => a.localeCompare(b2))
     .map(([reason, n]) => `  ${reason.padEnd(width)}  ${grouped(n).padStart(14)}`)

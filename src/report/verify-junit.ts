@@ -42,7 +42,10 @@ export function formatVerifyJunit(report: VerifyReport, findings: VerifyFindings
     if (notChecked) {
       cases.push({ name: check.name, skipped: 'not checked in a sample' });
     } else if (check.kind === 'only_in_postgres' && !report.strict) {
-      cases.push({ name: check.name, skipped: `not --strict${failing.count > 0 ? `: ${sentence(check.problem(failing.count).replace(' (--strict)', ''), failing)}` : ''}` });
+      cases.push({
+        name: check.name,
+        skipped: `not --strict${failing.count > 0 ? `: ${sentence(check.problem(failing.count).replace(' (--strict)', ''), failing)}` : ''}`,
+      });
     } else if (failing.count > 0) {
       const headline = check.problem(failing.count);
       cases.push({ name: check.name, failure: { message: sentence(headline, failing), body: [lines(headline, failing), note].filter(Boolean).join('\n\n') } });

@@ -9,7 +9,6 @@ const cell = (value: CellValue | undefined, max = 48): string => {
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 };
 
-
 const acceptedTotal = (report: VerifyReport) => Object.values(report.counts.accepted).reduce((a, b) => a + b, 0);
 
 /** The verdict; a sample says so first, as every headline of a sampled run does. */
@@ -61,14 +60,22 @@ function rawInvariantRows(i: VerifyReport['invariants']): [string, string, strin
     ['current_credits', String(i.redis.current_credits), ''],
     ['+ whitelist top-ups', String(i.redis.whitelist_topup), ''],
     ['- not migratable', String(i.not_migratable.current_credits), ''],
-    ...(i.merged_from_postgres.users > 0 ? [['+ kept from new-app rows by merges', String(i.merged_from_postgres.current_credits), ''] as [string, string, string]] : []),
+    ...(i.merged_from_postgres.users > 0
+      ? [['+ kept from new-app rows by merges', String(i.merged_from_postgres.current_credits), ''] as [string, string, string]]
+      : []),
     ['= expected current_credits', String(i.expected.current_credits), String(i.postgres_matching.current_credits)],
     ['total_credits_used', String(i.redis.total_credits_used), ''],
     ['- not migratable', String(i.not_migratable.total_credits_used), ''],
-    ...(i.merged_from_postgres.users > 0 ? [['+ used in new-app rows, by merges', String(i.merged_from_postgres.total_credits_used), ''] as [string, string, string]] : []),
+    ...(i.merged_from_postgres.users > 0
+      ? [['+ used in new-app rows, by merges', String(i.merged_from_postgres.total_credits_used), ''] as [string, string, string]]
+      : []),
     ['= expected total_credits_used', String(i.expected.total_credits_used), String(i.postgres_matching.total_credits_used)],
     ['invalid records (no trusted sums)', String(i.redis.invalid_records), ''],
-    ['rows only in PostgreSQL', '', i.postgres_only ? `${grouped(i.postgres_only.users)} (${grouped(i.postgres_only.current_credits)} credits)` : 'not checked'],
+    [
+      'rows only in PostgreSQL',
+      '',
+      i.postgres_only ? `${grouped(i.postgres_only.users)} (${grouped(i.postgres_only.current_credits)} credits)` : 'not checked',
+    ],
     [
       'rows gone from Redis',
       '',
@@ -100,7 +107,11 @@ function sections(report: VerifyReport, findings: VerifyFindings): { title: stri
   const out: { title: string; header?: string[]; rows: string[][] }[] = [];
   const { differences, acceptedDifferences } = findings;
   if (differences.count > 0) {
-    out.push({ title: `first ${grouped(differences.first.length)} of ${grouped(differences.count)} differences`, header: DIFF_HEADER, rows: differences.first.map(diffRow) });
+    out.push({
+      title: `first ${grouped(differences.first.length)} of ${grouped(differences.count)} differences`,
+      header: DIFF_HEADER,
+      rows: differences.first.map(diffRow),
+    });
   }
   const file = report.accepted?.file ?? '--accept';
   if (acceptedDifferences.count > 0) {
@@ -115,7 +126,10 @@ function sections(report: VerifyReport, findings: VerifyFindings): { title: stri
     out.push({ title: `entries of ${file} that match no problem any more: not known (only some keys were checked: a sample, or interrupted)`, rows: [] });
   }
   if (fine && fine.length > 0) {
-    out.push({ title: `accepted but fine now: ${grouped(fine.length)} of the entries in ${file} matched no problem (remove them)`, rows: fine.map((e) => [entryText(e)]) });
+    out.push({
+      title: `accepted but fine now: ${grouped(fine.length)} of the entries in ${file} matched no problem (remove them)`,
+      rows: fine.map((e) => [entryText(e)]),
+    });
   }
   return out;
 }
@@ -143,7 +157,11 @@ export function formatVerifyText(report: VerifyReport, findings: VerifyFindings)
   return out.join('\n');
 }
 
-const md = (text: string | number) => String(text).replace(/\|/g, '\\|').replace(/[\r\n]+/g, ' ').replace(/`/g, "'");
+const md = (text: string | number) =>
+  String(text)
+    .replace(/\|/g, '\\|')
+    .replace(/[\r\n]+/g, ' ')
+    .replace(/`/g, "'");
 
 /** GitHub-flavoured markdown, for `$GITHUB_STEP_SUMMARY` and pull-request comments. */
 export function formatVerifyMarkdown(report: VerifyReport, findings: VerifyFindings): string {
@@ -170,7 +188,11 @@ export function formatVerifyMarkdown(report: VerifyReport, findings: VerifyFindi
     const title = `${section.title.charAt(0).toUpperCase()}${section.title.slice(1)}`;
     lines.push('', `### ${md(title)}`, '');
     if (section.header) {
-      lines.push(`| ${section.header.join(' | ')} |`, `|${section.header.map(() => '---').join('|')}|`, ...section.rows.map((r) => `| ${r.map(md).join(' | ')} |`));
+      lines.push(
+        `| ${section.header.join(' | ')} |`,
+        `|${section.header.map(() => '---').join('|')}|`,
+        ...section.rows.map((r) => `| ${r.map(md).join(' | ')} |`),
+      );
     } else {
       lines.push(...section.rows.map((r) => `- ${md(r.join(' '))}`));
     }
@@ -182,4 +204,3 @@ export function formatVerifyMarkdown(report: VerifyReport, findings: VerifyFindi
 export function formatVerifyMarkdownError(message: string, sample: boolean): string {
   return `## ❌ migrate-users verify${sample ? ' (sample)' : ''}: could not finish\n\n${md(message)}\n`;
 }
-

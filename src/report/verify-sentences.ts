@@ -3,7 +3,6 @@ import type { CellValue } from '../compare/compare-rows.js';
 import { grouped } from './summary.js';
 import type { Finding, Listing } from './verify-findings.js';
 
-
 /** The checks verify makes, one JUnit test case each; each lists only its own failures. */
 export const CHECKS: readonly { readonly kind: DifferenceKind; readonly name: string; readonly problem: (n: number) => string }[] = [
   {
@@ -48,7 +47,9 @@ export function describeFinding(finding: Finding, brief = false): string {
   switch (finding.kind) {
     case 'mismatch':
       return `${who} (${finding.differences
-        .map((d) => `${d.column ?? '(row)'}: Redis ${spoken(d.expected)}, PostgreSQL ${spoken(d.actual)}${d.accepted && !finding.accepted ? ' [accepted]' : ''}`)
+        .map(
+          (d) => `${d.column ?? '(row)'}: Redis ${spoken(d.expected)}, PostgreSQL ${spoken(d.actual)}${d.accepted && !finding.accepted ? ' [accepted]' : ''}`,
+        )
         .join('; ')})`;
     case 'not_migratable': {
       const detail = brief ? '' : (first?.detail ?? '').replace(/\s+/g, ' ');

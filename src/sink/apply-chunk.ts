@@ -103,7 +103,8 @@ export async function insertTriaged(
   const from = sql`
     select st.*, ${canonicalJson('st')} as base from ${sql.raw(stage)} st
     where st.seq > ${afterSeq} and st.seq <= ${afterSeq + size} and st.outcome is null and ${triageKind('st', stage)} = 'insert'`;
-  const insert = (guard: 'skip' | 'fail') => sql<{ n: number; source: string; topup: string; used: string; topped: number; candidates: number; xid: string | null }>`
+  const insert = (guard: 'skip' | 'fail') =>
+    sql<{ n: number; source: string; topup: string; used: string; topped: number; candidates: number; xid: string | null }>`
     with ${insertCtes(from, runId, guard)}
     select ${sumsSelect('w')}, (select count(*)::int from s) as candidates, (select ins.xmin::text from ins limit 1) as xid
     from s w where w.user_id in (select user_id from ins)`.execute(db);

@@ -227,7 +227,10 @@ export class ValueReader {
     const out: Raw[] = new Array<Raw>(keys.length);
     await Promise.all(
       [...groups.values()].map(async (indexes) => {
-        const raws = await this.pipelined(indexes.map((i) => keys[i] as Buffer), max);
+        const raws = await this.pipelined(
+          indexes.map((i) => keys[i] as Buffer),
+          max,
+        );
         indexes.forEach((i, j) => (out[i] = raws[j] as Raw));
       }),
     );

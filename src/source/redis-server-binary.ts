@@ -24,7 +24,8 @@ export function findRedisServer(given: string | undefined, path: string | undefi
     return { problem: `--rdb loads the snapshot into a throwaway local redis-server, but none was found on PATH: ${INSTALL}` };
   }
   const name = given === undefined ? `redis-server (${candidate})` : `--redis-server ${given}`;
-  if (!isExecutable(candidate)) return { problem: `${name} ${statSync(candidate, { throwIfNoEntry: false }) ? 'is not an executable file' : 'does not exist'}: ${INSTALL}` };
+  if (!isExecutable(candidate))
+    return { problem: `${name} ${statSync(candidate, { throwIfNoEntry: false }) ? 'is not an executable file' : 'does not exist'}: ${INSTALL}` };
   let text: string;
   try {
     text = execFileSync(candidate, ['--version'], { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'pipe'] });

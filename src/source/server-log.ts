@@ -32,7 +32,13 @@ export function serverLines(log: string, lastLinesIfSilent = true): string[] {
     }
   });
   // Anything else it printed on the way out (a configuration it refused, say): its last lines.
-  if (out.length === 0 && lastLinesIfSilent) out.push(...lines.map((l) => l.trim()).filter((l) => l !== '' && !l.includes('oO0OoO0O')).slice(-3));
+  if (out.length === 0 && lastLinesIfSilent)
+    out.push(
+      ...lines
+        .map((l) => l.trim())
+        .filter((l) => l !== '' && !l.includes('oO0OoO0O'))
+        .slice(-3),
+    );
   return out;
 }
 

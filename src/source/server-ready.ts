@@ -3,7 +3,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { InterruptedError } from '../errors.js';
 
 /** Until the server answers PING (it answers LOADING while it loads), it exits, or the run is interrupted. */
-export async function untilLoaded(socket: string, ended: Promise<unknown>, signal: AbortSignal | undefined, progress: (percent: number | undefined) => void): Promise<void> {
+export async function untilLoaded(
+  socket: string,
+  ended: Promise<unknown>,
+  signal: AbortSignal | undefined,
+  progress: (percent: number | undefined) => void,
+): Promise<void> {
   let exited = false;
   // Only a flag for the loop below; `ended` never rejects (see Watchdog.ended).
   void ended.then(() => (exited = true));

@@ -48,8 +48,24 @@ export class ThrowawayServer {
     // write nothing) would land there, never on the operator's file.
     symlinkSync(file.path, join(dir, 'dump.rdb'));
     const args = [
-      '--port', '0', '--unixsocket', socket, '--unixsocketperm', '700',
-      '--dir', dir, '--dbfilename', 'dump.rdb', '--save', '', '--appendonly', 'no', '--logfile', '', '--daemonize', 'no',
+      '--port',
+      '0',
+      '--unixsocket',
+      socket,
+      '--unixsocketperm',
+      '700',
+      '--dir',
+      dir,
+      '--dbfilename',
+      'dump.rdb',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--logfile',
+      '',
+      '--daemonize',
+      'no',
     ];
     const watchdog = startWatchdog(dir, binary.path, args);
     const abandon = async () => {
@@ -63,19 +79,33 @@ export class ThrowawayServer {
       throw new UsageError(`cannot start ${binary.path} (${'error' in first ? first.error : 'it ended at once'})`);
     }
     const pid = first.pid;
-    log.info({ file: file.path, pid, watchdog: watchdog.process.pid, socket, server: `${binary.product} ${binary.version}`, memory: file.header.usedMemory }, 'loading the snapshot into a throwaway redis-server');
+    log.info(
+      { file: file.path, pid, watchdog: watchdog.process.pid, socket, server: `${binary.product} ${binary.version}`, memory: file.header.usedMemory },
+      'loading the snapshot into a throwaway redis-server',
+    );
     const startedAt = Date.now();
     let client: Redis | undefined;
     try {
       await untilLoaded(socket, watchdog.ended, signal, (percent) => log.info({ file: file.path, percent }, 'still loading the snapshot'));
-      client = new Redis({ path: socket, lazyConnect: true, connectTimeout: 10_000, maxRetriesPerRequest: 2, retryStrategy: (attempt) => (attempt > 3 ? null : attempt * 500) });
+      client = new Redis({
+        path: socket,
+        lazyConnect: true,
+        connectTimeout: 10_000,
+        maxRetriesPerRequest: 2,
+        retryStrategy: (attempt) => (attempt > 3 ? null : attempt * 500),
+      });
       client.on('error', (err: Error) => log.debug({ err }, 'throwaway redis-server connection error'));
       await client.connect();
-      const keyspace = Object.fromEntries([...(await client.info('keyspace')).matchAll(/^(db\d+):keys=(\d+)/gm)].map((m) => [m[1] ?? '', Number(m[2])] as const));
+      const keyspace = Object.fromEntries(
+        [...(await client.info('keyspace')).matchAll(/^(db\d+):keys=(\d+)/gm)].map((m) => [m[1] ?? '', Number(m[2])] as const),
+      );
       const expired = /keys expired: (\d+)/.exec(readLog(dir))?.[1];
       log.info({ file: file.path, pid, seconds: (Date.now() - startedAt) / 1000, keyspace }, 'snapshot loaded: reading it (database 0)');
       if (expired && expired !== '0') {
-        log.warn({ file: file.path, expired: Number(expired) }, 'keys whose TTL passed since the snapshot was written were not loaded (Redis drops them on load, as production has since)');
+        log.warn(
+          { file: file.path, expired: Number(expired) },
+          'keys whose TTL passed since the snapshot was written were not loaded (Redis drops them on load, as production has since)',
+        );
       }
     } catch (error) {
       client?.disconnect();

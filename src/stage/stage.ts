@@ -50,9 +50,7 @@ export interface StagedRecord {
   readonly copySafe?: boolean;
 }
 
-const STAGE_COLUMNS = [
-  'seq', 'key', 'valid', 'outcome', 'reason', 'detail', ...USER_COLUMNS, 'source_credits', 'topup', 'digest',
-] as const;
+const STAGE_COLUMNS = ['seq', 'key', 'valid', 'outcome', 'reason', 'detail', ...USER_COLUMNS, 'source_credits', 'topup', 'digest'] as const;
 
 /** A TEMP stage (dry-run, verify), or a persistent one named after the run (writing runs). */
 export async function createStage(session: Session, persistentFor?: string): Promise<Stage> {

@@ -141,18 +141,22 @@ export async function createRaceWorld(name: string, waitMs = 30_000): Promise<Ra
     },
     toolBlockedBy: async (tool, holders, statement = () => true) => {
       let wait: Wait | undefined;
-      await until(async () => {
-        const rows = await db.query<{ blocked_by: number[]; query: string; started: string }>(
-          `select pg_blocking_pids(pid) as blocked_by, query, query_start::text as started from pg_stat_activity
+      await until(
+        async () => {
+          const rows = await db.query<{ blocked_by: number[]; query: string; started: string }>(
+            `select pg_blocking_pids(pid) as blocked_by, query, query_start::text as started from pg_stat_activity
            where datname = $1 and application_name = 'migrate-users' and wait_event_type = 'Lock'`,
-          [db.name],
-        );
-        for (const row of rows) {
-          const app = holders.find((h) => row.blocked_by.includes(h.pid));
-          if (app && statement(row.query)) wait = { app, query: row.query, started: row.started };
-        }
-        return wait !== undefined;
-      }, "the tool to wait on the app's lock", tool);
+            [db.name],
+          );
+          for (const row of rows) {
+            const app = holders.find((h) => row.blocked_by.includes(h.pid));
+            if (app && statement(row.query)) wait = { app, query: row.query, started: row.started };
+          }
+          return wait !== undefined;
+        },
+        "the tool to wait on the app's lock",
+        tool,
+      );
       if (!wait) throw new Error('unreachable: until() returned without a wait');
       return wait;
     },

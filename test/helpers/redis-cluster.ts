@@ -30,10 +30,26 @@ export async function startRedisCluster(masters = 3): Promise<RedisCluster> {
       const port = await freePort();
       ports.push(port);
       children.push(
-        spawn('redis-server', [
-          '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-          '--cluster-enabled', 'yes', '--cluster-config-file', join(dir, `nodes-${port}.conf`), '--dir', dir,
-        ], { stdio: 'ignore' }),
+        spawn(
+          'redis-server',
+          [
+            '--port',
+            String(port),
+            '--bind',
+            '127.0.0.1',
+            '--save',
+            '',
+            '--appendonly',
+            'no',
+            '--cluster-enabled',
+            'yes',
+            '--cluster-config-file',
+            join(dir, `nodes-${port}.conf`),
+            '--dir',
+            dir,
+          ],
+          { stdio: 'ignore' },
+        ),
       );
     }
     for (const port of ports) await until(async () => (await ask(port, (r) => r.ping())) === 'PONG');

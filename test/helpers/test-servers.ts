@@ -43,9 +43,7 @@ export interface ServerFacts {
 
 export type Source = { readonly kind: 'url'; readonly url: string } | { readonly kind: 'container' };
 
-export type ServerPlan =
-  | { readonly ok: true; readonly sources: Readonly<Record<Server, Source>> }
-  | { readonly ok: false; readonly message: string };
+export type ServerPlan = { readonly ok: true; readonly sources: Readonly<Record<Server, Source>> } | { readonly ok: false; readonly message: string };
 
 /** The URL the tests would use for `server` before any container: the variable's, else the local default. */
 export function configuredUrl(server: Server, env: ServerFacts['env']): string {

@@ -43,7 +43,10 @@ afterAll(async () => {
 async function run(args: string[], port: number) {
   const report = join(dir, `report-${Math.random()}.json`);
   const result = await runCli([...args, '--no-progress', '--report', report], { DATABASE_URL: db.url, REDIS_URL: `redis://127.0.0.1:${port}` });
-  const parsed = await readFile(report, 'utf8').then((t) => JSON.parse(t) as { counts: Record<string, number>; sample?: unknown }, () => undefined);
+  const parsed = await readFile(report, 'utf8').then(
+    (t) => JSON.parse(t) as { counts: Record<string, number>; sample?: unknown },
+    () => undefined,
+  );
   return { ...result, report: parsed };
 }
 
@@ -56,9 +59,7 @@ describe('Redis Cluster', () => {
     expect(migrate.stderr).toBe('');
     expect(migrate.code).toBe(1); // the duplicate email and the bad record
     expect(migrate.report?.counts).toMatchObject({ scanned: USERS + 3, inserted: USERS, conflicts: 2, invalid: 1 });
-    expect(await db.query('select count(*)::int as n, sum(current_credits)::int as c from users')).toEqual([
-      { n: USERS, c: (USERS * (USERS - 1)) / 2 },
-    ]);
+    expect(await db.query('select count(*)::int as n, sum(current_credits)::int as c from users')).toEqual([{ n: USERS, c: (USERS * (USERS - 1)) / 2 }]);
 
     const verify = await run(['verify', '--redis-cluster'], cluster.ports[2] as number);
     expect(verify.stderr).toBe('');

@@ -131,7 +131,9 @@ describe('faults', () => {
     expect(report.counts.pending).toBeGreaterThan(0);
     expect(report.counts.inserted).toBeGreaterThan(0);
     // The summary says so too, with what to do next.
-    expect(run.stdout()).toContain(`INTERRUPTED: ${report.counts.pending.toLocaleString('en-US')} records not decided yet. Run the same command again to resume.`);
+    expect(run.stdout()).toContain(
+      `INTERRUPTED: ${report.counts.pending.toLocaleString('en-US')} records not decided yet. Run the same command again to resume.`,
+    );
     const [row] = await db.query<{ n: number }>('select count(*)::int as n from users');
     expect(row?.n).toBe(report.counts.inserted);
     const runs = await db.query<{ status: string }>('select status from migrate_users.runs');
@@ -173,7 +175,10 @@ describe('faults', () => {
     const after = JSON.parse(readFileSync(join(dir, 'rest.json'), 'utf8')) as { resumed_from: string | null; counts: Counts };
     expect(after.resumed_from).toMatch(/^run_/);
     expect(after.counts.conflicts).toBe(200);
-    const lines = readFileSync(rejects, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { reason: string });
+    const lines = readFileSync(rejects, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { reason: string });
     // Rows the new app created at a first login: early logins, mergeable with reconcile --merge.
     expect(lines.filter((l) => l.reason === 'early_login')).toHaveLength(200);
   });

@@ -287,7 +287,7 @@ describe('write guards against the live app', { timeout: 120_000 }, () => {
     expect(await rowOf('usr_1')).toEqual(appRow);
   });
 
-  it('adopt (observed-version guard): an app change committed between the look and the write is not adopted as the tool\'s', async () => {
+  it("adopt (observed-version guard): an app change committed between the look and the write is not adopted as the tool's", async () => {
     await putUser('usr_2', 20);
     expect((await run([])).code).toBe(0);
     // usr_1 appears in Redis and, identical, in PostgreSQL (the app's row: adopt); usr_2 moves in Redis (catch-up).
@@ -309,7 +309,7 @@ describe('write guards against the live app', { timeout: 120_000 }, () => {
     await holder.client.query('commit');
     const result = await tool.finished();
 
-    expect(await ledgerOf('usr_1'), 'a ledger entry for the app\'s version of usr_1').toBeUndefined();
+    expect(await ledgerOf('usr_1'), "a ledger entry for the app's version of usr_1").toBeUndefined();
     expect(await rowOf('usr_1'), "the app's row").toEqual(appRow);
     expect(await creditsOf('usr_2'), "the app's usr_2").toBe(15);
     expect(result.code, result.stderr).toBe(1);

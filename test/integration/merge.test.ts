@@ -55,8 +55,20 @@ async function appRow(userId: string, email: string, r: AppRow): Promise<void> {
     `insert into users (user_id, email, username, avatar, password_hash, current_credits, total_credits_used, signup_bonus_granted,
        current_plan_id, plan_renew_at, created_at, last_login)
      values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
-    [userId, email, r.username ?? null, r.avatar ?? null, r.password_hash ?? null, r.credits, r.used ?? 0, r.bonus ?? true,
-      r.plan ?? null, r.renew ?? null, r.created ?? '2025-06-01T00:00:00Z', r.login ?? '2025-06-01T00:00:00Z'],
+    [
+      userId,
+      email,
+      r.username ?? null,
+      r.avatar ?? null,
+      r.password_hash ?? null,
+      r.credits,
+      r.used ?? 0,
+      r.bonus ?? true,
+      r.plan ?? null,
+      r.renew ?? null,
+      r.created ?? '2025-06-01T00:00:00Z',
+      r.login ?? '2025-06-01T00:00:00Z',
+    ],
   );
 }
 
@@ -111,18 +123,40 @@ describe('merge: early logins', () => {
   it('merges each early login into its new-app row: bonus withheld, purchases kept, never below Redis, fields by precedence', async () => {
     // Only the signup bonus in the new app; every other value taken from Redis.
     await keys.putUser('a@x.test', {
-      user_id: 'usr_a', credits: 5000, credits_used: 7, username: 'old_a', avatar: 'https://old/a.png', password_hash: '$2b$12$old_hash_a',
-      plan: 'basic', plan_renew_at: '2025-01-01T00:00:00Z', created_at: '2020-01-01T00:00:00Z', last_login: '2024-05-01T00:00:00Z',
+      user_id: 'usr_a',
+      credits: 5000,
+      credits_used: 7,
+      username: 'old_a',
+      avatar: 'https://old/a.png',
+      password_hash: '$2b$12$old_hash_a',
+      plan: 'basic',
+      plan_renew_at: '2025-01-01T00:00:00Z',
+      created_at: '2020-01-01T00:00:00Z',
+      last_login: '2024-05-01T00:00:00Z',
     });
     await appRow('app_a', 'a@x.test', { credits: 100, created: '2025-06-01T00:00:00Z', login: '2025-06-02T00:00:00Z' });
     // Bought 250 and used 3 in the new app, which set every field; Redis has the later login and no created_at.
     await keys.putUser('b@x.test', {
-      user_id: 'usr_b', credits: '5000', total_credits_used: 10, username: 'old_b', avatar: 'https://old/b.png', password_hash: '$2b$12$old_hash_b',
-      current_plan_id: 'basic', plan_renew_at: '2025-02-01T00:00:00Z', last_login: '2025-07-01T00:00:00Z',
+      user_id: 'usr_b',
+      credits: '5000',
+      total_credits_used: 10,
+      username: 'old_b',
+      avatar: 'https://old/b.png',
+      password_hash: '$2b$12$old_hash_b',
+      current_plan_id: 'basic',
+      plan_renew_at: '2025-02-01T00:00:00Z',
+      last_login: '2025-07-01T00:00:00Z',
     });
     await appRow('app_b', 'b@x.test', {
-      credits: 350, used: 3, username: 'new_b', avatar: 'https://new/b.png', password_hash: '$2b$12$new_hash_b', plan: 'pro',
-      renew: '2026-01-01T00:00:00Z', created: '2025-06-03T00:00:00Z', login: '2025-06-05T00:00:00Z',
+      credits: 350,
+      used: 3,
+      username: 'new_b',
+      avatar: 'https://new/b.png',
+      password_hash: '$2b$12$new_hash_b',
+      plan: 'pro',
+      renew: '2026-01-01T00:00:00Z',
+      created: '2025-06-03T00:00:00Z',
+      login: '2025-06-05T00:00:00Z',
     });
     // Spent 60 of the bonus: the merge never goes below the Redis balance.
     await keys.putUser('c@x.test', { user_id: 'usr_c', credits: 5000, created_at: '2021-01-01T00:00:00Z' });
@@ -156,19 +190,44 @@ describe('merge: early logins', () => {
     // Redis's side with the whitelist rule applied; the new-app rows' balances before.
     expect(applied.report.classes.early_login).toEqual({ users: 4, redis_credits: 115000, postgres_credits: 590 });
     expect(applied.report.credits.merges).toEqual({
-      redis: 115000, postgres: 590, bonus_withheld: 340, result: 115250, used_redis: 17, used_postgres: 63,
+      redis: 115000,
+      postgres: 590,
+      bonus_withheld: 340,
+      result: 115250,
+      used_redis: 17,
+      used_postgres: 63,
     });
     expect(applied.report.credits.merge_difference).toEqual({ current: 250, used: 63 });
     expect(applied.report.credits.by_outcome.merged).toEqual({ current: 115250, used: 80 });
     expectReportAddsUp(applied.report);
 
     expect(await row('app_a')).toEqual({
-      user_id: 'app_a', email: 'a@x.test', username: 'old_a', avatar: 'https://old/a.png', password_hash: '$2b$12$old_hash_a',
-      credits: 5000, used: 7, bonus: true, plan: 'basic', renew: '2025-01-01 00:00:00', created: '2020-01-01 00:00:00', login: '2025-06-02 00:00:00',
+      user_id: 'app_a',
+      email: 'a@x.test',
+      username: 'old_a',
+      avatar: 'https://old/a.png',
+      password_hash: '$2b$12$old_hash_a',
+      credits: 5000,
+      used: 7,
+      bonus: true,
+      plan: 'basic',
+      renew: '2025-01-01 00:00:00',
+      created: '2020-01-01 00:00:00',
+      login: '2025-06-02 00:00:00',
     });
     expect(await row('app_b')).toEqual({
-      user_id: 'app_b', email: 'b@x.test', username: 'new_b', avatar: 'https://new/b.png', password_hash: '$2b$12$new_hash_b',
-      credits: 5250, used: 13, bonus: true, plan: 'pro', renew: '2026-01-01 00:00:00', created: '2025-06-03 00:00:00', login: '2025-07-01 00:00:00',
+      user_id: 'app_b',
+      email: 'b@x.test',
+      username: 'new_b',
+      avatar: 'https://new/b.png',
+      password_hash: '$2b$12$new_hash_b',
+      credits: 5250,
+      used: 13,
+      bonus: true,
+      plan: 'pro',
+      renew: '2026-01-01 00:00:00',
+      created: '2025-06-03 00:00:00',
+      login: '2025-07-01 00:00:00',
     });
     expect(await row('app_c')).toMatchObject({ credits: 5000, used: 60, created: '2021-01-01 00:00:00', login: '2025-06-01 00:00:00' });
     expect(await row('app_w')).toMatchObject({ credits: 100000, used: 0 });
@@ -178,14 +237,58 @@ describe('merge: early logins', () => {
 
     const runId = applied.report.run_id;
     expect(await merges()).toEqual([
-      { old_user_id: 'usr_a', user_id: 'app_a', redis_key: keys.userKey('a@x.test'), redis_credits: 5000, redis_used: 7, postgres_credits: 100,
-        postgres_used: 0, bonus_withheld: 100, merged_credits: 5000, merged_used: 7, run_id: runId },
-      { old_user_id: 'usr_b', user_id: 'app_b', redis_key: keys.userKey('b@x.test'), redis_credits: 5000, redis_used: 10, postgres_credits: 350,
-        postgres_used: 3, bonus_withheld: 100, merged_credits: 5250, merged_used: 13, run_id: runId },
-      { old_user_id: 'usr_c', user_id: 'app_c', redis_key: keys.userKey('c@x.test'), redis_credits: 5000, redis_used: 0, postgres_credits: 40,
-        postgres_used: 60, bonus_withheld: 40, merged_credits: 5000, merged_used: 60, run_id: runId },
-      { old_user_id: 'usr_w', user_id: 'app_w', redis_key: keys.userKey('w@x.test'), redis_credits: 100000, redis_used: 0, postgres_credits: 100,
-        postgres_used: 0, bonus_withheld: 100, merged_credits: 100000, merged_used: 0, run_id: runId },
+      {
+        old_user_id: 'usr_a',
+        user_id: 'app_a',
+        redis_key: keys.userKey('a@x.test'),
+        redis_credits: 5000,
+        redis_used: 7,
+        postgres_credits: 100,
+        postgres_used: 0,
+        bonus_withheld: 100,
+        merged_credits: 5000,
+        merged_used: 7,
+        run_id: runId,
+      },
+      {
+        old_user_id: 'usr_b',
+        user_id: 'app_b',
+        redis_key: keys.userKey('b@x.test'),
+        redis_credits: 5000,
+        redis_used: 10,
+        postgres_credits: 350,
+        postgres_used: 3,
+        bonus_withheld: 100,
+        merged_credits: 5250,
+        merged_used: 13,
+        run_id: runId,
+      },
+      {
+        old_user_id: 'usr_c',
+        user_id: 'app_c',
+        redis_key: keys.userKey('c@x.test'),
+        redis_credits: 5000,
+        redis_used: 0,
+        postgres_credits: 40,
+        postgres_used: 60,
+        bonus_withheld: 40,
+        merged_credits: 5000,
+        merged_used: 60,
+        run_id: runId,
+      },
+      {
+        old_user_id: 'usr_w',
+        user_id: 'app_w',
+        redis_key: keys.userKey('w@x.test'),
+        redis_credits: 100000,
+        redis_used: 0,
+        postgres_credits: 100,
+        postgres_used: 0,
+        bonus_withheld: 100,
+        merged_credits: 100000,
+        merged_used: 0,
+        run_id: runId,
+      },
     ]);
     // The re-key map other tables need.
     expect(await db.query('select old_user_id, user_id from migrate_users.merges order by old_user_id')).toEqual([
@@ -343,9 +446,7 @@ describe('merge: early logins', () => {
     expect(raced.code, raced.stderr).toBe(1);
     expect(raced.report.counts).toMatchObject({ merged: 0, conflicts: 1 });
     expect(raced.report.reasons).toEqual({ changed_during_run: 1 });
-    expect(raced.rejects).toEqual([
-      expect.objectContaining({ user_id: 'usr_a', reason: 'changed_during_run', detail: expect.stringContaining('app_a') }),
-    ]);
+    expect(raced.rejects).toEqual([expect.objectContaining({ user_id: 'usr_a', reason: 'changed_during_run', detail: expect.stringContaining('app_a') })]);
     expect(await row('app_a')).toMatchObject({ credits: 320, used: 32 });
     expect(await merges()).toEqual([]);
     expect(await db.query('select * from migrate_users.ledger')).toEqual([]);
@@ -417,7 +518,9 @@ describe('merge: early logins', () => {
     expect(await merges()).toEqual([
       expect.objectContaining({ old_user_id: 'usr_a', user_id: 'app_a', postgres_credits: 350, merged_credits: 5250, run_id: killedRun }),
     ]);
-    expect(await db.query('select user_id, merged_from, run_id from migrate_users.ledger')).toEqual([{ user_id: 'app_a', merged_from: 'usr_a', run_id: killedRun }]);
+    expect(await db.query('select user_id, merged_from, run_id from migrate_users.ledger')).toEqual([
+      { user_id: 'app_a', merged_from: 'usr_a', run_id: killedRun },
+    ]);
     expect(await row('app_a')).toMatchObject({ credits: 5250, used: 7 });
     expect(await snapshot()).not.toEqual(before);
     await expectMergedOnce(0);

@@ -32,15 +32,15 @@ interface Report {
 async function migrate(extra: string[] = [], env: Record<string, string> = {}) {
   const report = join(dir, `report-${Math.random()}.json`);
   const rejects = join(dir, `rejects-${Math.random()}.ndjson`);
-  const result = await runCli(
-    ['--match', keys.match, '--report', report, '--rejects', rejects, ...extra],
-    { DATABASE_URL: db.url, REDIS_URL, ...env },
-  );
+  const result = await runCli(['--match', keys.match, '--report', report, '--rejects', rejects, ...extra], { DATABASE_URL: db.url, REDIS_URL, ...env });
   let parsed: Report | undefined;
   let lines: Record<string, unknown>[] = [];
   try {
     parsed = JSON.parse(await readFile(report, 'utf8')) as Report;
-    lines = (await readFile(rejects, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    lines = (await readFile(rejects, 'utf8'))
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
   } catch {
     // No report: the run failed before writing it; callers assert on the exit code.
   }
@@ -241,9 +241,7 @@ describe('migrate', () => {
       user_id: 'usr_c',
       differences: [{ column: 'current_credits', expected: '333', actual: '290' }],
     });
-    const credits = await db.query<{ user_id: string; current_credits: string }>(
-      'select user_id, current_credits::text from users order by 1',
-    );
+    const credits = await db.query<{ user_id: string; current_credits: string }>('select user_id, current_credits::text from users order by 1');
     expect(credits).toEqual([
       { user_id: 'usr_a', current_credits: '150' },
       { user_id: 'usr_b', current_credits: '180' },
@@ -307,7 +305,7 @@ describe('migrate', () => {
     expect(await db.query('select current_credits::int as c from users')).toEqual([{ c: 100_000 }]);
   });
 
-  it('a reused xid (wraparound, a restored cluster) never passes an app change to the balance for the tool\'s own row', async () => {
+  it("a reused xid (wraparound, a restored cluster) never passes an app change to the balance for the tool's own row", async () => {
     await keys.putUser('a@example.com', user('usr_a', { current_credits: 5000 }));
     expect((await migrate()).code).toBe(0);
     // The app spends 50; then, as if the xid counter had come round to the tool's, the ledger's row version
@@ -324,9 +322,7 @@ describe('migrate', () => {
     await keys.putUser('x@example.com', user('usr_x', { current_credits: 1 }));
     await keys.putUser('y@example.com', user('usr_y', { current_credits: 2 }));
     await db.query(`insert into users (user_id, email, current_credits, signup_bonus_granted) values ('usr_x', 'x@example.com', 999, true)`);
-    await db.query(
-      `insert into users (user_id, email, current_credits, signup_bonus_granted, created_at) values ('usr_y', 'y@example.com', 2, true, null)`,
-    );
+    await db.query(`insert into users (user_id, email, current_credits, signup_bonus_granted, created_at) values ('usr_y', 'y@example.com', 2, true, null)`);
     const run = await migrate();
     expect(run.report?.counts).toMatchObject({ conflicts: 1, unchanged: 1 });
     expect(run.rejects[0]).toMatchObject({ reason: 'row_not_written_by_tool', user_id: 'usr_x' });
@@ -353,8 +349,18 @@ describe('migrate', () => {
     await keys.putRaw(`${keys.prefix}email_code:r@example.com`, '123456');
     const acl = uniqueName('mu_reader');
     await keys.redis.call(
-      'ACL', 'SETUSER', acl, 'on', '>readerpass', 'resetkeys', `~${keys.prefix}user:email:*`,
-      '-@all', '+@read', '+@connection', '+info', '+client',
+      'ACL',
+      'SETUSER',
+      acl,
+      'on',
+      '>readerpass',
+      'resetkeys',
+      `~${keys.prefix}user:email:*`,
+      '-@all',
+      '+@read',
+      '+@connection',
+      '+info',
+      '+client',
     );
     try {
       const run = await migrate([], { REDIS_URL: redisUrlAs(acl, 'readerpass') });
@@ -377,9 +383,7 @@ describe('migrate', () => {
     const run = await migrate(['--batch-size', '300', '--concurrency', '3', '--scan-count', '50', '--write-concurrency', '4']);
     expect(run.code).toBe(1);
     expect(run.report?.counts).toMatchObject({ scanned: 2502, inserted: 2500, conflicts: 2 });
-    expect(await db.query('select count(*)::int as n, sum(current_credits)::text as s from users')).toEqual([
-      { n: 2500, s: String((2499 * 2500) / 2) },
-    ]);
+    expect(await db.query('select count(*)::int as n, sum(current_credits)::text as s from users')).toEqual([{ n: 2500, s: String((2499 * 2500) / 2) }]);
     expect(await db.query('select count(*)::int as n from migrate_users.ledger')).toEqual([{ n: 2500 }]);
     const again = await migrate(['--batch-size', '300', '--write-concurrency', '4']);
     expect(again.report?.counts).toMatchObject({ inserted: 0, unchanged: 2500, conflicts: 2 });

@@ -24,7 +24,12 @@ beforeAll(async () => {
   keys = await createTestKeys();
   dir = mkdtempSync(join(tmpdir(), 'mu-operator-'));
   for (let i = 0; i < 3000; i++) {
-    await keys.putUser(`u${i}@op.test`, { user_id: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, email: `u${i}@op.test`, current_credits: 10, total_credits_used: 0 });
+    await keys.putUser(`u${i}@op.test`, {
+      user_id: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`,
+      email: `u${i}@op.test`,
+      current_credits: 10,
+      total_credits_used: 0,
+    });
   }
 });
 
@@ -122,7 +127,17 @@ describe('a server that cannot be reached: which one, what happened, exit 2, at 
     expect(refused.stderr).not.toMatch(STACK);
     expect(refused.ms).toBeLessThan(5000);
 
-    const nohost = await timed(['--dry-run', '--database-url', db.url, '--redis-url', 'redis://no-such-host.invalid:6379', '--match', keys.match, '--log-level', 'debug']);
+    const nohost = await timed([
+      '--dry-run',
+      '--database-url',
+      db.url,
+      '--redis-url',
+      'redis://no-such-host.invalid:6379',
+      '--match',
+      keys.match,
+      '--log-level',
+      'debug',
+    ]);
     expect(nohost.code).toBe(2);
     expect(nohost.stderr).toContain('no such host');
     expect(nohost.stderr).toMatch(STACK);
@@ -132,7 +147,9 @@ describe('a server that cannot be reached: which one, what happened, exit 2, at 
       const none = await runCli(['--dry-run', '--database-url', db.url, '--redis-url', `redis://127.0.0.1:${server.port}`, '--match', keys.match]);
       expect(none.code, none.stderr).toBe(2);
       expect(none.stderr).toContain('password required');
-      const wrong = await runCli(['--dry-run', '--database-url', db.url, '--match', keys.match], { REDIS_URL: `redis://default:Wrong-Pw-55@127.0.0.1:${server.port}` });
+      const wrong = await runCli(['--dry-run', '--database-url', db.url, '--match', keys.match], {
+        REDIS_URL: `redis://default:Wrong-Pw-55@127.0.0.1:${server.port}`,
+      });
       expect(wrong.code, wrong.stderr).toBe(2);
       expect(wrong.stderr).toContain('wrong user name or password');
       expect(wrong.stderr).not.toContain('Wrong-Pw-55');
@@ -164,7 +181,10 @@ describe('logs and the progress bar', () => {
     const result = await runCli(['--dry-run', '--database-url', db.url, '--match', keys.match, '--log-file', logFile], { LOG_LEVEL: '' });
     expect(result.code, result.stderr).toBe(0);
     expect(result.stderr).toBe('');
-    const lines = readFileSync(logFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { msg: string });
+    const lines = readFileSync(logFile, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { msg: string });
     expect(lines.map((l) => l.msg)).toContain('run started');
     const bad = await runCli(['--dry-run', '--log-file', join(dir, 'no', 'such', 'dir', 'run.log')]);
     expect(bad.code).toBe(2);
@@ -185,7 +205,13 @@ function underTerminal(argv: readonly string[]): { code: number | null; text: st
     // eslint-disable-next-line no-control-regex -- terminal escape sequences start with ESC
     .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '')
     .split('\n')
-    .map((line) => line.split('\r').filter((part) => part.length > 0).pop() ?? '')
+    .map(
+      (line) =>
+        line
+          .split('\r')
+          .filter((part) => part.length > 0)
+          .pop() ?? '',
+    )
     .filter((line) => !line.startsWith('Script '))
     .join('\n');
   return { code: result.status, text };
@@ -193,9 +219,13 @@ function underTerminal(argv: readonly string[]): { code: number | null; text: st
 
 async function startRedisWithPassword(password: string): Promise<{ port: number; stop(): Promise<void> }> {
   const port = await freePort();
-  const child: ChildProcess = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--requirepass', password], {
-    stdio: 'ignore',
-  });
+  const child: ChildProcess = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--requirepass', password],
+    {
+      stdio: 'ignore',
+    },
+  );
   const probe = new Redis({ port, host: '127.0.0.1', password, lazyConnect: true, retryStrategy: () => null });
   probe.on('error', () => undefined);
   for (let i = 0; i < 100; i++) {

@@ -36,7 +36,10 @@ describe('npm pack', () => {
     expect(files).toEqual(
       expect.arrayContaining(['package.json', 'bin/migrate-users', 'dist/cli/main.js', 'sql/001_users.sql', 'sql/002_migrate_users_bookkeeping.sql']),
     );
-    expect(files.filter((f) => !/^(package\.json|README\.md|bin\/migrate-users|dist\/.+\.js|sql\/[^/]+\.sql)$/.test(f)), 'nothing else').toEqual([]);
+    expect(
+      files.filter((f) => !/^(package\.json|README\.md|bin\/migrate-users|dist\/.+\.js|sql\/[^/]+\.sql)$/.test(f)),
+      'nothing else',
+    ).toEqual([]);
     // tsc never deletes: a module removed from src/ would still ship from a dist/ built before.
     const stale = files.filter((f) => f.startsWith('dist/') && !existsSync(join(ROOT, 'src', f.slice('dist/'.length).replace(/\.js$/, '.ts'))));
     expect(stale, 'dist/ files with no source (rebuild dist/ from scratch)').toEqual([]);

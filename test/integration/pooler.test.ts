@@ -47,17 +47,24 @@ afterEach(async () => {
 
 async function run(args: string[]) {
   const report = join(dir, `report-${Math.random()}.json`);
-  const result = await runCli(
-    [...args, '--match', keys.match, '--batch-size', '200', '--no-progress', '--report', report],
-    { DATABASE_URL: bouncer.through(db.url), REDIS_URL },
+  const result = await runCli([...args, '--match', keys.match, '--batch-size', '200', '--no-progress', '--report', report], {
+    DATABASE_URL: bouncer.through(db.url),
+    REDIS_URL,
+  });
+  const parsed = await readFile(report, 'utf8').then(
+    (text) => JSON.parse(text) as { counts: Record<string, number> },
+    () => undefined,
   );
-  const parsed = await readFile(report, 'utf8').then((text) => JSON.parse(text) as { counts: Record<string, number> }, () => undefined);
   return { ...result, report: parsed };
 }
 
 /** A lock taken through the pooler must end with the run, not stay behind on a pooled server connection. */
 async function expectNoLeftoverLock() {
-  expect(await db.query(`select count(*)::int as n from pg_locks where locktype = 'advisory' and database = (select oid from pg_database where datname = current_database())`)).toEqual([{ n: 0 }]);
+  expect(
+    await db.query(
+      `select count(*)::int as n from pg_locks where locktype = 'advisory' and database = (select oid from pg_database where datname = current_database())`,
+    ),
+  ).toEqual([{ n: 0 }]);
 }
 
 describe('through a transaction-mode pooler (PgBouncer, as Supavisor on port 6543)', () => {
@@ -71,9 +78,7 @@ describe('through a transaction-mode pooler (PgBouncer, as Supavisor on port 654
     expect(first.stderr).toBe('');
     expect(first.code).toBe(1);
     expect(first.report?.counts).toMatchObject({ inserted: USERS, conflicts: 2, invalid: 1 });
-    expect(await db.query('select count(*)::int as n, sum(current_credits)::int as c from users')).toEqual([
-      { n: USERS, c: (USERS * (USERS - 1)) / 2 },
-    ]);
+    expect(await db.query('select count(*)::int as n, sum(current_credits)::int as c from users')).toEqual([{ n: USERS, c: (USERS * (USERS - 1)) / 2 }]);
 
     const again = await run([]);
     expect(again.report?.counts).toMatchObject({ inserted: 0, unchanged: USERS });

@@ -213,7 +213,7 @@ describe('proof: verify and rows gone from Redis (repro 03)', { timeout: 120_000
 });
 
 describe('proof: credits of kept app changes (repro 04)', { timeout: 120_000 }, () => {
-  it('kept_app_change counts PostgreSQL\'s balance, app_difference says what the app changed, and the credits close', async () => {
+  it("kept_app_change counts PostgreSQL's balance, app_difference says what the app changed, and the credits close", async () => {
     await keys.putUser('a@x.test', { user_id: 'u_a', credits: 100, total_credits_used: 5 });
     await keys.putUser('b@x.test', { user_id: 'u_b', credits: 7, total_credits_used: 1 });
     expect((await run()).code).toBe(0);
@@ -229,7 +229,10 @@ describe('proof: credits of kept app changes (repro 04)', { timeout: 120_000 }, 
     expect(c.app_difference).toEqual({ current: -60, used: 60 });
     expect(c.written).toEqual({ current: 0, used: 0 });
     // read + top-up + app difference = what PostgreSQL holds for the users of every outcome.
-    const held = Object.values(c.by_outcome).reduce<{ current: number; used: number }>((sum, x) => ({ current: sum.current + Number(x.current), used: sum.used + Number(x.used) }), { current: 0, used: 0 });
+    const held = Object.values(c.by_outcome).reduce<{ current: number; used: number }>(
+      (sum, x) => ({ current: sum.current + Number(x.current), used: sum.used + Number(x.used) }),
+      { current: 0, used: 0 },
+    );
     expect(Number(c.read.current) + Number(c.whitelist_topup) + Number(c.app_difference.current)).toBe(held.current);
     expect(Number(c.read.used) + Number(c.app_difference.used)).toBe(held.used);
     expectReportAddsUp(rerun.report);
@@ -334,8 +337,7 @@ describe('proof: settling a user deleted in Redis (repro 10)', { timeout: 120_00
     await keys.redis.del(keys.userKey('b@x.test'));
     const users = join(dir, 'users.txt');
     writeFileSync(users, 'u_b\n');
-    const ledger = async () =>
-      (await db.query<{ postgres_owns: boolean }>(`select postgres_owns from migrate_users.ledger where user_id = 'u_b'`))[0];
+    const ledger = async () => (await db.query<{ postgres_owns: boolean }>(`select postgres_owns from migrate_users.ledger where user_id = 'u_b'`))[0];
     const resolutions = async () => db.query('select user_id, side, reason, run_id from migrate_users.resolutions order by id');
 
     const conflicts = join(dir, 'conflicts.ndjson');
@@ -343,7 +345,10 @@ describe('proof: settling a user deleted in Redis (repro 10)', { timeout: 120_00
     expect(refused.code, refused.stdout).toBe(1);
     expect(refused.report.remaining).toBe(1);
     expect(refused.report.classes.deleted_in_redis.users).toBe(1);
-    const listed = (await readFile(conflicts, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { class: string; user_id: string; detail: string; resolved_by?: string });
+    const listed = (await readFile(conflicts, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { class: string; user_id: string; detail: string; resolved_by?: string });
     expect(listed).toEqual([expect.objectContaining({ class: 'deleted_in_redis', user_id: 'u_b' })]);
     expect(listed[0]?.detail).toContain('--take redis cannot settle it');
     expect(listed[0]?.resolved_by).toBeUndefined();
@@ -423,7 +428,7 @@ describe('proof: guards added with the fixes', { timeout: 120_000 }, () => {
     expect(await credits()).toEqual({ u_1: 1, u_2: 2, u_3: 3 });
   });
 
-  it('a resumed run reports the whole job: the earlier run\'s decisions are in its counts and credits', async () => {
+  it("a resumed run reports the whole job: the earlier run's decisions are in its counts and credits", async () => {
     const n = 12;
     for (let i = 1; i <= n; i++) await keys.putUser(`u${i}@x.test`, { user_id: `u_${i}`, credits: i * 10, total_credits_used: i });
     const total = 10 * ((n * (n + 1)) / 2);

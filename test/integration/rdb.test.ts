@@ -147,7 +147,10 @@ const run = <R = MigrateReport>(args: readonly string[], env: Record<string, str
 
 /** A command without report files (seed). */
 async function runTool(args: readonly string[], env: Record<string, string> = {}) {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH, HOME: process.env.HOME, LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, ...args], {
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
@@ -180,7 +183,11 @@ function comparable(report: object | null): Record<string, unknown> {
   return rest;
 }
 
-const sortedRejects = (lines: readonly string[]) => lines.map((line) => JSON.parse(line) as Record<string, unknown>).map(({ run_id, ...rest }) => JSON.stringify(rest)).sort();
+const sortedRejects = (lines: readonly string[]) =>
+  lines
+    .map((line) => JSON.parse(line) as Record<string, unknown>)
+    .map(({ run_id, ...rest }) => JSON.stringify(rest))
+    .sort();
 
 async function rows(db: TestDatabase) {
   return {
@@ -349,7 +356,9 @@ describe('--rdb: what is wrong is said before any work (exit 2)', { timeout: 120
     writeFileSync(newer, bytes);
     const tooNew = await run(['--dry-run', '--rdb', newer], nowhere);
     expect(tooNew.code).toBe(2);
-    expect(tooNew.stderr).toMatch(/--rdb \S+newer\.rdb is RDB version 11 \(written by Redis [\d.]+\), but the local redis-server \(Redis 7\.0\.\d+, \S+\) loads RDB versions up to 10/);
+    expect(tooNew.stderr).toMatch(
+      /--rdb \S+newer\.rdb is RDB version 11 \(written by Redis [\d.]+\), but the local redis-server \(Redis 7\.0\.\d+, \S+\) loads RDB versions up to 10/,
+    );
 
     const noBinary = await run(['reconcile', '--rdb', snapshot, '--redis-server', '/nonexistent'], nowhere);
     expect(noBinary.code).toBe(2);
@@ -364,7 +373,7 @@ describe('--rdb: what is wrong is said before any work (exit 2)', { timeout: 120
     expect(mixed.stderr).toContain('--rdb cannot go with --redis-cluster');
   });
 
-  it('a corrupt or truncated file: the server\'s own words, exit 2, nothing written and nothing left running', async () => {
+  it("a corrupt or truncated file: the server's own words, exit 2, nothing written and nothing left running", async () => {
     const db = await database();
     const corrupt = join(dir, 'corrupt.rdb');
     const bytes = readFileSync(snapshot);
@@ -397,10 +406,14 @@ describe('--rdb: what is wrong is said before any work (exit 2)', { timeout: 120
     expect(await db.query('select count(*)::int as n from users')).toEqual([{ n: 0 }]);
   });
 
-  it('a release this tool does not know: the server\'s refusal of a newer format is reported with both versions', async () => {
+  it("a release this tool does not know: the server's refusal of a newer format is reported with both versions", async () => {
     // A redis-server that calls itself 9.0.0: no table says what it loads, so the load itself decides.
     const fake = join(dir, 'redis-server-9');
-    writeFileSync(fake, `#!/bin/sh\nif [ "$1" = "--version" ]; then echo "Redis server v=9.0.0 sha=00000000:0 malloc=libc bits=64 build=0"; exit 0; fi\nexec redis-server "$@"\n`, { mode: 0o755 });
+    writeFileSync(
+      fake,
+      `#!/bin/sh\nif [ "$1" = "--version" ]; then echo "Redis server v=9.0.0 sha=00000000:0 malloc=libc bits=64 build=0"; exit 0; fi\nexec redis-server "$@"\n`,
+      { mode: 0o755 },
+    );
     const newer = join(dir, 'newer-12.rdb');
     const bytes = readFileSync(snapshot);
     bytes.write('0012', 5, 'latin1');
@@ -471,13 +484,17 @@ describe('--rdb: a resume continues only a stage read from the same snapshot', {
           await app.query('begin');
           await app.query(`insert into users (user_id, email, current_credits) values ('app_u20', 'u20@x.test', 1)`);
           const tool = start(['--rdb', file, '--batch-size', '1', '--write-concurrency', '1'], { DATABASE_URL: db.url });
-          await until(async () => {
-            const [row] = await db.query<{ n: number }>(
-              `select count(*)::int as n from pg_stat_activity where datname = $1 and application_name = 'migrate-users' and wait_event_type = 'Lock' and $2 = any(pg_blocking_pids(pid))`,
-              [db.name, pid],
-            );
-            return (row?.n ?? 0) > 0;
-          }, 'the tool to wait on the app', tool);
+          await until(
+            async () => {
+              const [row] = await db.query<{ n: number }>(
+                `select count(*)::int as n from pg_stat_activity where datname = $1 and application_name = 'migrate-users' and wait_event_type = 'Lock' and $2 = any(pg_blocking_pids(pid))`,
+                [db.name, pid],
+              );
+              return (row?.n ?? 0) > 0;
+            },
+            'the tool to wait on the app',
+            tool,
+          );
           tool.child.kill('SIGINT');
           await until(() => tool.stderr().includes('SIGINT: finishing the batches in flight'), 'the tool to take the SIGINT', tool);
           await app.query('rollback');
@@ -510,7 +527,7 @@ describe('--rdb: a resume continues only a stage read from the same snapshot', {
   });
 });
 
-describe('--rdb repeated: a cluster\'s snapshots, one per master', { timeout: 180_000 }, () => {
+describe("--rdb repeated: a cluster's snapshots, one per master", { timeout: 180_000 }, () => {
   let cluster: RedisCluster;
   let client: Cluster;
 
@@ -542,7 +559,10 @@ describe('--rdb repeated: a cluster\'s snapshots, one per master', { timeout: 18
     const fromLive = await database();
     const fromSnapshots = await database();
     const liveRun = await run([], { DATABASE_URL: fromLive.url, REDIS_URL: `redis://127.0.0.1:${String(cluster.ports[0])}` });
-    const snapRun = await run(snapshots.flatMap((file) => ['--rdb', file]), { DATABASE_URL: fromSnapshots.url });
+    const snapRun = await run(
+      snapshots.flatMap((file) => ['--rdb', file]),
+      { DATABASE_URL: fromSnapshots.url },
+    );
     expect(snapRun.stderr).toBe('');
     expect(liveRun.code).toBe(1);
     expect(snapRun.code).toBe(1);
@@ -584,14 +604,16 @@ describe('a source lost for good mid-run ends the run (exit 3), never a hang', {
     expect(result.code, result.stderr).toBe(3);
     // No retry waits for a server that cannot come back (5 retries with backoff would take 15 s and more).
     expect(Date.now() - killedAt).toBeLessThan(10_000);
-    expect(result.stderr).toContain(`could not finish: the run could not finish: the throwaway redis-server reading ${snapshot} stopped (SIGKILL: out of memory?)`);
+    expect(result.stderr).toContain(
+      `could not finish: the run could not finish: the throwaway redis-server reading ${snapshot} stopped (SIGKILL: out of memory?)`,
+    );
     expect(result.report.status).toBe('failed');
     expect(alive(server.watchdog)).toBe(false);
     expect(existsSync(server.folder)).toBe(false);
     expect(await db.query(`select status from migrate_users.runs`)).toEqual([{ status: 'failed' }]);
   });
 
-  it('a live Redis that does not come back: once the retries are spent, exit 3 (the stage\'s COPY is given up)', async () => {
+  it("a live Redis that does not come back: once the retries are spent, exit 3 (the stage's COPY is given up)", async () => {
     const lost = await startRedis();
     try {
       expect((await runTool(['seed', '--count', '2000', '--redis-url', lost.url])).code).toBe(0);

@@ -19,8 +19,7 @@ interface ReconcileReport {
 }
 
 const env = () => ({ DATABASE_URL: db.url, REDIS_URL });
-const credits = async (userId: string) =>
-  (await db.query<{ c: string }>('select current_credits::text as c from users where user_id = $1', [userId]))[0]?.c;
+const credits = async (userId: string) => (await db.query<{ c: string }>('select current_credits::text as c from users where user_id = $1', [userId]))[0]?.c;
 
 async function reconcile(extra: string[] = []) {
   const reportPath = join(dir, `reconcile-${Math.random()}.json`);
@@ -38,7 +37,14 @@ beforeEach(async () => {
   db = await createTestDatabase();
   keys = await createTestKeys();
   dir = mkdtempSync(join(tmpdir(), 'mu-reconcile-'));
-  for (const [id, amount] of [['a', 10], ['b', 20], ['c', 30], ['d', 40], ['g', 70], ['h', 80]] as const) {
+  for (const [id, amount] of [
+    ['a', 10],
+    ['b', 20],
+    ['c', 30],
+    ['d', 40],
+    ['g', 70],
+    ['h', 80],
+  ] as const) {
     await keys.putUser(`${id}@example.com`, { user_id: `usr_${id}`, current_credits: amount, username: `user ${id}` });
   }
   expect((await runCli(['--match', keys.match], env())).code).toBe(0);
@@ -119,12 +125,11 @@ describe('reconcile', () => {
 
     const ndjsonPath = join(dir, 'conflicts.ndjson');
     await reconcile(['--conflicts', ndjsonPath]);
-    const entries = (await readFile(ndjsonPath, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { class: string; user_id: string });
-    expect(entries.map((e) => `${e.class}:${e.user_id}`).sort()).toEqual([
-      'changed_in_both:usr_d',
-      'deleted_in_postgres:usr_g',
-      'deleted_in_redis:usr_h',
-    ]);
+    const entries = (await readFile(ndjsonPath, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { class: string; user_id: string });
+    expect(entries.map((e) => `${e.class}:${e.user_id}`).sort()).toEqual(['changed_in_both:usr_d', 'deleted_in_postgres:usr_g', 'deleted_in_redis:usr_h']);
   });
 
   it('--take resolves listed conflicts by side, logs it, and a conflict is otherwise never applied', async () => {

@@ -65,7 +65,12 @@ describe('seed', () => {
     const left = await keysUnder(keys.match);
     expect(left).toHaveLength(25 + 9);
     const emails = left.map((key) => key.slice(keys.match.length - 1).toLowerCase());
-    expect(emails.filter((email) => /^user\d+@demo\.test$/.test(email)).sort().at(-1)).toBe('user0000025@demo.test');
+    expect(
+      emails
+        .filter((email) => /^user\d+@demo\.test$/.test(email))
+        .sort()
+        .at(-1),
+    ).toBe('user0000025@demo.test');
   });
 
   it('refuses to mix demo users into other keys; with --force leaves those keys alone and says they are there', async () => {

@@ -357,206 +357,202 @@ const TABLES = [
 ] as const;
 
 describe.each(TABLES)('users table: $name', ({ ddl, usernameLimit }) => {
-  it(
-    'dry-run predicts every run; rejects what the column cannot hold; never reverts what the app spent, before or during a run',
-    async () => {
-      const f = await fixture(ddl);
-      const users = seedUsers(3000);
-      await putUsers(f.keys, users);
-      const long = users.find((u) => u.i === LONG) as SeedUser;
-      const limited = usernameLimit !== null;
-      const valid = users.filter((u) => !(limited && u.i === LONG));
-      const byId = new Map(users.map((u) => [u.userId, u]));
+  it('dry-run predicts every run; rejects what the column cannot hold; never reverts what the app spent, before or during a run', async () => {
+    const f = await fixture(ddl);
+    const users = seedUsers(3000);
+    await putUsers(f.keys, users);
+    const long = users.find((u) => u.i === LONG) as SeedUser;
+    const limited = usernameLimit !== null;
+    const valid = users.filter((u) => !(limited && u.i === LONG));
+    const byId = new Map(users.map((u) => [u.userId, u]));
 
-      // --- Fresh migration: the dry-run predicts the run exactly.
-      const dry1 = await migrate(f, ['--dry-run']);
-      const run1 = await migrate(f);
-      expectSamePrediction(dry1, run1);
-      expect(run1.code, run1.stderr).toBe(limited ? 1 : 0);
-      expect(run1.report.counts).toMatchObject({ scanned: 3000, valid: valid.length, invalid: limited ? 1 : 0, inserted: valid.length, conflicts: 0 });
-      expect(run1.report.reasons).toEqual(limited ? { value_too_long: 1 } : {});
-      expect(run1.rejects).toEqual(
-        limited
-          ? [{ key: f.keys.userKey(long.keyEmail), user_id: long.userId, reason: 'value_too_long', detail: 'username is 300 characters > varchar(100)' }]
-          : [],
-      );
-      expect(run1.report.credits.written.current).toBe(valid.reduce((s, u) => s + u.credits, 0));
-      expectCreditsBalance(run1.report);
-      // Every other user is written, every column as mapped (timestamps as UTC instants, to the microsecond).
-      const rows = await f.db.query(`
+    // --- Fresh migration: the dry-run predicts the run exactly.
+    const dry1 = await migrate(f, ['--dry-run']);
+    const run1 = await migrate(f);
+    expectSamePrediction(dry1, run1);
+    expect(run1.code, run1.stderr).toBe(limited ? 1 : 0);
+    expect(run1.report.counts).toMatchObject({ scanned: 3000, valid: valid.length, invalid: limited ? 1 : 0, inserted: valid.length, conflicts: 0 });
+    expect(run1.report.reasons).toEqual(limited ? { value_too_long: 1 } : {});
+    expect(run1.rejects).toEqual(
+      limited
+        ? [{ key: f.keys.userKey(long.keyEmail), user_id: long.userId, reason: 'value_too_long', detail: 'username is 300 characters > varchar(100)' }]
+        : [],
+    );
+    expect(run1.report.credits.written.current).toBe(valid.reduce((s, u) => s + u.credits, 0));
+    expectCreditsBalance(run1.report);
+    // Every other user is written, every column as mapped (timestamps as UTC instants, to the microsecond).
+    const rows = await f.db.query(`
         select user_id, email, username, password_hash as hash, current_credits::text as credits, total_credits_used::text as used,
           signup_bonus_granted as bonus, current_plan_id as plan,
           (extract(epoch from created_at) * 1000000)::bigint::text as created_at,
           (extract(epoch from last_login) * 1000000)::bigint::text as last_login,
           (extract(epoch from plan_renew_at) * 1000000)::bigint::text as plan_renew_at
         from users order by user_id`);
-      expect(rows).toEqual(
-        valid.map((u) => ({
-          user_id: u.userId,
-          email: u.email,
-          username: u.username,
-          hash: u.hash,
-          credits: String(u.credits),
-          used: String(u.used),
-          bonus: true,
-          plan: u.plan,
-          created_at: u.createdAt,
-          last_login: u.lastLogin,
-          plan_renew_at: u.planRenewAt,
-        })),
+    expect(rows).toEqual(
+      valid.map((u) => ({
+        user_id: u.userId,
+        email: u.email,
+        username: u.username,
+        hash: u.hash,
+        credits: String(u.credits),
+        used: String(u.used),
+        bonus: true,
+        plan: u.plan,
+        created_at: u.createdAt,
+        last_login: u.lastLogin,
+        plan_renew_at: u.planRenewAt,
+      })),
+    );
+
+    // --- Between runs: the old app changes records in Redis (A), the new app spends credits (S1).
+    const spender = await Spender.open(f.db.url);
+    try {
+      const inA = (u: SeedUser) => u.i % 5 === 1;
+      const inS1 = (u: SeedUser) => u.i % 20 === 1 || u.i % 20 === 2;
+      for (const u of valid.filter(inA)) u.credits += 1000;
+      await putUsers(f.keys, valid.filter(inA));
+      for (const u of valid.filter(inS1)) expect(await spender.spend(u.userId, 1 + (u.i % 7))).toBe(true);
+      const keptUsers = valid.filter((u) => inS1(u) && !inA(u));
+      const bothUsers = valid.filter((u) => inS1(u) && inA(u));
+      const caughtUp = valid.filter((u) => inA(u) && !inS1(u));
+
+      const dry2 = await migrate(f, ['--dry-run']);
+      const run2 = await migrate(f);
+      expectSamePrediction(dry2, run2);
+      expect(run2.code).toBe(1);
+      expect(run2.report.counts).toMatchObject({
+        inserted: 0,
+        updated: caughtUp.length,
+        kept_app_changes: keptUsers.length,
+        conflicts: bothUsers.length,
+        unchanged: valid.length - caughtUp.length - keptUsers.length - bothUsers.length,
+      });
+      expect(run2.report.reasons).toEqual({ changed_in_both: bothUsers.length, ...(limited ? { value_too_long: 1 } : {}) });
+      expect(new Set(run2.rejects.filter((r) => r.reason === 'changed_in_both').map((r) => r.user_id))).toEqual(new Set(bothUsers.map((u) => u.userId)));
+      // A kept app change counts the balance PostgreSQL holds, and app_difference what the app changed.
+      const keptLeft = keptUsers.map((u) => spender.left.get(u.userId) as Left);
+      expect(run2.report.credits.by_outcome.kept_app_change).toEqual({
+        current: keptLeft.reduce((s, l) => s + l.current, 0),
+        used: keptLeft.reduce((s, l) => s + l.used, 0),
+      });
+      expect(run2.report.credits.app_difference.current).toBe(keptLeft.reduce((s, l) => s + l.current, 0) - keptUsers.reduce((s, u) => s + u.credits, 0));
+      expectCreditsBalance(run2.report);
+
+      // --- A catch-up run while the app spends: Redis changed again (B); one app transaction holds a row
+      // the run wants to update until the run waits for it; a loop of small spends runs all along.
+      const inB = (u: SeedUser) => u.i % 5 === 3;
+      for (const u of valid.filter(inB)) u.credits += 500;
+      await putUsers(f.keys, valid.filter(inB));
+      const held = valid.find((u) => inB(u) && !spender.left.has(u.userId)) as SeedUser;
+      const holder = await Spender.open(f.db.url);
+      let spendsDuring = 0;
+      let run3: Run;
+      try {
+        await holder.client.query('begin');
+        expect(await holder.spend(held.userId, 7)).toBe(true);
+        const holderPid = await holder.pid();
+        let running = true;
+        const started = migrate(f, ['--batch-size', '25', '--write-concurrency', '2']).finally(() => {
+          running = false;
+        });
+        const targets = valid.filter((u) => u.i !== LONG && u.userId !== held.userId);
+        const targetsB = targets.filter(inB);
+        const deadline = Date.now() + 60_000;
+        const spending = (async () => {
+          // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- cleared when the run ends (finally above), which TS's narrowing of a let does not see
+          for (let k = 0; running && Date.now() < deadline; k++) {
+            const pool = k % 2 === 0 ? targetsB : targets;
+            const u = pool[Math.floor(Math.random() * pool.length)] as SeedUser;
+            if (await spender.spend(u.userId, 1)) spendsDuring++;
+            await sleep(2);
+          }
+        })();
+        try {
+          await untilToolWaitsFor(f.db, holderPid, () => running, `the app's uncommitted spend of ${held.userId}`);
+          await holder.client.query('commit');
+        } finally {
+          if (holder.left.has(held.userId)) spender.left.set(held.userId, holder.left.get(held.userId) as Left);
+          run3 = await started;
+          await spending;
+        }
+      } finally {
+        await holder.close();
+      }
+      expect(run3.code, run3.stderr).toBe(1);
+      expect(run3.report.status).toBe('finished');
+      expect(spendsDuring).toBeGreaterThan(0);
+      expect(run3.rejects.find((r) => r.user_id === held.userId)?.reason).toBe('changed_during_run');
+      expectCreditsBalance(run3.report);
+
+      // --- The spender has stopped. The next catch-up run (predicted by its dry-run) writes nothing.
+      const dry4 = await migrate(f, ['--dry-run']);
+      const run4 = await migrate(f);
+      expectSamePrediction(dry4, run4);
+      const spent = new Set(spender.left.keys());
+      const conflicted = new Set(run4.rejects.filter((r) => r.reason === 'changed_in_both').map((r) => r.user_id as string));
+      expect(run4.report.counts).toMatchObject({ inserted: 0, updated: 0, kept_app_changes: spent.size - conflicted.size, conflicts: conflicted.size });
+      expect(run4.report.reasons).toEqual({ changed_in_both: conflicted.size, ...(limited ? { value_too_long: 1 } : {}) });
+      // changed_in_both only for users both sides changed; every user only the app changed is kept.
+      for (const id of conflicted) {
+        const u = byId.get(id) as SeedUser;
+        expect(spent.has(id) && (inA(u) || inB(u)), `${id} is a conflict`).toBe(true);
+      }
+      for (const u of bothUsers) expect(conflicted.has(u.userId)).toBe(true);
+      expect(conflicted.has(held.userId)).toBe(true);
+      expectCreditsBalance(run4.report);
+
+      // Every balance the app left is in the table; every other user holds its Redis record.
+      const table = await balances(f.db);
+      expect(table.size).toBe(valid.length);
+      const wrong = valid.flatMap((u) => {
+        const want = spender.left.get(u.userId) ?? { current: u.credits, used: u.used };
+        const got = table.get(u.userId);
+        return got?.current === String(want.current) && got.used === String(want.used) ? [] : [{ user: u.userId, want, got }];
+      });
+      expect(wrong).toEqual([]);
+      expect(run4.report.credits.by_outcome.kept_app_change?.current).toBe(
+        [...spent].filter((id) => !conflicted.has(id)).reduce((s, id) => s + (spender.left.get(id) as Left).current, 0),
       );
 
-      // --- Between runs: the old app changes records in Redis (A), the new app spends credits (S1).
-      const spender = await Spender.open(f.db.url);
-      try {
-        const inA = (u: SeedUser) => u.i % 5 === 1;
-        const inS1 = (u: SeedUser) => u.i % 20 === 1 || u.i % 20 === 2;
-        for (const u of valid.filter(inA)) u.credits += 1000;
-        await putUsers(f.keys, valid.filter(inA));
-        for (const u of valid.filter(inS1)) expect(await spender.spend(u.userId, 1 + (u.i % 7))).toBe(true);
-        const keptUsers = valid.filter((u) => inS1(u) && !inA(u));
-        const bothUsers = valid.filter((u) => inS1(u) && inA(u));
-        const caughtUp = valid.filter((u) => inA(u) && !inS1(u));
-
-        const dry2 = await migrate(f, ['--dry-run']);
-        const run2 = await migrate(f);
-        expectSamePrediction(dry2, run2);
-        expect(run2.code).toBe(1);
-        expect(run2.report.counts).toMatchObject({
-          inserted: 0,
-          updated: caughtUp.length,
-          kept_app_changes: keptUsers.length,
-          conflicts: bothUsers.length,
-          unchanged: valid.length - caughtUp.length - keptUsers.length - bothUsers.length,
-        });
-        expect(run2.report.reasons).toEqual({ changed_in_both: bothUsers.length, ...(limited ? { value_too_long: 1 } : {}) });
-        expect(new Set(run2.rejects.filter((r) => r.reason === 'changed_in_both').map((r) => r.user_id))).toEqual(new Set(bothUsers.map((u) => u.userId)));
-        // A kept app change counts the balance PostgreSQL holds, and app_difference what the app changed.
-        const keptLeft = keptUsers.map((u) => spender.left.get(u.userId) as Left);
-        expect(run2.report.credits.by_outcome.kept_app_change).toEqual({
-          current: keptLeft.reduce((s, l) => s + l.current, 0),
-          used: keptLeft.reduce((s, l) => s + l.used, 0),
-        });
-        expect(run2.report.credits.app_difference.current).toBe(keptLeft.reduce((s, l) => s + l.current, 0) - keptUsers.reduce((s, u) => s + u.credits, 0));
-        expectCreditsBalance(run2.report);
-
-        // --- A catch-up run while the app spends: Redis changed again (B); one app transaction holds a row
-        // the run wants to update until the run waits for it; a loop of small spends runs all along.
-        const inB = (u: SeedUser) => u.i % 5 === 3;
-        for (const u of valid.filter(inB)) u.credits += 500;
-        await putUsers(f.keys, valid.filter(inB));
-        const held = valid.find((u) => inB(u) && !spender.left.has(u.userId)) as SeedUser;
-        const holder = await Spender.open(f.db.url);
-        let spendsDuring = 0;
-        let run3: Run;
-        try {
-          await holder.client.query('begin');
-          expect(await holder.spend(held.userId, 7)).toBe(true);
-          const holderPid = await holder.pid();
-          let running = true;
-          const started = migrate(f, ['--batch-size', '25', '--write-concurrency', '2']).finally(() => {
-            running = false;
-          });
-          const targets = valid.filter((u) => u.i !== LONG && u.userId !== held.userId);
-          const targetsB = targets.filter(inB);
-          const deadline = Date.now() + 60_000;
-          const spending = (async () => {
-            // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- cleared when the run ends (finally above), which TS's narrowing of a let does not see
-            for (let k = 0; running && Date.now() < deadline; k++) {
-              const pool = k % 2 === 0 ? targetsB : targets;
-              const u = pool[Math.floor(Math.random() * pool.length)] as SeedUser;
-              if (await spender.spend(u.userId, 1)) spendsDuring++;
-              await sleep(2);
-            }
-          })();
-          try {
-            await untilToolWaitsFor(f.db, holderPid, () => running, `the app's uncommitted spend of ${held.userId}`);
-            await holder.client.query('commit');
-          } finally {
-            if (holder.left.has(held.userId)) spender.left.set(held.userId, holder.left.get(held.userId) as Left);
-            run3 = await started;
-            await spending;
-          }
-        } finally {
-          await holder.close();
-        }
-        expect(run3.code, run3.stderr).toBe(1);
-        expect(run3.report.status).toBe('finished');
-        expect(spendsDuring).toBeGreaterThan(0);
-        expect(run3.rejects.find((r) => r.user_id === held.userId)?.reason).toBe('changed_during_run');
-        expectCreditsBalance(run3.report);
-
-        // --- The spender has stopped. The next catch-up run (predicted by its dry-run) writes nothing.
-        const dry4 = await migrate(f, ['--dry-run']);
-        const run4 = await migrate(f);
-        expectSamePrediction(dry4, run4);
-        const spent = new Set(spender.left.keys());
-        const conflicted = new Set(run4.rejects.filter((r) => r.reason === 'changed_in_both').map((r) => r.user_id as string));
-        expect(run4.report.counts).toMatchObject({ inserted: 0, updated: 0, kept_app_changes: spent.size - conflicted.size, conflicts: conflicted.size });
-        expect(run4.report.reasons).toEqual({ changed_in_both: conflicted.size, ...(limited ? { value_too_long: 1 } : {}) });
-        // changed_in_both only for users both sides changed; every user only the app changed is kept.
-        for (const id of conflicted) {
-          const u = byId.get(id) as SeedUser;
-          expect(spent.has(id) && (inA(u) || inB(u)), `${id} is a conflict`).toBe(true);
-        }
-        for (const u of bothUsers) expect(conflicted.has(u.userId)).toBe(true);
-        expect(conflicted.has(held.userId)).toBe(true);
-        expectCreditsBalance(run4.report);
-
-        // Every balance the app left is in the table; every other user holds its Redis record.
-        const table = await balances(f.db);
-        expect(table.size).toBe(valid.length);
-        const wrong = valid.flatMap((u) => {
-          const want = spender.left.get(u.userId) ?? { current: u.credits, used: u.used };
-          const got = table.get(u.userId);
-          return got?.current === String(want.current) && got.used === String(want.used) ? [] : [{ user: u.userId, want, got }];
-        });
-        expect(wrong).toEqual([]);
-        expect(run4.report.credits.by_outcome.kept_app_change?.current).toBe(
-          [...spent].filter((id) => !conflicted.has(id)).reduce((s, id) => s + (spender.left.get(id) as Left).current, 0),
-        );
-
-        // --- verify: kept app changes are differences. It fails (exit 1) and lists exactly the app's spends,
-        // as current_credits / total_credits_used mismatches, and (on a varchar(100) table) the over-long record.
-        const verified = await command<VerifyReport>(f, 'verify');
-        expect(verified.code).toBe(1);
-        expect(verified.report.ok).toBe(false);
-        expect(verified.report.counts).toMatchObject({
-          match: valid.length - spent.size,
-          mismatch: spent.size,
-          missing: 0,
-          not_migratable: limited ? 1 : 0,
-          only_in_postgres: 0,
-          deleted_in_redis: 0,
-        });
-        const mismatches = verified.report.differences.filter((d) => d.kind === 'mismatch');
-        expect(new Set(mismatches.map((d) => d.user_id))).toEqual(spent);
-        expect(mismatches.length).toBe(2 * spent.size);
-        for (const d of mismatches) {
-          const u = byId.get(d.user_id as string) as SeedUser;
-          const left = spender.left.get(u.userId) as Left;
-          if (d.column === 'current_credits') expect(d).toMatchObject({ expected: String(u.credits), actual: String(left.current) });
-          else expect(d).toMatchObject({ column: 'total_credits_used', expected: String(u.used), actual: String(left.used) });
-        }
-        expect(verified.report.differences.filter((d) => d.kind !== 'mismatch')).toEqual(
-          limited ? [expect.objectContaining({ kind: 'not_migratable', user_id: long.userId, reason: 'value_too_long' })] : [],
-        );
-        // reconcile tells the same story by class: the app owns what it changed.
-        const reconciled = await command<ReconcileReport>(f, 'reconcile');
-        expect(reconciled.code).toBe(1);
-        expect(reconciled.report.classes).toMatchObject({
-          in_sync: { users: valid.length - spent.size },
-          changed_in_postgres: { users: spent.size - conflicted.size },
-          changed_in_both: { users: conflicted.size },
-          changed_in_redis: { users: 0 },
-          invalid_in_redis: { users: limited ? 1 : 0 },
-        });
-      } finally {
-        await spender.close();
+      // --- verify: kept app changes are differences. It fails (exit 1) and lists exactly the app's spends,
+      // as current_credits / total_credits_used mismatches, and (on a varchar(100) table) the over-long record.
+      const verified = await command<VerifyReport>(f, 'verify');
+      expect(verified.code).toBe(1);
+      expect(verified.report.ok).toBe(false);
+      expect(verified.report.counts).toMatchObject({
+        match: valid.length - spent.size,
+        mismatch: spent.size,
+        missing: 0,
+        not_migratable: limited ? 1 : 0,
+        only_in_postgres: 0,
+        deleted_in_redis: 0,
+      });
+      const mismatches = verified.report.differences.filter((d) => d.kind === 'mismatch');
+      expect(new Set(mismatches.map((d) => d.user_id))).toEqual(spent);
+      expect(mismatches.length).toBe(2 * spent.size);
+      for (const d of mismatches) {
+        const u = byId.get(d.user_id as string) as SeedUser;
+        const left = spender.left.get(u.userId) as Left;
+        if (d.column === 'current_credits') expect(d).toMatchObject({ expected: String(u.credits), actual: String(left.current) });
+        else expect(d).toMatchObject({ column: 'total_credits_used', expected: String(u.used), actual: String(left.used) });
       }
-    },
-    180_000,
-  );
+      expect(verified.report.differences.filter((d) => d.kind !== 'mismatch')).toEqual(
+        limited ? [expect.objectContaining({ kind: 'not_migratable', user_id: long.userId, reason: 'value_too_long' })] : [],
+      );
+      // reconcile tells the same story by class: the app owns what it changed.
+      const reconciled = await command<ReconcileReport>(f, 'reconcile');
+      expect(reconciled.code).toBe(1);
+      expect(reconciled.report.classes).toMatchObject({
+        in_sync: { users: valid.length - spent.size },
+        changed_in_postgres: { users: spent.size - conflicted.size },
+        changed_in_both: { users: conflicted.size },
+        changed_in_redis: { users: 0 },
+        invalid_in_redis: { users: limited ? 1 : 0 },
+      });
+    } finally {
+      await spender.close();
+    }
+  }, 180_000);
 });
 
 // ---------------------------------------------------------------------------------------------------------
@@ -612,12 +608,12 @@ describe('a database with timezone Asia/Kolkata and datestyle SQL, DMY', () => {
     expect(reconciled.report.classes.in_sync?.users).toBe(4);
 
     // Other session zones, DateStyles and process zones change nothing.
-    const options = [
-      '-c TimeZone=UTC',
-      '-c TimeZone=Asia/Shanghai -c DateStyle=German',
-    ];
+    const options = ['-c TimeZone=UTC', '-c TimeZone=Asia/Shanghai -c DateStyle=German'];
     for (const [n, opts] of options.entries()) {
-      const again = await migrate(f, [], { DATABASE_URL: `${f.db.url}?options=${encodeURIComponent(opts)}`, TZ: n === 0 ? 'America/Los_Angeles' : 'Asia/Kolkata' });
+      const again = await migrate(f, [], {
+        DATABASE_URL: `${f.db.url}?options=${encodeURIComponent(opts)}`,
+        TZ: n === 0 ? 'America/Los_Angeles' : 'Asia/Kolkata',
+      });
       expect(again.code, opts).toBe(0);
       expect(again.report.counts, opts).toMatchObject({ inserted: 0, updated: 0, kept_app_changes: 0, conflicts: 0, unchanged: 4 });
     }
@@ -727,7 +723,12 @@ describe('app rows whose email is not normalised', () => {
     expect(verified.report.reasons).toEqual({ email_taken: 1, early_login: 1 });
     const reconciled = await command<ReconcileReport>(f, 'reconcile');
     expect(reconciled.code).toBe(1);
-    expect(reconciled.report.classes).toMatchObject({ in_sync: { users: 1 }, other_conflict: { users: 1 }, early_login: { users: 1 }, only_in_redis: { users: 0 } });
+    expect(reconciled.report.classes).toMatchObject({
+      in_sync: { users: 1 },
+      other_conflict: { users: 1 },
+      early_login: { users: 1 },
+      only_in_redis: { users: 0 },
+    });
     expect(reconciled.report.postgres_unnormalised_emails).toBe(2);
   });
 });
@@ -822,7 +823,10 @@ describe('schema check', () => {
           expect(result.code, `${what}: ${result.stderr}`).toBe(2);
           expect(result.stderr).toContain(`column ${column}`);
           const commands = [...(await stats.info('commandstats')).matchAll(/^cmdstat_([a-z_|]+):/gm)].map((m) => m[1]);
-          expect(commands.filter((c) => READS.test(c ?? '')), `${what} read Redis`).toEqual([]);
+          expect(
+            commands.filter((c) => READS.test(c ?? '')),
+            `${what} read Redis`,
+          ).toEqual([]);
         }
         expect(await f.db.query(`select count(*)::int as n from users`)).toEqual([{ n: 0 }]);
         expect(await f.db.query(`select count(*)::int as n from migrate_users.runs`)).toEqual([{ n: 0 }]);
@@ -875,7 +879,9 @@ describe('what the catalog says, used before anything is written', () => {
     const run = await migrate(f);
     expectSamePrediction(dry, run);
     expect(run.report.counts).toMatchObject({ inserted: 1, invalid: 1, conflicts: 0 });
-    expect(run.rejects).toEqual([expect.objectContaining({ user_id: 'u_b', reason: 'value_missing', detail: 'username is missing, and the column is NOT NULL' })]);
+    expect(run.rejects).toEqual([
+      expect.objectContaining({ user_id: 'u_b', reason: 'value_missing', detail: 'username is missing, and the column is NOT NULL' }),
+    ]);
   });
 
   it('a value an app trigger rewrites on write is settled: the next run writes nothing', async () => {
@@ -958,7 +964,11 @@ describe('rows the app table refuses (check constraint, trigger raising)', () =>
     expect(again.report.counts).toMatchObject({ inserted: 1, updated: 1, unchanged: 996, conflicts: 3 });
     expect(again.report.reasons).toEqual({ refused_by_database: 3 });
     expect(again.rejects.map((r) => r.user_id).sort()).toEqual([...refusedIds, banned.userId].sort());
-    expect(await f.db.query(`select user_id, current_credits, current_plan_id from users where user_id = any($1) order by 1`, [[changed.userId, banned.userId, 'usr_late']])).toEqual([
+    expect(
+      await f.db.query(`select user_id, current_credits, current_plan_id from users where user_id = any($1) order by 1`, [
+        [changed.userId, banned.userId, 'usr_late'],
+      ]),
+    ).toEqual([
       { user_id: changed.userId, current_credits: changed.credits, current_plan_id: changed.plan },
       { user_id: banned.userId, current_credits: banned.credits, current_plan_id: banned.plan },
       { user_id: 'usr_late', current_credits: 77, current_plan_id: null },

@@ -24,7 +24,12 @@ interface TestCase {
 
 /** The test cases of a JUnit file, read with regular expressions: enough for the flat XML verify writes. */
 function testCases(xml: string): TestCase[] {
-  const unescape = (text: string) => text.replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
+  const unescape = (text: string) =>
+    text
+      .replace(/&quot;/g, '"')
+      .replace(/&lt;/g, '<')
+      .replace(/&gt;/g, '>')
+      .replace(/&amp;/g, '&');
   return [...xml.matchAll(/<testcase classname="[^"]*" name="([^"]*)" time="0">([\s\S]*?)<\/testcase>/g)].map(([, name = '', inner = '']) => {
     const failure = /<failure message="([^"]*)">([\s\S]*?)<\/failure>/.exec(inner);
     const skipped = /<skipped message="([^"]*)"\/>/.exec(inner);
@@ -47,11 +52,15 @@ const byName = (cases: TestCase[], start: string) => {
 const mode = async (path: string) => (await stat(path)).mode & 0o777;
 
 async function verify(extra: string[] = [], overrides: Record<string, string> = {}) {
-  const paths = { report: join(dir, `report-${Math.random()}.json`), junit: join(dir, `junit-${Math.random()}.xml`), markdown: join(dir, `summary-${Math.random()}.md`) };
-  const run = await runCli(
-    ['verify', '--match', keys.match, '--report', paths.report, '--junit', paths.junit, '--markdown', paths.markdown, ...extra],
-    { ...env(), ...overrides },
-  );
+  const paths = {
+    report: join(dir, `report-${Math.random()}.json`),
+    junit: join(dir, `junit-${Math.random()}.xml`),
+    markdown: join(dir, `summary-${Math.random()}.md`),
+  };
+  const run = await runCli(['verify', '--match', keys.match, '--report', paths.report, '--junit', paths.junit, '--markdown', paths.markdown, ...extra], {
+    ...env(),
+    ...overrides,
+  });
   const read = async (path: string) => (existsSync(path) ? readFile(path, 'utf8') : undefined);
   const report = await read(paths.report);
   const junit = await read(paths.junit);
@@ -118,7 +127,9 @@ describe('verify JUnit: each check lists only its own failures, in sentences', (
     const run = await verify(['--show', '2']);
     expect(run.code).toBe(1);
     const failure = byName(run.cases, 'every row holds').failure;
-    expect(failure?.message).toMatch(/^5 users differ between Redis and PostgreSQL: user\d@example\.com \(current_credits: Redis 10\d, PostgreSQL 0\), user\d@example\.com \(current_credits: Redis 10\d, PostgreSQL 0\), and 3 more\.$/);
+    expect(failure?.message).toMatch(
+      /^5 users differ between Redis and PostgreSQL: user\d@example\.com \(current_credits: Redis 10\d, PostgreSQL 0\), user\d@example\.com \(current_credits: Redis 10\d, PostgreSQL 0\), and 3 more\.$/,
+    );
     expect(failure?.body).toMatch(/\n {2}and 3 more \(all of them are in the --report\)$/);
     expect(run.report?.differences).toHaveLength(5);
   });
@@ -245,18 +256,24 @@ describe('verify --accept', () => {
     expect(byName(worse.cases, 'every row holds').failure?.message).toBe(
       '1 user differs between Redis and PostgreSQL: user3@example.com (current_credits: Redis 103, PostgreSQL 5 [accepted]; total_credits_used: Redis 3, PostgreSQL 99).',
     );
-    expect(byName(worse.cases, 'every valid Redis user has a row').failure?.message).toBe('1 user in Redis has no row in PostgreSQL: user4@example.com (user_id usr_4).');
+    expect(byName(worse.cases, 'every valid Redis user has a row').failure?.message).toBe(
+      '1 user in Redis has no row in PostgreSQL: user4@example.com (user_id usr_4).',
+    );
     expect(worse.stdout.split('\n')[0]).toBe('VERIFY FAILED: 2 problems found (1 accepted known problem not counted) [all keys]');
   });
 
   it('a malformed accept file is a usage error naming file and line, before any work (exit 2, no file written)', async () => {
-    const bad = await acceptFile(['# comment', 'user:email:a@x.test [mismatch:credits] typo in the column', 'user:email:b@x.test', 'user:email:c@x.test [wrong] why'].join('\n'));
+    const bad = await acceptFile(
+      ['# comment', 'user:email:a@x.test [mismatch:credits] typo in the column', 'user:email:b@x.test', 'user:email:c@x.test [wrong] why'].join('\n'),
+    );
     const down = { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/x', REDIS_URL: 'redis://127.0.0.1:1' };
     const run = await verify(['--accept', bad], down);
     expect(run.code).toBe(2);
     expect(run.stderr).toContain(`--accept ${bad} line 2: [mismatch:credits]: "credits" is not a column`);
     expect(run.stderr).toContain(`--accept ${bad} line 3: "user:email:b@x.test" has no reason`);
-    expect(run.stderr).toContain(`--accept ${bad} line 4: [wrong]: the kind must be one of mismatch, missing, not_migratable, deleted_in_redis, only_in_postgres`);
+    expect(run.stderr).toContain(
+      `--accept ${bad} line 4: [wrong]: the kind must be one of mismatch, missing, not_migratable, deleted_in_redis, only_in_postgres`,
+    );
     expect(run.stderr).not.toMatch(/ECONNREFUSED|could not finish/);
     expect(run.stderr.trim().split('\n')).toHaveLength(1);
     expect([run.report, run.junit, run.markdown]).toEqual([undefined, undefined, undefined]);

@@ -89,12 +89,32 @@ describe('verify', () => {
   });
 
   it.each([
-    ['a changed balance', `update users set current_credits = 5 where user_id = 'usr_3'`, { kind: 'mismatch', user_id: 'usr_3', column: 'current_credits', expected: '103', actual: '5' }],
-    ['a changed email', `update users set email = 'changed@example.com' where user_id = 'usr_4'`, { kind: 'mismatch', user_id: 'usr_4', column: 'email', expected: 'user4@example.com', actual: 'changed@example.com' }],
+    [
+      'a changed balance',
+      `update users set current_credits = 5 where user_id = 'usr_3'`,
+      { kind: 'mismatch', user_id: 'usr_3', column: 'current_credits', expected: '103', actual: '5' },
+    ],
+    [
+      'a changed email',
+      `update users set email = 'changed@example.com' where user_id = 'usr_4'`,
+      { kind: 'mismatch', user_id: 'usr_4', column: 'email', expected: 'user4@example.com', actual: 'changed@example.com' },
+    ],
     ['a missing row', `delete from users where user_id = 'usr_5'`, { kind: 'missing', user_id: 'usr_5', email: 'user5@example.com' }],
-    ['a flipped signup_bonus_granted', `update users set signup_bonus_granted = false where user_id = 'usr_6'`, { kind: 'mismatch', user_id: 'usr_6', column: 'signup_bonus_granted', expected: true, actual: false }],
-    ['a timestamp off by one microsecond', `update users set created_at = created_at + interval '1 microsecond' where user_id = 'usr_7'`, { kind: 'mismatch', user_id: 'usr_7', column: 'created_at', expected: '2024-01-08T10:00:00.123456Z', actual: '2024-01-08T10:00:00.123457Z' }],
-    ['a whitelist top-up taken away', `update users set current_credits = 7 where user_id = 'usr_vip'`, { kind: 'mismatch', user_id: 'usr_vip', column: 'current_credits', expected: '100000', actual: '7' }],
+    [
+      'a flipped signup_bonus_granted',
+      `update users set signup_bonus_granted = false where user_id = 'usr_6'`,
+      { kind: 'mismatch', user_id: 'usr_6', column: 'signup_bonus_granted', expected: true, actual: false },
+    ],
+    [
+      'a timestamp off by one microsecond',
+      `update users set created_at = created_at + interval '1 microsecond' where user_id = 'usr_7'`,
+      { kind: 'mismatch', user_id: 'usr_7', column: 'created_at', expected: '2024-01-08T10:00:00.123456Z', actual: '2024-01-08T10:00:00.123457Z' },
+    ],
+    [
+      'a whitelist top-up taken away',
+      `update users set current_credits = 7 where user_id = 'usr_vip'`,
+      { kind: 'mismatch', user_id: 'usr_vip', column: 'current_credits', expected: '100000', actual: '7' },
+    ],
   ])('catches %s, names it, and exits 1', async (_name, tamper, expected) => {
     await db.query(tamper);
     const run = await verify();
@@ -166,7 +186,9 @@ describe('verify', () => {
     expect((await readFile(markdown, 'utf8')).match(/## ❌/g)).toHaveLength(2);
     const xml = await readFile(junit, 'utf8');
     expect(xml).toContain('<testsuites name="migrate-users verify" tests="6" failures="1" errors="0" skipped="1">');
-    expect(xml).toContain('<failure message="1 user differs between Redis and PostgreSQL: user9@example.com (username: Redis none, PostgreSQL &quot;pipe | and newline&quot;).">');
+    expect(xml).toContain(
+      '<failure message="1 user differs between Redis and PostgreSQL: user9@example.com (username: Redis none, PostgreSQL &quot;pipe | and newline&quot;).">',
+    );
   });
 
   it('runs read-only: a SELECT-only database role and a read-only Redis ACL user', async () => {
@@ -175,7 +197,20 @@ describe('verify', () => {
     await adminQuery(`create role ${role} login`);
     await db.query(`grant usage on schema migrate_users to ${role}`);
     await db.query(`grant select on public.users, migrate_users.ledger, migrate_users.merges to ${role}`);
-    await keys.redis.call('ACL', 'SETUSER', acl, 'on', '>pw', 'resetkeys', `~${keys.prefix}user:email:*`, '-@all', '+@read', '+@connection', '+info', '+client');
+    await keys.redis.call(
+      'ACL',
+      'SETUSER',
+      acl,
+      'on',
+      '>pw',
+      'resetkeys',
+      `~${keys.prefix}user:email:*`,
+      '-@all',
+      '+@read',
+      '+@connection',
+      '+info',
+      '+client',
+    );
     try {
       const url = new URL(db.url);
       url.username = role;

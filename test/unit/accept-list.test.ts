@@ -3,7 +3,14 @@ import { AcceptList, parseAcceptList } from '../../src/core/accept-list.js';
 import type { Difference } from '../../src/results/verify-report.js';
 
 const diff = (over: Partial<Difference>): Difference => ({
-  kind: 'mismatch', key: 'user:email:a@x.test', user_id: 'usr_a', email: 'a@x.test', column: 'current_credits', expected: '120', actual: '100', ...over,
+  kind: 'mismatch',
+  key: 'user:email:a@x.test',
+  user_id: 'usr_a',
+  email: 'a@x.test',
+  column: 'current_credits',
+  expected: '120',
+  actual: '100',
+  ...over,
 });
 
 describe('parseAcceptList', () => {
@@ -51,7 +58,12 @@ describe('parseAcceptList', () => {
 });
 
 describe('AcceptList.matches', () => {
-  const list = new AcceptList('accept.txt', parseAcceptList(['user:email:a@x.test [mismatch:current_credits] refund', 'usr_a any problem of this user', 'user:email:b@x.test [missing] gone'].join('\n')).entries);
+  const list = new AcceptList(
+    'accept.txt',
+    parseAcceptList(
+      ['user:email:a@x.test [mismatch:current_credits] refund', 'usr_a any problem of this user', 'user:email:b@x.test [missing] gone'].join('\n'),
+    ).entries,
+  );
 
   it('matches by key or user_id, the most specific entry first', () => {
     expect(list.matches(diff({})).map((e) => e.line)).toEqual([1, 2]);

@@ -32,7 +32,10 @@ describe('Checkpoint (how far a run with batches side by side is decided)', () =
   });
 
   it('with no batch at all, finish passes every settled range', () => {
-    const checkpoint = new Checkpoint([], 3000, new Tally(), [{ start: 0, tally: decided('unchanged', 4) }, { start: 1000, tally: decided('unchanged', 6) }]);
+    const checkpoint = new Checkpoint([], 3000, new Tally(), [
+      { start: 0, tally: decided('unchanged', 4) },
+      { start: 1000, tally: decided('unchanged', 6) },
+    ]);
     expect(checkpoint.finish()).toBe(3000);
     expect(checkpoint.committed.count).toBe(10);
   });

@@ -34,9 +34,21 @@ describe('decide (migrate)', () => {
     ['both changed: conflict', { actual: changed, ledger: { digest: 'd0', untouched: false } }, { action: 'conflict', reason: 'changed_in_both' }],
     ['row the tool never wrote differs', { actual: changed }, { action: 'conflict', reason: 'row_not_written_by_tool' }],
     // A trigger or default of the table rewrote a value when the tool wrote the row: writing again changes nothing.
-    ['same record, row as the tool left it, a value the table rewrote', { actual: { ...row, created_at: null }, ledger: { digest: 'd1', untouched: true } }, { action: 'unchanged', adopt: false }],
-    ['same record, newly whitelisted: the top-up is written', { expected: { ...row, current_credits: '100000' }, actual: row, ledger: { digest: 'd1', untouched: true } }, { action: 'update' }],
-    ['same record, removed from the whitelist: the top-up stays', { expected: { ...row, current_credits: '3' }, actual: row, ledger: { digest: 'd1', untouched: true } }, { action: 'unchanged', adopt: false }],
+    [
+      'same record, row as the tool left it, a value the table rewrote',
+      { actual: { ...row, created_at: null }, ledger: { digest: 'd1', untouched: true } },
+      { action: 'unchanged', adopt: false },
+    ],
+    [
+      'same record, newly whitelisted: the top-up is written',
+      { expected: { ...row, current_credits: '100000' }, actual: row, ledger: { digest: 'd1', untouched: true } },
+      { action: 'update' },
+    ],
+    [
+      'same record, removed from the whitelist: the top-up stays',
+      { expected: { ...row, current_credits: '3' }, actual: row, ledger: { digest: 'd1', untouched: true } },
+      { action: 'unchanged', adopt: false },
+    ],
   ])('%s', (_name, over, expected) => {
     expect(decide(facts(over))).toMatchObject(expected);
   });
@@ -79,9 +91,21 @@ describe('decide: early logins and merges', () => {
 
   it.each<[string, Partial<Facts>, object]>([
     ['an early login, no --merge: its own reason, pointing to the merge', {}, { action: 'conflict', reason: 'early_login' }],
-    ['the tool wrote that row: not mergeable', { owner: { row: early, written: true } }, { action: 'conflict', reason: 'email_taken', detail: expect.stringContaining('the tool wrote that row') }],
-    ['no signup bonus on that row: not mergeable', { owner: { row: { ...early, signup_bonus_granted: false }, written: false } }, { action: 'conflict', reason: 'email_taken', detail: expect.stringContaining('signup_bonus_granted = false') }],
-    ['a row with the Redis user_id exists too', { actual: row }, { action: 'conflict', reason: 'email_taken', detail: expect.stringContaining('Redis user_id exists too') }],
+    [
+      'the tool wrote that row: not mergeable',
+      { owner: { row: early, written: true } },
+      { action: 'conflict', reason: 'email_taken', detail: expect.stringContaining('the tool wrote that row') },
+    ],
+    [
+      'no signup bonus on that row: not mergeable',
+      { owner: { row: { ...early, signup_bonus_granted: false }, written: false } },
+      { action: 'conflict', reason: 'email_taken', detail: expect.stringContaining('signup_bonus_granted = false') },
+    ],
+    [
+      'a row with the Redis user_id exists too',
+      { actual: row },
+      { action: 'conflict', reason: 'email_taken', detail: expect.stringContaining('Redis user_id exists too') },
+    ],
   ])('%s', (_name, over, expected) => {
     expect(decide(owned(over))).toMatchObject(expected);
   });
@@ -112,7 +136,11 @@ describe('decide: early logins and merges', () => {
   it.each<[string, Partial<Facts>, object]>([
     ['merged, nothing changed since', { ledger: { digest: 'd1', untouched: true } }, { action: 'unchanged', adopt: false }],
     ['merged, the app changed the row since', { ledger: { digest: 'd1', untouched: false } }, { action: 'kept_app_change' }],
-    ['merged, Redis changed since: never applied over the merge', { ledger: { digest: 'd0', untouched: true } }, { action: 'conflict', reason: 'changed_after_merge' }],
+    [
+      'merged, Redis changed since: never applied over the merge',
+      { ledger: { digest: 'd0', untouched: true } },
+      { action: 'conflict', reason: 'changed_after_merge' },
+    ],
     ['merged, the row deleted since', { actual: null, ledger: { digest: 'd1', untouched: false } }, { action: 'conflict', reason: 'deleted_in_postgres' }],
   ])('%s', (_name, over, expected) => {
     expect(decide(facts({ expected: redis, actual: early, merged: { userId: 'new_1' }, emailOwner: 'new_1', ...over }), bonus)).toMatchObject(expected);

@@ -95,7 +95,10 @@ describe('logs', () => {
     both.info('run started');
     both.error('lost');
     expect(printed).toEqual(['migrate-users error: lost\n']);
-    const lines = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { msg: string });
+    const lines = readFileSync(file, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { msg: string });
     expect(lines.map((l) => l.msg)).toEqual(['detail', 'run started', 'lost']);
   });
 });
@@ -109,7 +112,7 @@ describe('isRefusal: what PostgreSQL refuses for one row, not a bug of the tool'
     ['22003', true, 'numeric out of range'],
     ['P0001', true, 'an app trigger raising'],
     ['23505', false, 'unique violation: a concurrent write, decided again'],
-    ['22P02', false, 'invalid text representation: the tool\'s own SQL'],
+    ['22P02', false, "invalid text representation: the tool's own SQL"],
     ['42P01', false, 'undefined table'],
   ])('%s -> %s (%s)', (code, expected) => {
     expect(isRefusal(new Error('processing', { cause: pgError(code) }))).toBe(expected);

@@ -38,9 +38,24 @@ function assertWellFormed(result: ReturnType<typeof mapRecord>): void {
 // Field names the mapper looks at, plus hostile ones, so arbitrary records hit the interesting paths.
 const fieldName = fc.oneof(
   fc.constantFrom(
-    'user_id', 'email', 'username', 'avatar', 'password_hash', 'current_credits', 'credits', 'total_credits_used',
-    'credits_used', 'current_plan_id', 'plan_id', 'plan', 'plan_renew_at', 'created_at', 'last_login',
-    '__proto__', 'constructor', 'toString',
+    'user_id',
+    'email',
+    'username',
+    'avatar',
+    'password_hash',
+    'current_credits',
+    'credits',
+    'total_credits_used',
+    'credits_used',
+    'current_plan_id',
+    'plan_id',
+    'plan',
+    'plan_renew_at',
+    'created_at',
+    'last_login',
+    '__proto__',
+    'constructor',
+    'toString',
   ),
   fc.string(),
 );
@@ -67,9 +82,15 @@ describe('fuzz: decode + map never throw and only ever produce valid rows or rea
 
   it('arbitrary JSON values and arbitrary text', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.jsonValue().map((v) => JSON.stringify(v)), fc.string({ unit: 'binary' })), (text) => {
-        assertWellFormed(mapRecord('a@example.com', text, ctx));
-      }),
+      fc.property(
+        fc.oneof(
+          fc.jsonValue().map((v) => JSON.stringify(v)),
+          fc.string({ unit: 'binary' }),
+        ),
+        (text) => {
+          assertWellFormed(mapRecord('a@example.com', text, ctx));
+        },
+      ),
       { numRuns: 3000 },
     );
   });
@@ -93,7 +114,14 @@ describe('fuzz: decode + map never throw and only ever produce valid rows or rea
   it('valid users with arbitrary extra fields always map', () => {
     fc.assert(
       fc.property(fc.dictionary(fc.string(), fc.jsonValue(), { maxKeys: 5 }), fc.integer({ min: 0, max: 1_000_000 }), (extra, credits) => {
-        const clean = Object.fromEntries(Object.entries(extra).filter(([k]) => !k.includes('credit') && !k.startsWith('plan') && !['user_id', 'email', 'username', 'avatar', 'password_hash', 'created_at', 'last_login'].includes(k)));
+        const clean = Object.fromEntries(
+          Object.entries(extra).filter(
+            ([k]) =>
+              !k.includes('credit') &&
+              !k.startsWith('plan') &&
+              !['user_id', 'email', 'username', 'avatar', 'password_hash', 'created_at', 'last_login'].includes(k),
+          ),
+        );
         const result = mapRecord('User@Example.com', JSON.stringify({ ...clean, user_id: 'usr_1', current_credits: credits }), ctx);
         expect(result.ok).toBe(true);
         assertWellFormed(result);

@@ -146,16 +146,25 @@ describe('rowDigest', () => {
   // compares it with the digest of the Redis record now: the value for a given row must never change.
   it('is pinned: the same row gives the digest earlier versions stored', () => {
     const row = {
-      user_id: 'usr_1', email: 'a@example.com', username: 'Ann', avatar: null, password_hash: '$2b$12$x', current_credits: '100',
-      total_credits_used: '0', signup_bonus_granted: true, current_plan_id: null, plan_renew_at: null,
-      created_at: '2024-01-01T00:00:00.000000Z', last_login: null,
+      user_id: 'usr_1',
+      email: 'a@example.com',
+      username: 'Ann',
+      avatar: null,
+      password_hash: '$2b$12$x',
+      current_credits: '100',
+      total_credits_used: '0',
+      signup_bonus_granted: true,
+      current_plan_id: null,
+      plan_renew_at: null,
+      created_at: '2024-01-01T00:00:00.000000Z',
+      last_login: null,
     };
     expect(rowDigest(row)).toBe('7fb47a3bf83db18ef39e593f21d105cd');
     expect(rowDigest({ ...row, username: null })).not.toBe(rowDigest({ ...row, username: '' }));
   });
 });
 
-describe('mapRecord: the target columns\' limits', () => {
+describe("mapRecord: the target columns' limits", () => {
   const limited: MapContext = {
     ...ctx,
     limits: { length: { username: 5, user_id: 10 }, max: { current_credits: 32_767n, total_credits_used: 32_767n } },

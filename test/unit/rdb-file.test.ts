@@ -44,7 +44,14 @@ describe('readRdbHeader', () => {
 
   it('takes a ctime written as digits (after 2038 it no longer fits an int32), skips LZF-compressed fields, and prefers valkey-ver', () => {
     const lzf = Buffer.concat([Buffer.from([0xc3, 3, 40]), Buffer.from('abc')]);
-    const path = file('b.rdb', Buffer.from('REDIS0011'), aux('repl-id', lzf), aux('valkey-ver', str('8.0.1')), aux('redis-ver', str('7.2.4')), aux('ctime', str('2200000000')));
+    const path = file(
+      'b.rdb',
+      Buffer.from('REDIS0011'),
+      aux('repl-id', lzf),
+      aux('valkey-ver', str('8.0.1')),
+      aux('redis-ver', str('7.2.4')),
+      aux('ctime', str('2200000000')),
+    );
     expect(readRdbHeader(path)).toEqual({ version: 11, writtenBy: 'Valkey 8.0.1', created: new Date(2_200_000_000_000) });
   });
 
@@ -77,7 +84,7 @@ describe('RDB versions', () => {
 });
 
 describe('serverLines', () => {
-  it('keeps the server\'s reasons and the RDB check\'s verdict, never its start-up banner or the lines naming keys', () => {
+  it("keeps the server's reasons and the RDB check's verdict, never its start-up banner or the lines naming keys", () => {
     const log = [
       '1:C 25 Nov 2026 15:14:41.168 # oO0OoO0OoO0Oo Redis is starting oO0OoO0OoO0Oo',
       '1:C 25 Nov 2026 15:14:41.168 # Configuration loaded',
@@ -90,7 +97,10 @@ describe('serverLines', () => {
       '[offset 1468] Unexpected EOF reading RDB file',
       "[additional info] Reading key 'user:email:someone@x.test'",
     ].join('\n');
-    expect(serverLines(log)).toEqual(['Short read or OOM loading DB. Unrecoverable error, aborting now.', 'redis-check-rdb: [offset 1468] Unexpected EOF reading RDB file']);
+    expect(serverLines(log)).toEqual([
+      'Short read or OOM loading DB. Unrecoverable error, aborting now.',
+      'redis-check-rdb: [offset 1468] Unexpected EOF reading RDB file',
+    ]);
     expect(serverLines('\n*** FATAL CONFIG FILE ERROR (Redis 7.0.15) ***\nBad directive or wrong number of arguments\n')).toEqual([
       '*** FATAL CONFIG FILE ERROR (Redis 7.0.15) ***',
       'Bad directive or wrong number of arguments',
@@ -114,7 +124,10 @@ describe('configDigest: which stage a run may resume', () => {
   it('a snapshot is its content: the same bytes at another path are the same source, other bytes are not', () => {
     expect(digest(rdb('/backups/dump.rdb', 'aa'))).toBe(digest(rdb('/tmp/copy.rdb', 'aa', '2026-02-02T00:00:00.000Z')));
     expect(digest(rdb('/backups/dump.rdb', 'aa'))).not.toBe(digest(rdb('/backups/dump.rdb', 'bb')));
-    const files = (...sha: string[]): SourceInfo => ({ kind: 'rdb-cluster', files: sha.map((s, i) => ({ file: `/m${i}.rdb`, sha256: s, bytes: 1, created: '' })) });
+    const files = (...sha: string[]): SourceInfo => ({
+      kind: 'rdb-cluster',
+      files: sha.map((s, i) => ({ file: `/m${i}.rdb`, sha256: s, bytes: 1, created: '' })),
+    });
     expect(digest(files('a', 'b', 'c'))).toBe(digest(files('c', 'a', 'b')));
     expect(digest(files('a', 'b', 'c'))).not.toBe(digest(files('a', 'b', 'd')));
     expect(digest(rdb('/x.rdb', 'a'))).not.toBe(digest(files('a')));

@@ -173,38 +173,43 @@ function expectArithmetic(report: MigrateReport): void {
 }
 
 describe('report arithmetic', () => {
-  it('counts add up, credits close and every figure is the model\'s, through checkpoint JSON and merges', () => {
+  it("counts add up, credits close and every figure is the model's, through checkpoint JSON and merges", () => {
     fc.assert(
-      fc.property(fc.array(decided, { maxLength: 300 }), fc.array(settled(5000), { maxLength: 6 }), fc.integer({ min: 1, max: 50 }), (records, groups, batchSize) => {
-        const report = partialReport(base(), tallyOf(records, groups, batchSize));
-        expectArithmetic(report);
+      fc.property(
+        fc.array(decided, { maxLength: 300 }),
+        fc.array(settled(5000), { maxLength: 6 }),
+        fc.integer({ min: 1, max: 50 }),
+        (records, groups, batchSize) => {
+          const report = partialReport(base(), tallyOf(records, groups, batchSize));
+          expectArithmetic(report);
 
-        const m = model(records, groups);
-        expect(report.counts).toMatchObject({
-          scanned: records.length + groups.reduce((s, g) => s + g.sums.n, 0),
-          invalid: 0,
-          pending: 0,
-          inserted: m.n.inserted,
-          updated: m.n.updated,
-          unchanged: m.n.unchanged,
-          kept_app_changes: m.n.kept_app_change,
-          conflicts: m.n.conflict,
-          whitelist_topups: m.topped,
-        });
-        expect(report.reasons).toEqual(m.reasons);
-        expect(report.credits.read).toEqual(asMoney(m.read));
-        expect(report.credits.whitelist_topup).toBe(money(m.topup));
-        expect(report.credits.app_difference).toEqual(asMoney(m.appDifference));
-        for (const outcome of [...MIGRATED, 'conflict'] as const) {
-          expect(report.credits.by_outcome[outcome], outcome).toEqual(asMoney(m.held[outcome]));
-        }
-        expect(report.credits.written).toEqual(
-          asMoney({
-            current: m.held.inserted.current + m.held.updated.current,
-            used: m.held.inserted.used + m.held.updated.used,
-          }),
-        );
-      }),
+          const m = model(records, groups);
+          expect(report.counts).toMatchObject({
+            scanned: records.length + groups.reduce((s, g) => s + g.sums.n, 0),
+            invalid: 0,
+            pending: 0,
+            inserted: m.n.inserted,
+            updated: m.n.updated,
+            unchanged: m.n.unchanged,
+            kept_app_changes: m.n.kept_app_change,
+            conflicts: m.n.conflict,
+            whitelist_topups: m.topped,
+          });
+          expect(report.reasons).toEqual(m.reasons);
+          expect(report.credits.read).toEqual(asMoney(m.read));
+          expect(report.credits.whitelist_topup).toBe(money(m.topup));
+          expect(report.credits.app_difference).toEqual(asMoney(m.appDifference));
+          for (const outcome of [...MIGRATED, 'conflict'] as const) {
+            expect(report.credits.by_outcome[outcome], outcome).toEqual(asMoney(m.held[outcome]));
+          }
+          expect(report.credits.written).toEqual(
+            asMoney({
+              current: m.held.inserted.current + m.held.updated.current,
+              used: m.held.inserted.used + m.held.updated.used,
+            }),
+          );
+        },
+      ),
       { numRuns: 300 },
     );
   });
@@ -212,7 +217,11 @@ describe('report arithmetic', () => {
   it('a tally read back from the checkpoint reports exactly what it reported before', () => {
     fc.assert(
       fc.property(fc.array(decided, { maxLength: 100 }), fc.array(settled(5000), { maxLength: 4 }), (records, groups) => {
-        const direct = tallyOf(records.map((r) => ({ ...r, earlier: false })), groups.map((g) => ({ ...g, earlier: false })), 1000);
+        const direct = tallyOf(
+          records.map((r) => ({ ...r, earlier: false })),
+          groups.map((g) => ({ ...g, earlier: false })),
+          1000,
+        );
         const saved = Tally.fromJSON(JSON.parse(JSON.stringify(direct)));
         const timeless = ({ counts, reasons, credits }: MigrateReport) => ({ counts, reasons, credits });
         expect(timeless(partialReport(base(), saved))).toEqual(timeless(partialReport(base(), direct)));

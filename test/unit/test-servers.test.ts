@@ -16,9 +16,21 @@ function message(plan: ServerPlan): string {
 
 describe('planServers: which servers the tests use', () => {
   it.each<[string, ServerFacts, ServerPlan]>([
-    ['local defaults answer: used, whatever Docker', { env: UNSET, errors: ANSWERED, docker: true }, { ok: true, sources: { postgres: url(LOCAL_DEFAULTS.postgres), redis: url(LOCAL_DEFAULTS.redis) } }],
-    ['TEST_*_URL set and answering: used', { env: OWN, errors: ANSWERED, docker: false }, { ok: true, sources: { postgres: url(OWN.postgres), redis: url(OWN.redis) } }],
-    ['nothing local, Docker reachable: two containers', { env: UNSET, errors: DOWN, docker: true }, { ok: true, sources: { postgres: container, redis: container } }],
+    [
+      'local defaults answer: used, whatever Docker',
+      { env: UNSET, errors: ANSWERED, docker: true },
+      { ok: true, sources: { postgres: url(LOCAL_DEFAULTS.postgres), redis: url(LOCAL_DEFAULTS.redis) } },
+    ],
+    [
+      'TEST_*_URL set and answering: used',
+      { env: OWN, errors: ANSWERED, docker: false },
+      { ok: true, sources: { postgres: url(OWN.postgres), redis: url(OWN.redis) } },
+    ],
+    [
+      'nothing local, Docker reachable: two containers',
+      { env: UNSET, errors: DOWN, docker: true },
+      { ok: true, sources: { postgres: container, redis: container } },
+    ],
     [
       'only Redis missing, Docker reachable: the local PostgreSQL and a Redis container',
       { env: UNSET, errors: { postgres: null, redis: DOWN.redis }, docker: true },
@@ -52,7 +64,9 @@ describe('planServers: which servers the tests use', () => {
   });
 
   it('a server TEST_*_URL names that does not answer is an error, never replaced by a container; no password shown', () => {
-    const text = message(planServers({ env: { postgres: OWN.postgres, redis: undefined }, errors: { postgres: 'Error: timeout', redis: DOWN.redis }, docker: true }));
+    const text = message(
+      planServers({ env: { postgres: OWN.postgres, redis: undefined }, errors: { postgres: 'Error: timeout', redis: DOWN.redis }, docker: true }),
+    );
     expect(text).toContain('PostgreSQL not reachable at TEST_DATABASE_URL (postgres://ci:***@db.internal:5432/postgres): Error: timeout');
     expect(text).not.toContain('s3cret');
     // Redis alone would have had a container: the run stops anyway, on the PostgreSQL it was told to use.
