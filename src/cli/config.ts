@@ -10,6 +10,7 @@ export const DEFAULTS = {
   match: 'user:email:*',
   batchSize: 1000,
   concurrency: 4,
+  gentleConcurrency: 2,
   writeConcurrency: 2,
   scanCount: 1000,
   readChunk: 100,

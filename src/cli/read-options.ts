@@ -27,7 +27,12 @@ export function addReadOptions(command: Command): Command {
     .addOption(
       new Option('--batch-size <n>', `records per batch: one Redis read; PostgreSQL writes per batch, each statement atomic (default ${DEFAULTS.batchSize})`),
     )
-    .addOption(new Option('--concurrency <n>', `Redis read batches in flight (default ${DEFAULTS.concurrency})`))
+    .addOption(
+      new Option(
+        '--concurrency <n>',
+        `batches read and mapped side by side (default ${DEFAULTS.gentleConcurrency}; ${DEFAULTS.concurrency} with --fast-read or --rdb)`,
+      ),
+    )
     .addOption(new Option('--scan-count <n>', `SCAN COUNT hint (default ${DEFAULTS.scanCount})`))
     .addOption(new Option('--max-value-bytes <n>', `larger values are rejected unread (default ${DEFAULTS.maxValueBytes})`))
     .addOption(new Option('--whitelist-file <path>', 'whitelisted emails, one per line, # comments (also env WHITELIST_EMAILS, comma-separated)'))
@@ -36,24 +41,27 @@ export function addReadOptions(command: Command): Command {
     .addOption(
       new Option(
         '--read-chunk <n>',
-        `keys per Redis read command: short commands let the live app's commands through between them (default ${DEFAULTS.readChunk})`,
+        `keys per Redis read command, one command at a time per server: the live app's commands are served between them (default ${DEFAULTS.readChunk})`,
       ),
     )
-    .option('--fast-read', 'one Redis command per batch (--batch-size keys): faster over a slow link, but holds the server longer (see README "Performance")')
+    .option('--fast-read', 'one Redis command per batch (--batch-size keys), several at a time: faster, but holds the server longer (README "Performance")')
     .addOption(new Option('--retries <n>', 'retries after a lost or unreachable server (default 5)'))
     .addOption(new Option('--retry-delay-ms <n>', 'first retry delay, doubled each time up to 30 s, with jitter (default 500)'))
     .option('--allow-empty', 'no key matching --match is not an error (by default it is: a typo or the wrong server)');
 }
 
 export function readOptions(flags: ReadFlags, match: string, ctx: CliContext, problems: Problems): ReadOptions {
+  const chunk = readChunk(flags, problems);
   return {
     match,
     batchSize: problems.integer('--batch-size', flags.batchSize, DEFAULTS.batchSize, 1, 50_000),
-    concurrency: problems.integer('--concurrency', flags.concurrency, DEFAULTS.concurrency, 1, 64),
+    // Gentle reads keep fewer batches in flight: the measured tail of another client's latency comes from
+    // the CPU the tool takes beside Redis as much as from the commands themselves (README "Performance").
+    concurrency: problems.integer('--concurrency', flags.concurrency, chunk === undefined ? DEFAULTS.concurrency : DEFAULTS.gentleConcurrency, 1, 64),
     scanCount: problems.integer('--scan-count', flags.scanCount, DEFAULTS.scanCount, 1, 100_000),
     maxValueBytes: problems.integer('--max-value-bytes', flags.maxValueBytes, DEFAULTS.maxValueBytes, 64, 512 * 1024 * 1024),
     maxRate: problems.integer('--max-rate', flags.maxRate, 0, 0, 10_000_000),
-    readChunk: readChunk(flags, problems),
+    readChunk: chunk,
     retry: {
       retries: problems.integer('--retries', flags.retries, 5, 0, 100),
       baseDelayMs: problems.integer('--retry-delay-ms', flags.retryDelayMs, 500, 1, 60_000),

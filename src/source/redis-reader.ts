@@ -1,5 +1,6 @@
 import calculateSlot from 'cluster-key-slot';
 import { Cluster, type Redis } from 'ioredis';
+import pLimit from 'p-limit';
 import type { RejectReason } from '../map/reasons.js';
 
 /** The part of ioredis the reader uses: read-only commands only (SCAN, EVAL_RO, TYPE, GETRANGE). */
@@ -165,23 +166,28 @@ export class ValueReader {
   constructor(
     private readonly redis: RedisReadable,
     private readonly onFallback: (reason: string) => void = () => undefined,
-    /** Keys per command sent to Redis (see `read`); Infinity: the whole batch in one. */
+    /** Keys per command sent to Redis (see `read`); Infinity: the whole batch in one, as many at once as asked. */
     private readonly chunk = Infinity,
   ) {
     this.scripted = !(redis instanceof Cluster);
+    this.gate = Number.isFinite(chunk) ? pLimit(1) : <T>(fn: () => Promise<T>) => fn();
   }
 
+  private readonly gate: <T>(fn: () => Promise<T>) => Promise<T>;
+
   /**
-   * The values of `keys`. Redis runs one command at a time: a script over 1,000 keys holds every other
-   * client of the server (the live app's sessions, its verification codes) for the whole of it. Read in
-   * chunks of `chunk` keys, one after another, each command is short and other clients' commands are
-   * served between them.
+   * The values of `keys`. Redis runs one command at a time, and the commands a client has sent run back to
+   * back: a script over 1,000 keys, or four of them in flight, hold every other client of the server (the
+   * live app's sessions, its verification codes) for all of it. Gentle reads (a finite `chunk`) send
+   * commands of `chunk` keys, one at a time per server, so other clients' commands are served between
+   * them; the batches in flight are still mapped and staged side by side.
    */
   async read(keys: readonly Buffer[], prefixLength: number, maxValueBytes: number): Promise<SourceRecord[]> {
-    if (keys.length <= this.chunk) return this.readAtOnce(keys, prefixLength, maxValueBytes);
+    if (keys.length <= this.chunk) return this.gate(() => this.readAtOnce(keys, prefixLength, maxValueBytes));
     const out: SourceRecord[] = [];
     for (let i = 0; i < keys.length; i += this.chunk) {
-      for (const record of await this.readAtOnce(keys.slice(i, i + this.chunk), prefixLength, maxValueBytes)) out.push(record);
+      const part = keys.slice(i, i + this.chunk);
+      for (const record of await this.gate(() => this.readAtOnce(part, prefixLength, maxValueBytes))) out.push(record);
     }
     return out;
   }
