@@ -46,7 +46,7 @@ export default defineConfig(
   },
   {
     // The CLI layer (and the benchmark, a CLI of its own) is where printing belongs.
-    files: ['src/cli/**', 'src/bench/**', 'bin/**'],
+    files: ['src/cli/**', 'src/bench/**', 'bin/**', 'scripts/**'],
     rules: { 'no-console': 'off' },
   },
   {
@@ -59,8 +59,8 @@ export default defineConfig(
     },
   },
   {
-    // Plain JavaScript: this file and the launcher (no extension, so it is named to be linted at all).
-    files: ['**/*.js', 'bin/migrate-users'],
+    // Plain JavaScript: this file, measurement scripts and the launcher (no extension, so it is named to be linted at all).
+    files: ['**/*.js', '**/*.mjs', 'bin/migrate-users'],
     extends: [tseslint.configs.disableTypeChecked],
     languageOptions: { globals: globals.node },
   },
