@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, runCli, type CliResult } from '../helpers/cli.js';
+import { BIN, runCli, startCli, type CliResult } from '../helpers/cli.js';
 import { freePort, startPgBouncer, type PgBouncer } from '../helpers/pgbouncer.js';
-import { createTestDatabase, createTestKeys, type TestDatabase, type TestKeys } from '../helpers/servers.js';
+import { createTestDatabase, createTestKeys, REDIS_URL, type TestDatabase, type TestKeys } from '../helpers/servers.js';
 
 /**
  * The mistakes an operator makes at night, each answered in one line naming the problem and the fix,
@@ -178,7 +178,7 @@ describe('logs and the progress bar', () => {
 
   it('--log-file takes the JSON lines; stderr keeps warnings and errors only', async () => {
     const logFile = join(dir, 'run.log');
-    const result = await runCli(['--dry-run', '--database-url', db.url, '--match', keys.match, '--log-file', logFile], { LOG_LEVEL: '' });
+    const result = await runCli(['--dry-run', '--database-url', db.url, '--match', keys.match, '--log-file', logFile], { LOG_LEVEL: '', REDIS_URL });
     expect(result.code, result.stderr).toBe(0);
     expect(result.stderr).toBe('');
     const lines = readFileSync(logFile, 'utf8')
@@ -193,11 +193,42 @@ describe('logs and the progress bar', () => {
   });
 });
 
+describe('a resumed run at a terminal', () => {
+  it('its summary names the run it resumed, and its writing bar reaches 100%', { timeout: 120_000 }, async () => {
+    const big = await createTestKeys();
+    const bigDb = await createTestDatabase();
+    try {
+      const pipe = big.redis.pipeline();
+      for (let i = 0; i < 20_000; i++) {
+        const email = `r${i}@resume.test`;
+        pipe.set(big.userKey(email), JSON.stringify({ user_id: `resume-${i}`, email, current_credits: 1, total_credits_used: 0 }));
+      }
+      await pipe.exec();
+      const args = ['--match', big.match, '--batch-size', '200', '--write-concurrency', '1'];
+      const first = startCli([...args, '--no-progress'], { DATABASE_URL: bigDb.url, REDIS_URL, LOG_LEVEL: 'info' });
+      for (let i = 0; i < 600 && !first.stderr.includes('triage done'); i++) await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, 200));
+      first.child.kill('SIGINT');
+      expect(await first.exit, first.stderr).toBe(130);
+      expect(first.stdout).toMatch(/INTERRUPTED: [\d,]+ records not decided yet\. Run the same command again to resume\./);
+
+      const screen = underTerminal([BIN, ...args, '--database-url', bigDb.url]);
+      expect(screen.code, screen.text).toBe(0);
+      expect(screen.text).toMatch(/^Migration run_\w+ finished\. It resumed run_\w+ \([\d,]+ records were done before\)\.$/m);
+      expect(screen.text).toMatch(/writing .*100% \| ([\d,]+)\/\1 /);
+      expect(screen.text).not.toMatch(/\{"level"/);
+    } finally {
+      await big.cleanup();
+      await bigDb.drop();
+    }
+  });
+});
+
 /** Runs the CLI under a pseudo-terminal (util-linux `script`) and returns the screen's text, escapes removed. */
-function underTerminal(argv: readonly string[]): { code: number | null; text: string } {
+function underTerminal(argv: readonly string[], extraEnv: Record<string, string> = { REDIS_URL }): { code: number | null; text: string } {
   const command = [process.execPath, ...argv].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
   const out = join(dir, `screen-${Date.now()}.txt`);
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, TERM: 'xterm', COLUMNS: '160' };
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, TERM: 'xterm', COLUMNS: '160', ...extraEnv };
   const result = spawnSync('script', ['-qfec', command, out], { env, encoding: 'utf8', timeout: 60_000 });
   const raw = readFileSync(out, 'utf8');
   // What a terminal shows: escapes gone, a carriage return starts the line over.
