@@ -194,7 +194,7 @@ describe('logs and the progress bar', () => {
 });
 
 describe('a resumed run at a terminal', () => {
-  it('its summary names the run it resumed, and its writing bar reaches 100%', { timeout: 120_000 }, async () => {
+  it('its summary names the run it resumed, and its writing bar reaches 100%', { timeout: 300_000 }, async () => {
     const big = await createTestKeys();
     const bigDb = await createTestDatabase();
     try {
@@ -206,7 +206,7 @@ describe('a resumed run at a terminal', () => {
       await pipe.exec();
       const args = ['--match', big.match, '--batch-size', '200', '--write-concurrency', '1'];
       const first = startCli([...args, '--no-progress'], { DATABASE_URL: bigDb.url, REDIS_URL, LOG_LEVEL: 'info' });
-      for (let i = 0; i < 600 && !first.stderr.includes('triage done'); i++) await new Promise((r) => setTimeout(r, 50));
+      for (let i = 0; i < 2400 && !first.stderr.includes('triage done'); i++) await new Promise((r) => setTimeout(r, 50));
       await new Promise((r) => setTimeout(r, 200));
       first.child.kill('SIGINT');
       expect(await first.exit, first.stderr).toBe(130);
@@ -229,7 +229,7 @@ function underTerminal(argv: readonly string[], extraEnv: Record<string, string>
   const command = [process.execPath, ...argv].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
   const out = join(dir, `screen-${Date.now()}.txt`);
   const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, TERM: 'xterm', COLUMNS: '160', ...extraEnv };
-  const result = spawnSync('script', ['-qfec', command, out], { env, encoding: 'utf8', timeout: 60_000 });
+  const result = spawnSync('script', ['-qfec', command, out], { env, encoding: 'utf8', timeout: 180_000 });
   const raw = readFileSync(out, 'utf8');
   // What a terminal shows: escapes gone, a carriage return starts the line over.
   const text = raw
