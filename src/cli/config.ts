@@ -1,5 +1,5 @@
-import { accessSync, constants, readFileSync, statSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { accessSync, closeSync, constants, existsSync, openSync, readFileSync, statSync, unlinkSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import type { ConnectionOptions } from 'node:tls';
 import { UsageError } from '../errors.js';
 import { MAX_CREDITS, normaliseEmail } from '../map/map-record.js';
@@ -50,6 +50,7 @@ export class Problems {
     if (path === undefined) return undefined;
     const full = resolve(path);
     const dir = dirname(full);
+    let subject = `the folder ${dir}`;
     try {
       if (statSync(full, { throwIfNoEntry: false })?.isDirectory()) {
         this.add(`${name} ${path} is a directory: give a file name`);
@@ -57,10 +58,27 @@ export class Problems {
       }
       if (!statSync(dir).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
       accessSync(dir, constants.W_OK);
+      // The file is written beside its path and renamed over it: a file there must be ours to replace,
+      // and the folder must take a new file (root passes access checks, not a read-only mount or /proc).
+      if (existsSync(full)) {
+        subject = 'the file';
+        accessSync(full, constants.W_OK);
+        subject = `the folder ${dir}`;
+      }
+      subject = `the folder ${dir} takes no new file:`;
+      const probe = join(dir, `.migrate-users-probe-${process.pid}`);
+      closeSync(openSync(probe, 'wx', 0o600));
+      unlinkSync(probe);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
-      const why = code === 'ENOENT' || code === 'ENOTDIR' ? 'does not exist' : code === 'EACCES' ? 'is not writable' : String(code ?? error);
-      this.add(`${name} ${path}: the folder ${dir} ${why}`);
+      const why = subject.endsWith(':')
+        ? `(${String(code ?? error)})`
+        : code === 'ENOENT' || code === 'ENOTDIR'
+          ? 'does not exist'
+          : code === 'EACCES' || code === 'EPERM' || code === 'EROFS'
+            ? 'is not writable'
+            : String(code ?? error);
+      this.add(`${name} ${path}: ${subject} ${why}`);
     }
     return path;
   }
@@ -165,6 +183,11 @@ function checkUrl(name: string, url: string, protocols: readonly string[], probl
   try {
     const parsed = new URL(url);
     if (!protocols.includes(parsed.protocol)) problems.add(`${name} must start with ${protocols.join(' or ')}//`);
+    // A Redis URL's path is its database number: anything else would be read as database 0.
+    const db = parsed.pathname.replace(/^\//, '');
+    if (parsed.protocol.startsWith('redis') && db !== '' && !/^\d{1,5}$/.test(db)) {
+      problems.add(`${name} names database "${db}": a Redis database is a number (redis://host:6379/3)`);
+    }
   } catch {
     problems.add(`${name} is not a valid URL`);
   }

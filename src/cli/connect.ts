@@ -53,9 +53,19 @@ export async function withRedis<T>(target: RedisTarget, log: Logger, fn: (redis:
   try {
     let cluster = target.redisCluster;
     if (!cluster) {
-      await client.connect();
+      await withinConnectTimeout(client.connect());
       client.options.retryStrategy = reconnect;
-      cluster = await isCluster(client, log);
+      // ioredis reports a database number the server does not have only as an 'error' event, and then
+      // reads database 0: ask again, and fail on the answer.
+      const db = Number(new URL(url).pathname.replace(/^\//, '') || '0');
+      if (db !== 0) {
+        await withinConnectTimeout(client.select(db)).catch((error: unknown) => {
+          throw /DB index is out of range|invalid DB index/i.test(describe(error))
+            ? new UsageError(`cannot use Redis at ${redactUrl(url)}: it has no database ${db} (check the number at the end of the URL)`)
+            : error;
+        });
+      }
+      cluster = await withinConnectTimeout(isCluster(client, log));
       if (cluster) log.info('Redis Cluster detected: scanning every master');
     }
     if (cluster) {
@@ -71,6 +81,19 @@ export async function withRedis<T>(target: RedisTarget, log: Logger, fn: (redis:
   } finally {
     await client.quit().catch(() => client.disconnect());
   }
+}
+
+/** A server that accepts the connection but never answers (a wrong port behind a proxy) fails like one that refuses. */
+function withinConnectTimeout<T>(work: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => {
+      reject(Object.assign(new Error(`no answer within ${CONNECT.connectTimeout / 1000} s`), { code: 'ETIMEDOUT' }));
+    }, CONNECT.connectTimeout);
+  });
+  return Promise.race([work, timeout]).finally(() => {
+    clearTimeout(timer);
+  });
 }
 
 /**

@@ -47,8 +47,6 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     .exitOverride()
     .configureOutput({ writeErr: (text) => process.stderr.write(text) })
     .showSuggestionAfterError()
-    // The default command takes no arguments: a word here is a mistyped command, answered in runMigrate.
-    .allowExcessArguments(true)
     .helpCommand('help [command]', 'show the help of a command');
   const migrateCommand = (command: Command) =>
     help(addMigrateOptions(command), MIGRATE_EXAMPLES, MIGRATE_EXITS).action(async (...args: unknown[]) => {
@@ -58,7 +56,9 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     });
   migrateCommand(program);
   program.version(packageVersion(), '--version', 'print the version and exit');
-  migrateCommand(program.command('migrate').description('the migration (the default command): same flags as without a command').exitOverride());
+  migrateCommand(
+    program.command('migrate').description('the migration (the default command): same flags as without a command').exitOverride().allowExcessArguments(true),
+  );
 
   const schema = program.command('schema').description('manage the PostgreSQL tables').exitOverride();
   help(
@@ -94,6 +94,10 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
       help(command, command.name() === 'verify' ? VERIFY_EXAMPLES : RECONCILE_EXAMPLES, command.name() === 'verify' ? VERIFY_EXITS : RECONCILE_EXITS);
   }
 
+  // The default command takes no arguments: a word there is a mistyped command, answered in its action.
+  // Set last: subcommands copy their parent's settings when made, and must refuse extra words (a stray
+  // `apply` for `--apply` would otherwise be ignored).
+  program.allowExcessArguments(true);
   try {
     await program.parseAsync([...argv]);
     return code;
@@ -213,6 +217,9 @@ function help(command: Command, examples: readonly string[], exits: string): Com
 /** "unknown command 'verfy' (did you mean verify?)": the default command takes no words. */
 function unknownCommand(word: string, program: Command): UsageError {
   const names = program.commands.map((c) => c.name()).concat('help');
+  if (names.includes(word)) {
+    return new UsageError(`'${word}' is a command of its own: \`migrate-users ${word} …\`, not \`migrate-users migrate ${word}\``);
+  }
   const close = names
     .map((name) => ({ name, distance: editDistance(word.toLowerCase(), name) }))
     .filter((c) => c.distance <= Math.max(1, Math.floor(c.name.length / 3)))

@@ -1,5 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -76,7 +77,47 @@ describe('the command line as people expect it', () => {
   });
 });
 
+describe('mistakes in the command line and the URLs', () => {
+  it('extra words are refused, not ignored; a command given to migrate is named as one', async () => {
+    const stray = await runCli(['reconcile', 'apply']);
+    expect(stray.code).toBe(2);
+    expect(stray.stderr).toContain("too many arguments for 'reconcile'");
+    const nested = await runCli(['migrate', 'verify']);
+    expect(nested.code).toBe(2);
+    expect(nested.stderr).toContain("'verify' is a command of its own");
+  });
+
+  it('a Redis database number the server does not have, or that is no number, is refused (not read as database 0)', async () => {
+    const none = await runCli(['--dry-run', '--database-url', db.url, '--redis-url', `${REDIS_URL.replace(/\/\d*$/, '')}/16`, '--match', keys.match]);
+    expect(none.code, none.stderr).toBe(2);
+    expect(none.stderr).toContain('it has no database 16');
+    const word = await runCli(['--dry-run', '--redis-url', 'redis://127.0.0.1:6379/abc']);
+    expect(word.code).toBe(2);
+    expect(word.stderr).toContain('names database "abc"');
+  });
+
+  it('an output path whose folder takes no new file is refused before any work', async () => {
+    const result = await runCli(['--dry-run', '--database-url', db.url, '--match', keys.match, '--report', '/proc/mu-report.json'], { REDIS_URL });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('--report /proc/mu-report.json: the folder /proc takes no new file');
+  });
+});
+
 describe('a server that cannot be reached: which one, what happened, exit 2, at once', () => {
+  it('a Redis address that accepts the connection and never answers: exit 2 after the connect timeout, not a hang', { timeout: 60_000 }, async () => {
+    const silent = createServer(() => undefined);
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const { port } = silent.address() as AddressInfo;
+    try {
+      const result = await timed(['--dry-run', '--database-url', db.url, '--redis-url', `redis://127.0.0.1:${port}`, '--match', keys.match]);
+      expect(result.code, result.stderr).toBe(2);
+      expect(result.stderr).toContain('no answer within the connection timeout');
+      expect(result.ms).toBeLessThan(30_000);
+    } finally {
+      silent.close();
+    }
+  });
+
   it('PostgreSQL: no such host, refused, no such database', async () => {
     const port = await freePort();
     const cases: [string, string][] = [
