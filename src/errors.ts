@@ -126,3 +126,18 @@ function connectCause(error: unknown, server: 'PostgreSQL' | 'Redis'): string {
   }
   return describe(error);
 }
+
+/** Which server a connection failure mid-run came from, where the error says so (ioredis and pg word them apart). */
+export function lostServer(error: unknown): 'Redis' | 'PostgreSQL' | undefined {
+  for (let e: unknown = error; e instanceof Error; e = e.cause) {
+    const code = (e as { code?: unknown }).code;
+    if (/Connection is closed|Stream isn't writeable|MaxRetriesPerRequest|slots cache/i.test(e.message)) return 'Redis';
+    if (
+      (typeof code === 'string' && /^(08|57P0)/.test(code)) ||
+      /Connection terminated|terminating connection|not queryable|Client has encountered a connection error/i.test(e.message)
+    ) {
+      return 'PostgreSQL';
+    }
+  }
+  return undefined;
+}

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { EXIT, InterruptedError, UnfinishedError, UsageError, describe, isConnectionFailure, pgCode, tlsFailure } from '../errors.js';
+import { EXIT, InterruptedError, UnfinishedError, UsageError, describe, isConnectionFailure, lostServer, pgCode, tlsFailure } from '../errors.js';
 import { Scrubber } from '../redact.js';
 import type { CliContext } from './context.js';
 import { addLogOptions, addPostgresOptions, addRedisOptions } from './context.js';
@@ -179,7 +179,12 @@ function report(error: unknown, ctx: CliContext): number {
     return EXIT.usage;
   }
   if (error instanceof UnfinishedError || isConnectionFailure(error)) {
-    say(`could not finish: ${describe(error)}`);
+    const server = lostServer(error);
+    say(
+      server
+        ? `could not finish: lost the connection to ${server} mid-run (${describe(error)}); run the same command again when it is back: it resumes`
+        : `could not finish: ${describe(error)}`,
+    );
     return EXIT.unfinished;
   }
   say(`could not finish: ${describe(error)}`);

@@ -275,7 +275,7 @@ describe('faults', () => {
     await sleep(300);
     expect(await terminateToolSessions()).toBeGreaterThan(0);
     expect(await run.exit).toBe(3);
-    expect(run.stderr()).toMatch(/could not finish/);
+    expect(run.stderr()).toMatch(/could not finish: lost the connection to PostgreSQL mid-run \(.+\); run the same command again when it is back: it resumes/);
     const report = JSON.parse(readFileSync(reportPath, 'utf8')) as { status: string; counts: Counts };
     expect(report.status).toBe('failed');
     const [row] = await db.query<{ n: number }>('select count(*)::int as n from users');
