@@ -2,6 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
 import { EXIT } from '../errors.js';
 import { migrate, RunFailedError } from '../core/migrate.js';
+import { refuseOlderSnapshot } from '../core/runs.js';
 import type { MigrateReport } from '../results/migrate-report.js';
 import { NdjsonFile } from '../report/ndjson-file.js';
 import { formatSummary } from '../report/summary.js';
@@ -61,7 +62,10 @@ export async function runMigrate(flags: MigrateFlags, ctx: CliContext): Promise<
       { ...conn, snapshot },
       log,
       2 + options.writeConcurrency,
-      (redis, pool, source) => migrate({ ...options, source }, { redis, pool, log, rejects, progress: createProgress(flags.progress), signal: ctx.signal }),
+      async (redis, pool, source) => {
+        if (!options.dryRun) await refuseOlderSnapshot(pool, source, flags.allowOlderSnapshot === true);
+        return migrate({ ...options, source }, { redis, pool, log, rejects, progress: createProgress(flags.progress), signal: ctx.signal });
+      },
       ctx.signal,
     );
     await writeReport(report);

@@ -3,6 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
 import { EXIT } from '../errors.js';
 import { reconcile } from '../core/reconcile.js';
+import { refuseOlderSnapshot } from '../core/runs.js';
 import type { ReconcileClass, ReconcileEntry } from '../results/reconcile-report.js';
 import type { Take } from '../core/process-chunk.js';
 import { NdjsonFile } from '../report/ndjson-file.js';
@@ -84,11 +85,13 @@ export async function runReconcile(flags: ReconcileFlags, ctx: CliContext): Prom
       { ...conn, snapshot },
       log,
       3,
-      (redis, pool, source) =>
-        reconcile(
+      async (redis, pool, source) => {
+        if (flags.apply) await refuseOlderSnapshot(pool, source, flags.allowOlderSnapshot === true);
+        return reconcile(
           { ...read, dryRun: !flags.apply, apply: flags.apply === true, take, merge, source },
           { redis, pool, log, rejects, onEntry, progress: createProgress(flags.progress), signal: ctx.signal },
-        ),
+        );
+      },
       ctx.signal,
     );
     if (flags.report) await writeFile(flags.report, `${JSON.stringify(report, null, 2)}\n`, { mode: 0o600 });

@@ -12,6 +12,7 @@ export interface SnapshotFlags {
   redisUrl?: string;
   redisCluster?: boolean;
   redisCa?: string;
+  allowOlderSnapshot?: boolean;
 }
 
 /** For the commands that read the source (migrate, dry-run, verify, reconcile). */
@@ -23,7 +24,8 @@ export function addSnapshotOptions(command: Command): Command {
         'read this RDB snapshot (dump.rdb) through a throwaway local redis-server instead of a live Redis: production gets no command; repeat for a cluster, one file per master',
       ).argParser((value: string, previous: string[] | undefined) => [...(previous ?? []), value]),
     )
-    .addOption(new Option('--redis-server <path>', 'the redis-server binary --rdb starts (default: redis-server on PATH)'));
+    .addOption(new Option('--redis-server <path>', 'the redis-server binary --rdb starts (default: redis-server on PATH)'))
+    .option('--allow-older-snapshot', 'write from a snapshot older than what an earlier writing run read (which puts back older balances)');
 }
 
 /**

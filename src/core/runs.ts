@@ -1,10 +1,10 @@
 import { sql, type Kysely } from 'kysely';
 import type pg from 'pg';
 import { tryAdvisoryLock, type HeldLock, type Session } from '../db/database.js';
-import { UnfinishedError } from '../errors.js';
+import { UnfinishedError, UsageError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Tally } from '../report/report.js';
-import type { WhitelistInfo } from '../results/migrate-report.js';
+import type { SourceInfo, WhitelistInfo } from '../results/migrate-report.js';
 import { whitelistDigest } from './checkpoint.js';
 import type { MigrateOptions } from './migrate.js';
 
@@ -122,4 +122,35 @@ export async function recordRunFailed(pool: pg.Pool, runId: string, counts: obje
       if (attempt >= 3) throw error;
     }
   }
+}
+
+/**
+ * A writing run from a snapshot older than what an earlier writing run read would put back older balances
+ * (a live catch-up at the cut-over, then the bulk command run again from shell history): refused, exit 2.
+ * What a run read is as of its snapshot's time, or, read live, its start. `allow` (--allow-older-snapshot)
+ * is for an operator who means it.
+ */
+export async function refuseOlderSnapshot(pool: Pick<pg.Pool, 'query'>, source: SourceInfo, allow: boolean): Promise<void> {
+  if (allow || (source.kind !== 'rdb' && source.kind !== 'rdb-cluster')) return;
+  const taken = source.kind === 'rdb' ? Date.parse(source.created) : Math.min(...source.files.map((f) => Date.parse(f.created)));
+  if (!Number.isFinite(taken)) return;
+  const { rows } = await pool.query<{ run_id: string; started_at: Date; source: SourceInfo | null }>(
+    `select run_id, started_at, source from migrate_users.runs where status <> 'running' order by started_at desc limit 200`,
+  );
+  for (const run of rows) {
+    const asOf = readAsOf(run.source, run.started_at);
+    if (asOf > taken) {
+      const when = (t: number) => new Date(t).toISOString().replace('.000Z', 'Z');
+      throw new UsageError(
+        `the snapshot was taken at ${when(taken)}, before what run ${run.run_id} wrote (read as of ${when(asOf)}): ` +
+          'writing from it would put back older balances. Take a newer snapshot, read live, or give --allow-older-snapshot if that is meant',
+      );
+    }
+  }
+}
+
+function readAsOf(source: SourceInfo | null, started: Date): number {
+  if (source?.kind === 'rdb') return Date.parse(source.created);
+  if (source?.kind === 'rdb-cluster') return Math.max(...source.files.map((f) => Date.parse(f.created)));
+  return started.getTime();
 }

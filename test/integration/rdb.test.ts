@@ -327,6 +327,33 @@ describe('--rdb reads a snapshot exactly as the live server', { timeout: 240_000
   });
 });
 
+describe('--rdb: a snapshot older than what was written is not written from', { timeout: 120_000 }, () => {
+  it('after a live run, a writing run from an older snapshot is refused (exit 2, nothing written); dry-run reads it; --allow-older-snapshot writes', async () => {
+    const db = await database();
+    // The snapshot's time has whole seconds: the live run starts in a later one.
+    await sleep(Math.max(0, savedAt + 1100 - Date.now()));
+    const env = { DATABASE_URL: db.url, WHITELIST_EMAILS: WHITELIST };
+    const fromLive = await runTool(['--redis-url', live.url, '--no-progress'], env);
+    expect(fromLive.code, fromLive.stderr).toBe(1);
+    const before = await db.query<{ n: number }>('select count(*)::int as n from migrate_users.runs');
+
+    const refused = await runTool(['--rdb', snapshot, '--no-progress'], env);
+    expect(refused.code, refused.stderr).toBe(2);
+    expect(refused.stderr).toMatch(
+      /the snapshot was taken at \S+, before what run run_\w+ wrote \(read as of \S+\): writing from it would put back older balances/,
+    );
+    expect(await db.query<{ n: number }>('select count(*)::int as n from migrate_users.runs')).toEqual(before);
+    const reconcileApply = await runTool(['reconcile', '--apply', '--rdb', snapshot, '--no-progress'], env);
+    expect(reconcileApply.code, reconcileApply.stderr).toBe(2);
+    expect(reconcileApply.stderr).toContain('would put back older balances');
+
+    const dry = await runTool(['--dry-run', '--rdb', snapshot, '--no-progress'], env);
+    expect(dry.code, dry.stderr).toBe(1);
+    const allowed = await runTool(['--rdb', snapshot, '--allow-older-snapshot', '--no-progress'], env);
+    expect(allowed.code, allowed.stderr).toBe(1);
+  });
+});
+
 describe('--rdb: what is wrong is said before any work (exit 2)', { timeout: 120_000 }, () => {
   it('missing, not an RDB, too new for the local server, no redis-server: refused before connecting to anything', async () => {
     // Nothing listens here: a tool that connected first would exit 3 ("cannot reach"), not 2.
