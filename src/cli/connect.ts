@@ -60,9 +60,14 @@ export async function withRedis<T>(target: RedisTarget, log: Logger, fn: (redis:
       const db = Number(new URL(url).pathname.replace(/^\//, '') || '0');
       if (db !== 0) {
         await withinConnectTimeout(client.select(db)).catch((error: unknown) => {
-          throw /DB index is out of range|invalid DB index/i.test(describe(error))
-            ? new UsageError(`cannot use Redis at ${redactUrl(url)}: it has no database ${db} (check the number at the end of the URL)`)
-            : error;
+          const said = describe(error);
+          if (/DB index is out of range|invalid DB index/i.test(said)) {
+            throw new UsageError(`cannot use Redis at ${redactUrl(url)}: it has no database ${db} (check the number at the end of the URL)`);
+          }
+          if (/not allowed in cluster mode/i.test(said)) {
+            throw new UsageError(`a Redis Cluster has only database 0, but the URL asks for database ${db}`);
+          }
+          throw error;
         });
       }
       cluster = await withinConnectTimeout(isCluster(client, log));

@@ -160,7 +160,7 @@ export class Tally {
 
 /** The source in words, for summaries and messages. */
 export function describeSource(source: SourceInfo): string {
-  const file = (f: RdbFileInfo) => `${f.file} (sha256 ${f.sha256.slice(0, 12)}, ${f.bytes} bytes, created ${f.created})`;
+  const file = (f: RdbFileInfo) => `${f.file} (sha256 ${f.sha256.slice(0, 12)}, ${f.bytes.toLocaleString('en-US')} bytes, created ${f.created})`;
   switch (source.kind) {
     case 'rdb':
       return `snapshot ${file(source)}`;
