@@ -18,7 +18,7 @@ import { startRedis, type ThrowawayRedis } from '../../src/bench/servers.js';
 import type { VerifyReport } from '../../src/results/verify-report.js';
 import type { ReconcileReport } from '../../src/results/reconcile-report.js';
 import type { MigrateReport } from '../../src/results/migrate-report.js';
-import { BIN } from '../helpers/cli.js';
+import { BIN, runCli } from '../helpers/cli.js';
 import { startRedisCluster, type RedisCluster } from '../helpers/redis-cluster.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/servers.js';
 
@@ -40,7 +40,7 @@ beforeAll(async () => {
   // The seed's variety (aliases, four timestamp styles, mixed-case keys, 9 bad records of every kind), and
   // what it lacks: a key with a TTL, a key that is not UTF-8, a value over --max-value-bytes, other databases
   // and other key patterns (which nobody may read), and a clean set for verify.
-  const seeded = await runTool(['seed', '--count', String(SEEDED), '--redis-url', live.url]);
+  const seeded = await runCli(['seed', '--count', String(SEEDED), '--redis-url', live.url]);
   expect(seeded.code, seeded.stderr).toBe(0);
   const redis = new Redis(live.url);
   await redis.set('user:email:ttl@x.test', JSON.stringify({ user_id: 'usr_ttl', credits: 7 }), 'EX', 86_400);
@@ -146,18 +146,6 @@ function start(args: readonly string[], env: Record<string, string> = {}, option
 const run = <R = MigrateReport>(args: readonly string[], env: Record<string, string> = {}) => start(args, env).finished<R>();
 
 /** A command without report files (seed). */
-async function runTool(args: readonly string[], env: Record<string, string> = {}) {
-  const child = spawn(process.execPath, [BIN, ...args], {
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const [code] = (await once(child, 'exit')) as [number | null];
-  return { code, stdout, stderr };
-}
 
 const EXPIRED = 'keys whose TTL passed since the snapshot was written were not loaded (Redis drops them on load, as production has since)';
 
@@ -333,23 +321,23 @@ describe('--rdb: a snapshot older than what was written is not written from', { 
     // The snapshot's time has whole seconds: the live run starts in a later one.
     await sleep(Math.max(0, savedAt + 1100 - Date.now()));
     const env = { DATABASE_URL: db.url, WHITELIST_EMAILS: WHITELIST };
-    const fromLive = await runTool(['--redis-url', live.url, '--no-progress'], env);
+    const fromLive = await runCli(['--redis-url', live.url, '--no-progress'], env);
     expect(fromLive.code, fromLive.stderr).toBe(1);
     const before = await db.query<{ n: number }>('select count(*)::int as n from migrate_users.runs');
 
-    const refused = await runTool(['--rdb', snapshot, '--no-progress'], env);
+    const refused = await runCli(['--rdb', snapshot, '--no-progress'], env);
     expect(refused.code, refused.stderr).toBe(2);
     expect(refused.stderr).toMatch(
       /the snapshot was taken at \S+, before what run run_\w+ wrote \(read as of \S+\): writing from it would put back older balances/,
     );
     expect(await db.query<{ n: number }>('select count(*)::int as n from migrate_users.runs')).toEqual(before);
-    const reconcileApply = await runTool(['reconcile', '--apply', '--rdb', snapshot, '--no-progress'], env);
+    const reconcileApply = await runCli(['reconcile', '--apply', '--rdb', snapshot, '--no-progress'], env);
     expect(reconcileApply.code, reconcileApply.stderr).toBe(2);
     expect(reconcileApply.stderr).toContain('would put back older balances');
 
-    const dry = await runTool(['--dry-run', '--rdb', snapshot, '--no-progress'], env);
+    const dry = await runCli(['--dry-run', '--rdb', snapshot, '--no-progress'], env);
     expect(dry.code, dry.stderr).toBe(1);
-    const allowed = await runTool(['--rdb', snapshot, '--allow-older-snapshot', '--no-progress'], env);
+    const allowed = await runCli(['--rdb', snapshot, '--allow-older-snapshot', '--no-progress'], env);
     expect(allowed.code, allowed.stderr).toBe(1);
   });
 });
@@ -643,7 +631,7 @@ describe('a source lost for good mid-run ends the run (exit 3), never a hang', {
   it("a live Redis that does not come back: once the retries are spent, exit 3 (the stage's COPY is given up)", async () => {
     const lost = await startRedis();
     try {
-      expect((await runTool(['seed', '--count', '2000', '--redis-url', lost.url])).code).toBe(0);
+      expect((await runCli(['seed', '--count', '2000', '--redis-url', lost.url])).code).toBe(0);
       for (const mode of [['--dry-run'], []]) {
         const db = await database();
         const tool = start([...mode, '--max-rate', '500', '--batch-size', '100', '--retries', '1', '--retry-delay-ms', '100'], {
@@ -661,7 +649,7 @@ describe('a source lost for good mid-run ends the run (exit 3), never a hang', {
         expect(result.code, result.stderr).toBe(3);
         expect(result.stderr).toContain('could not finish');
         await lost.restart(0);
-        expect((await runTool(['seed', '--count', '2000', '--redis-url', lost.url])).code).toBe(0);
+        expect((await runCli(['seed', '--count', '2000', '--redis-url', lost.url])).code).toBe(0);
       }
     } finally {
       await lost.stop();
