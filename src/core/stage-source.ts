@@ -138,21 +138,28 @@ export async function stageSource(session: Session, stage: Stage, options: ReadO
   const source = stopOnAbort(keys ?? scanSource(options, io), io.signal);
   try {
     await forEachBounded(source, options.concurrency, async ({ keys: batch, reader }) => {
-      await limiter.take(batch.length);
-      const records = await withRetries('reading values', options.retry ?? NO_RETRY, counter, io.log, () =>
-        readerOf(reader).read(batch, prefixLength, options.maxValueBytes),
-      );
-      const staged = records.map((record): StagedRecord => {
-        seq += 1;
-        if (!record.ok) return { seq, key: record.key, userId: null, reject: record };
-        const mapped = mapRecord(record.keyEmail, record.value, options.mapContext);
-        if (!mapped.ok) return { seq, key: record.key, userId: mapped.userId ?? null, reject: mapped };
-        const { row, sourceCredits, topup } = mapped;
-        const digest = rowDigest(row, sourceCredits);
-        return { seq, key: record.key, userId: row.user_id, mapped: { row, sourceCredits, topup, digest }, copySafe: copySafe(record.key, record.value) };
-      });
-      await writer.write(staged);
-      io.progress?.advance(staged.length);
+      // Each chunk is mapped and staged as soon as it arrives: with one read command at a time per server,
+      // the server then reads the next chunk (another batch's) while this one is mapped, instead of waiting
+      // for the whole batch to be mapped. A failed chunk is read again alone, never the chunks staged before it.
+      const chunk = Math.min(options.readChunk ?? batch.length, batch.length);
+      for (let i = 0; i < batch.length; i += chunk) {
+        const part = batch.slice(i, i + chunk);
+        await limiter.take(part.length);
+        const records = await withRetries('reading values', options.retry ?? NO_RETRY, counter, io.log, () =>
+          readerOf(reader).read(part, prefixLength, options.maxValueBytes),
+        );
+        const staged = records.map((record): StagedRecord => {
+          seq += 1;
+          if (!record.ok) return { seq, key: record.key, userId: null, reject: record };
+          const mapped = mapRecord(record.keyEmail, record.value, options.mapContext);
+          if (!mapped.ok) return { seq, key: record.key, userId: mapped.userId ?? null, reject: mapped };
+          const { row, sourceCredits, topup } = mapped;
+          const digest = rowDigest(row, sourceCredits);
+          return { seq, key: record.key, userId: row.user_id, mapped: { row, sourceCredits, topup, digest }, copySafe: copySafe(record.key, record.value) };
+        });
+        await writer.write(staged);
+        io.progress?.advance(staged.length);
+      }
     });
   } catch (error) {
     await writer.abort(error);
