@@ -1,5 +1,5 @@
 import { sql, type Kysely } from 'kysely';
-import { canonicalColumns, sameRow } from '../db/canonical.js';
+import { canonicalColumns, readBase, sameRow } from '../db/canonical.js';
 import { publicRow, rowFromRecord, type CellValue } from '../compare/compare-rows.js';
 import type { Facts } from './decide.js';
 import { emailsTable, STAGE_TABLE, triageKind, triageTable } from '../stage/stage.js';
@@ -93,12 +93,13 @@ export async function prepareFacts(db: Kysely<unknown>, stage: string): Promise<
   // The normalisation of normaliseEmail (map-record.ts): trim, NFC, lower-case.
   await sql`
     create ${sql.raw(temp ? 'temp' : 'unlogged')} table ${emails} ${sql.raw(temp ? 'on commit drop' : '')} as
-    select user_id, n.email from public.users u,
-      lateral (select lower(normalize(regexp_replace(u.email, '^[[:space:]]+|[[:space:]]+$', '', 'g'), NFC)) as email) n
-    -- Cheap tests first: at a million rows the full normalisation of every email costs seconds.
-    where (u.email <> lower(u.email) or u.email <> btrim(u.email) or octet_length(u.email) <> char_length(u.email)
-        or u.email ~ '^[[:space:]]|[[:space:]]$')
-      and u.email is distinct from n.email`.execute(db);
+    select user_id, n.email from (
+      -- Lower-case ASCII letters, digits and . _ @ + - alone (spelled out: no range a regex reads by locale) are normalised already (no upper case, no
+      -- space, nothing NFC would change): only other emails are normalised. OFFSET 0 keeps this test first:
+      -- PostgreSQL otherwise ran the full normalisation on every row, 1.8 s at a million rows.
+      select u.user_id, u.email from public.users u where u.email ~ '[^abcdefghijklmnopqrstuvwxyz0123456789._@+-]' offset 0
+    ) u, lateral (select lower(normalize(regexp_replace(u.email, '^[[:space:]]+|[[:space:]]+$', '', 'g'), NFC)) as email) n
+    where u.email is distinct from n.email`.execute(db);
   await sql`create index on ${emails} (email)`.execute(db);
   const { rows } = await sql<{ n: number }>`select count(*)::int as n from ${emails}`.execute(db);
   return { grantsKept: Number(grants.numAffectedRows ?? 0n), unnormalisedEmails: rows[0]?.n ?? 0 };
@@ -278,12 +279,7 @@ export async function loadFacts(
 }
 
 function parseBase(base: string | Record<string, CellValue> | null): Record<string, CellValue> | null {
-  if (base === null || typeof base === 'object') return base;
-  try {
-    return JSON.parse(base) as Record<string, CellValue>;
-  } catch {
-    return null;
-  }
+  return readBase(base) as Record<string, CellValue> | null;
 }
 
 /**
