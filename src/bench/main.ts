@@ -15,6 +15,9 @@ import { applySchema } from '../db/schema.js';
 import { mapRecord } from '../map/map-record.js';
 import { USER_COLUMNS } from '../map/user-row.js';
 import { generateUsers } from '../seed/generate.js';
+import { appTeamUsersDdl } from './app-team-table.js';
+import { barePipeline, copyRowLine } from './bare-pipeline.js';
+import { phasesFromLog, type Phases } from './phases.js';
 import { scanKeys, ValueReader } from '../source/redis-reader.js';
 import { startDelayProxy, startRedis } from './servers.js';
 
@@ -49,56 +52,88 @@ async function main(): Promise<void> {
   const redis = await startRedis();
   const dbName = `mu_bench_${process.pid}`;
   const dbUrl = withDatabase(admin, dbName);
-  await adminQuery(`drop database if exists ${dbName}`);
-  await adminQuery(`create database ${dbName}`);
+  const appDbName = `mu_bench_app_${process.pid}`;
+  const appDbUrl = withDatabase(admin, appDbName);
+  for (const name of [dbName, appDbName]) {
+    await adminQuery(`drop database if exists ${name}`);
+    await adminQuery(`create database ${name}`);
+  }
   const pool = new pg.Pool({ connectionString: dbUrl, max: 2 });
+  const appPool = new pg.Pool({ connectionString: appDbUrl, max: 2 });
   const work = mkdtempSync(join(tmpdir(), 'mu-bench-'));
   const seconds: Record<string, number> = {};
   const rss: Record<string, number> = {};
+  const phases: Record<string, Phases | undefined> = {};
   try {
     await applySchema(pool);
+    // The app team's table (varchar limits, integer credits, timestamp without time zone, no trigger):
+    // schema apply leaves it as it is and adds only migrate_users.
+    await appPool.query(appTeamUsersDdl({ trigger: false }));
+    await applySchema(appPool);
     log(`seeding ${n} users into a throwaway Redis`);
     await seed(redis.url, n, 1);
 
     log('COPY baseline');
-    seconds.copy_baseline = await copyBaseline(pool, n, work);
+    seconds.copy_baseline = await copyBaseline(pool, n, work, 'public.users_set_updated_at');
     log(`  ${seconds.copy_baseline.toFixed(2)} s`);
+    log('COPY baseline, app-team table');
+    seconds.app_copy_baseline = await copyBaseline(appPool, n, work);
+    log(`  ${seconds.app_copy_baseline.toFixed(2)} s`);
     log('Redis read baseline');
     seconds.redis_read = await redisReadBaseline(redis.url);
     log(`  ${seconds.redis_read.toFixed(2)} s`);
+    const ctx = { whitelist: new Set(['vip1@demo.test']), whitelistCredits: 100_000n };
+    const bareRedis = new Redis(redis.url);
+    try {
+      log('bare pipeline (SCAN + read + JSON.parse + map + COPY into an empty users)');
+      seconds.bare_pipeline = await barePipeline(pool, bareRedis, { match: MATCH, table: 'public.users', trigger: 'public.users_set_updated_at', ctx });
+      log(`  ${seconds.bare_pipeline.toFixed(2)} s`);
+      log('bare pipeline, app-team table');
+      seconds.app_bare_pipeline = await barePipeline(appPool, bareRedis, { match: MATCH, table: 'public.users', ctx });
+      log(`  ${seconds.app_bare_pipeline.toFixed(2)} s`);
+    } finally {
+      bareRedis.disconnect();
+    }
     log(`hand-written GET + INSERT loop on ${Math.min(opts.loopSample, n)} users`);
     const loop = await handLoop(pool, redis.url, Math.min(opts.loopSample, n));
     seconds.hand_loop_sample = loop;
 
-    const env = { DATABASE_URL: dbUrl, REDIS_URL: redis.url, LOG_LEVEL: 'warn', WHITELIST_EMAILS: 'vip1@demo.test' };
+    const env = { DATABASE_URL: dbUrl, REDIS_URL: redis.url, LOG_LEVEL: 'info', LOG_FORMAT: 'json', WHITELIST_EMAILS: 'vip1@demo.test' };
     const args = ['--match', MATCH, '--no-progress'];
-    const runs: Record<string, { s: number; rss: number }[]> = { migrate: [], rerun: [], dry_run: [], verify: [] };
     log('GET latency of another Redis client: idle');
     const idle = await probeLatency(redis.url, () => sleep(3000));
     let during: Latency | undefined;
-    for (let k = 0; k < opts.repeat; k++) {
-      await pool.query('truncate public.users, migrate_users.ledger, migrate_users.runs');
-      log(`migrate (fresh) #${k + 1}`);
-      if (k === 0) {
-        let result: { s: number; rss: number } | undefined;
-        during = await probeLatency(redis.url, async () => {
-          result = await timeCli(args, env);
-        });
-        if (result) runs.migrate?.push(result);
-      } else {
-        runs.migrate?.push(await timeCli(args, env));
+    const commands = async (label: string, target: pg.Pool, targetEnv: Record<string, string>, probe: boolean) => {
+      const runs: Record<string, CliRun[]> = { migrate: [], rerun: [], dry_run: [], verify: [] };
+      for (let k = 0; k < opts.repeat; k++) {
+        await target.query('truncate public.users, migrate_users.ledger, migrate_users.runs');
+        log(`${label}migrate (fresh) #${k + 1}`);
+        if (k === 0 && probe) {
+          let result: CliRun | undefined;
+          during = await probeLatency(redis.url, async () => {
+            result = await timeCli(args, targetEnv);
+          });
+          if (result) runs.migrate?.push(result);
+        } else {
+          runs.migrate?.push(await timeCli(args, targetEnv));
+        }
+        log(`${label}re-run #${k + 1}`);
+        runs.rerun?.push(await timeCli(args, targetEnv));
+        log(`${label}dry-run #${k + 1}`);
+        runs.dry_run?.push(await timeCli([...args, '--dry-run'], targetEnv));
+        log(`${label}verify #${k + 1}`);
+        runs.verify?.push(await timeCli(['verify', ...args], targetEnv));
       }
-      log(`re-run #${k + 1}`);
-      runs.rerun?.push(await timeCli(args, env));
-      log(`dry-run #${k + 1}`);
-      runs.dry_run?.push(await timeCli([...args, '--dry-run'], env));
-      log(`verify #${k + 1}`);
-      runs.verify?.push(await timeCli(['verify', ...args], env));
-    }
-    for (const [name, list] of Object.entries(runs)) {
-      seconds[name] = median(list.map((r) => r.s));
-      rss[name] = Math.max(...list.map((r) => r.rss));
-    }
+      const prefix = label === '' ? '' : 'app_';
+      for (const [name, list] of Object.entries(runs)) {
+        const mid = medianRun(list);
+        seconds[prefix + name] = mid.s;
+        phases[prefix + name] = mid.phases;
+        rss[prefix + name] = Math.max(...list.map((r) => r.rss));
+      }
+    };
+    await commands('', pool, env, true);
+    await commands('app-team table: ', appPool, { ...env, DATABASE_URL: appDbUrl }, false);
     rss.n = rss.migrate ?? 0;
 
     // The live read's two settings side by side: the default (short read commands) and --fast-read (one per
@@ -147,6 +182,7 @@ async function main(): Promise<void> {
     }
 
     const copy = seconds.copy_baseline;
+    const appCopy = seconds.app_copy_baseline;
     const result = {
       users: n,
       machine: { cpus: cpus().length, cpu_model: cpus()[0]?.model ?? '', memory_gb: Math.round(totalmem() / 2 ** 30), node: process.version },
@@ -157,13 +193,31 @@ async function main(): Promise<void> {
         ),
       ),
       ratios: round({
+        bare_pipeline: seconds.bare_pipeline / copy,
         migrate: (seconds.migrate ?? 0) / copy,
         rerun: (seconds.rerun ?? 0) / copy,
         dry_run: (seconds.dry_run ?? 0) / copy,
         verify: (seconds.verify ?? 0) / copy,
         hand_loop: seconds.hand_loop_sample / Math.min(opts.loopSample, n) / (copy / n),
       }),
-      peak_rss_mb: { n: rss.n, n3: rss.n3 ?? null, rerun: rss.rerun ?? null, dry_run: rss.dry_run ?? null, verify: rss.verify ?? null },
+      // Against the COPY baseline into the app-team table itself.
+      app_ratios: round({
+        bare_pipeline: seconds.app_bare_pipeline / appCopy,
+        migrate: (seconds.app_migrate ?? 0) / appCopy,
+        rerun: (seconds.app_rerun ?? 0) / appCopy,
+        dry_run: (seconds.app_dry_run ?? 0) / appCopy,
+        verify: (seconds.app_verify ?? 0) / appCopy,
+      }),
+      // Seconds per phase of the median run, and microseconds per user.
+      phases: Object.fromEntries(Object.entries(phases).map(([name, p]) => [name, p ? { seconds: p, us_per_user: perUser(p, n) } : null])),
+      peak_rss_mb: {
+        n: rss.n,
+        n3: rss.n3 ?? null,
+        rerun: rss.rerun ?? null,
+        dry_run: rss.dry_run ?? null,
+        verify: rss.verify ?? null,
+        app_migrate: rss.app_migrate ?? null,
+      },
       slow_link_fraction: slowFraction === null ? null : Number(slowFraction.toFixed(3)),
       redis_get_latency_ms: { idle, during_migrate: during ?? null, during_migrate_fast_read: duringFast },
       repeat: opts.repeat,
@@ -179,8 +233,10 @@ async function main(): Promise<void> {
     if (opts.json) await writeFile(opts.json, `${JSON.stringify(result, null, 2)}\n`);
   } finally {
     await pool.end();
+    await appPool.end();
     await redis.stop();
     await adminQuery(`drop database if exists ${dbName} with (force)`);
+    await adminQuery(`drop database if exists ${appDbName} with (force)`);
     rmSync(work, { recursive: true, force: true });
   }
 }
@@ -204,8 +260,11 @@ async function seed(url: string, count: number, seed: number, offset = 0): Promi
   redis.disconnect();
 }
 
-/** The PostgreSQL ingest limit: the same N mapped rows, COPYed into an empty copy of users (keys, indexes, trigger). */
-async function copyBaseline(pool: pg.Pool, n: number, work: string): Promise<number> {
+/**
+ * The PostgreSQL ingest limit: the same N mapped rows, COPYed into an empty copy of users (keys, indexes and,
+ * where `trigger` names the function, the shipped table's trigger).
+ */
+async function copyBaseline(pool: pg.Pool, n: number, work: string, trigger?: string): Promise<number> {
   const file = join(work, 'rows.copy');
   const out = createWriteStream(file);
   const ctx = { whitelist: new Set(['vip1@demo.test']), whitelistCredits: 100_000n };
@@ -216,13 +275,7 @@ async function copyBaseline(pool: pg.Pool, n: number, work: string): Promise<num
     // Only rows migrate would write: the deliberate duplicate-email twins are held back by it.
     if (!mapped.ok || emails.has(mapped.row.email)) continue;
     emails.add(mapped.row.email);
-    const line = USER_COLUMNS.map((c) => {
-      const v = mapped.row[c];
-      if (v === null) return '\\N';
-      if (typeof v === 'boolean') return v ? 't' : 'f';
-      return v.replace(/[\\\n\r\t]/g, (ch) => ({ '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t' })[ch] ?? ch);
-    }).join('\t');
-    if (!out.write(`${line}\n`)) await once(out, 'drain');
+    if (!out.write(copyRowLine(mapped.row))) await once(out, 'drain');
   }
   out.end();
   await once(out, 'finish');
@@ -230,8 +283,9 @@ async function copyBaseline(pool: pg.Pool, n: number, work: string): Promise<num
   try {
     await client.query('drop table if exists public.users_copy_baseline');
     await client.query('create table public.users_copy_baseline (like public.users including all)');
-    await client.query(`create trigger users_copy_baseline_updated_at before insert or update on public.users_copy_baseline
-      for each row execute function public.users_set_updated_at()`);
+    if (trigger)
+      await client.query(`create trigger users_copy_baseline_updated_at before insert or update on public.users_copy_baseline
+      for each row execute function ${trigger}()`);
     const started = process.hrtime.bigint();
     await pipeline(createReadStream(file), client.query(copyFrom(`copy public.users_copy_baseline (${USER_COLUMNS.join(', ')}) from stdin`)));
     const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
@@ -303,12 +357,20 @@ async function handLoop(pool: pg.Pool, url: string, sample: number): Promise<num
   return elapsed;
 }
 
+/** One run of the CLI: wall seconds, peak RSS (MB), and its phases. */
+interface CliRun {
+  s: number;
+  rss: number;
+  phases: Phases | undefined;
+}
+
 /** Longest a single CLI run may take before the benchmark gives up on it (BENCH_STEP_TIMEOUT_S). */
 const STEP_TIMEOUT_MS = Number(process.env.BENCH_STEP_TIMEOUT_S ?? 3600) * 1000;
 
 /** Runs the real CLI; wall time and peak RSS (VmHWM, polled from /proc). */
-async function timeCli(args: string[], env: Record<string, string>): Promise<{ s: number; rss: number }> {
+async function timeCli(args: string[], env: Record<string, string>): Promise<CliRun> {
   const started = process.hrtime.bigint();
+  const startedMs = Date.now();
   const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   const deadline = setTimeout(() => child.kill('SIGKILL'), STEP_TIMEOUT_MS);
   let stderr = '';
@@ -331,8 +393,10 @@ async function timeCli(args: string[], env: Record<string, string>): Promise<{ s
   if (signal === 'SIGKILL') throw new Error(`migrate-users ${args.join(' ')} took over ${STEP_TIMEOUT_MS / 1000} s: ${stderr.slice(-2000)}`);
   const s = Number(process.hrtime.bigint() - started) / 1e9;
   if (code !== 0 && code !== 1) throw new Error(`migrate-users ${args.join(' ')} exited ${code ?? signal ?? '?'}: ${stderr.slice(-2000)}`);
-  log(`  ${s.toFixed(2)} s, peak RSS ${(peak / 1024).toFixed(0)} MB (exit ${code})`);
-  return { s, rss: Math.round(peak / 1024) };
+  const split = phasesFromLog(stderr, startedMs, Date.now());
+  const parts = split ? ` (read ${split.read}, finish stage ${split.finish}, triage ${split.triage}, rest ${split.rest})` : '';
+  log(`  ${s.toFixed(2)} s${parts}, peak RSS ${(peak / 1024).toFixed(0)} MB (exit ${code})`);
+  return { s, rss: Math.round(peak / 1024), phases: split };
 }
 
 function printTable(result: {
@@ -342,13 +406,16 @@ function printTable(result: {
   ratios: Record<string, number>;
   peak_rss_mb: Record<string, number | null>;
   slow_link_fraction: number | null;
+  phases: Record<string, { seconds: Phases; us_per_user: Record<keyof Phases, number> } | null>;
 }) {
   const rows = [['measurement', 'seconds', 'users/s', 'x COPY', 'peak RSS MB']];
   const copy = result.seconds.copy_baseline ?? 1;
+  // The app-team table's rows against the COPY baseline into that table.
+  const appCopy = result.seconds.app_copy_baseline ?? copy;
   const ratio: Record<string, string> = Object.fromEntries(
     Object.entries(result.seconds)
       .filter(([name]) => name !== 'hand_loop_sample' && name !== 'migrate_3n' && name !== 'slow_link')
-      .map(([name, s]) => [name, fmt(s / copy)]),
+      .map(([name, s]) => [name, fmt(s / (name.startsWith('app_') ? appCopy : copy))]),
   );
   const mem: Record<string, number | null | undefined> = {
     migrate: result.peak_rss_mb.n,
@@ -371,6 +438,12 @@ function printTable(result: {
   for (const r of rows) process.stdout.write(`  ${r.map((v, i) => (i === 0 ? v.padEnd(widths[i] ?? 0) : v.padStart(widths[i] ?? 0))).join('  ')}\n`);
   if (result.slow_link_fraction !== null)
     process.stdout.write(`  slow link (20 ms RTT): ${(result.slow_link_fraction * 100).toFixed(0)}% of loopback users/s\n`);
+  process.stdout.write('\n  per phase of the median run, seconds (microseconds per user)\n');
+  for (const [name, p] of Object.entries(result.phases)) {
+    if (!p) continue;
+    const cell = (k: keyof Phases) => `${k} ${p.seconds[k].toFixed(2)} (${p.us_per_user[k].toFixed(1)})`;
+    process.stdout.write(`  ${name.padEnd(16)} ${cell('read')}  ${cell('finish')}  ${cell('triage')}  ${cell('rest')}\n`);
+  }
 }
 
 interface Latency {
@@ -408,7 +481,10 @@ async function probeLatency(url: string, during: () => Promise<void>): Promise<L
 }
 
 const fmt = (v: number | undefined) => (v === undefined ? '' : v.toFixed(2));
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0;
+/** The run of median wall time (its phases are reported with it). */
+const medianRun = (runs: CliRun[]): CliRun => [...runs].sort((a, b) => a.s - b.s)[Math.floor(runs.length / 2)] ?? { s: 0, rss: 0, phases: undefined };
+const perUser = (p: Phases, n: number) =>
+  Object.fromEntries(Object.entries(p).map(([k, v]) => [k, Number(((v * 1e6) / n).toFixed(2))])) as Record<keyof Phases, number>;
 const round = (o: Record<string, number>) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Number(v.toFixed(3))]));
 
 function withDatabase(url: string, name: string): string {

@@ -79,8 +79,12 @@ export async function verify(given: VerifyOptions, io: VerifyIo): Promise<{ repo
           // Nothing checked is not a pass: a typo in --match or the wrong server must not turn CI green.
           if (checked === 0 && !io.signal?.aborted && !options.allowEmpty) throw emptySource(options);
           io.progress?.step('indexing, triage');
+          // The same phase lines as migrate's: the benchmark splits every command's time by them.
+          log.info({ scanned: checked }, 'read every key; classifying');
           await finishStage(session, stage, { userIdIndex: true });
+          log.info('stage indexed; duplicates across keys marked');
           await triage(session.db, stage.table, 0, await prepareFacts(session.db, stage.table));
+          log.info('triage done');
           await sql`set transaction read only`.execute(session.db);
 
           const counts = { match: 0, mismatch: 0, missing: 0, not_migratable: 0 };

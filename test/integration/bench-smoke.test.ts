@@ -33,10 +33,27 @@ describe('npm run bench (smoke)', () => {
       expect(output).toContain('migrate-users benchmark, 3000 users');
       const figures = JSON.parse(readFileSync(json, 'utf8')) as Record<string, Record<string, unknown> | number>;
       expect(figures.users).toBe(3000);
-      for (const key of ['copy_baseline', 'redis_read', 'hand_loop_sample', 'migrate', 'rerun', 'dry_run', 'verify', 'slow_link', 'migrate_3n']) {
+      const measured = ['copy_baseline', 'redis_read', 'bare_pipeline', 'hand_loop_sample', 'migrate', 'rerun', 'dry_run', 'verify', 'slow_link', 'migrate_3n'];
+      // The same four commands, the COPY baseline and the bare pipeline on the app team's table too.
+      measured.push('app_copy_baseline', 'app_bare_pipeline', 'app_migrate', 'app_rerun', 'app_dry_run', 'app_verify');
+      for (const key of measured) {
         expect((figures.seconds as Record<string, number>)[key], key).toBeGreaterThan(0);
       }
-      for (const key of ['migrate', 'rerun', 'dry_run', 'verify']) expect((figures.ratios as Record<string, number>)[key], key).toBeGreaterThan(0);
+      for (const key of ['bare_pipeline', 'migrate', 'rerun', 'dry_run', 'verify']) {
+        expect((figures.ratios as Record<string, number>)[key], key).toBeGreaterThan(0);
+        expect((figures.app_ratios as Record<string, number>)[key], `app ${key}`).toBeGreaterThan(0);
+      }
+      // Every command's time split into its phases, for both tables.
+      const phases = figures.phases as Record<string, { seconds: Record<string, number>; us_per_user: Record<string, number> } | null>;
+      for (const key of ['migrate', 'rerun', 'dry_run', 'verify', 'app_migrate', 'app_rerun', 'app_dry_run', 'app_verify']) {
+        expect(phases[key]?.seconds, key).toMatchObject({
+          read: expect.any(Number),
+          finish: expect.any(Number),
+          triage: expect.any(Number),
+          rest: expect.any(Number),
+        });
+        expect(phases[key]?.seconds.read, key).toBeGreaterThan(0);
+      }
       expect((figures.peak_rss_mb as Record<string, number>).n).toBeGreaterThan(0);
       expect((figures.peak_rss_mb as Record<string, number>).n3).toBeGreaterThan(0);
       expect(figures.slow_link_fraction).toBeGreaterThan(0);

@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
+import { appTeamUsersDdl } from '../../src/bench/app-team-table.js';
 import { startRedis } from '../../src/bench/servers.js';
 import { runCli, type CliResult } from '../helpers/cli.js';
 import { createTestDatabase, createTestKeys, REDIS_URL, type TestDatabase, type TestKeys } from '../helpers/servers.js';
@@ -20,33 +21,8 @@ import { createTestDatabase, createTestKeys, REDIS_URL, type TestDatabase, type 
 // ---------------------------------------------------------------------------------------------------------
 // Tables
 
-/** The app team's DDL as BRIEF.md describes it. */
-function appTable({ trigger }: { trigger: boolean }): string {
-  return `
-    create table public.users (
-      user_id              varchar(64) primary key,
-      email                varchar(255) unique not null,
-      username             varchar(100),
-      avatar               text,
-      password_hash        varchar(255),
-      current_credits      integer default 100,
-      total_credits_used   integer default 0,
-      signup_bonus_granted boolean default false,
-      current_plan_id      varchar(50),
-      plan_renew_at        timestamp without time zone,
-      created_at           timestamp without time zone default now(),
-      last_login           timestamp without time zone,
-      updated_at           timestamp not null default now()
-    );
-    ${
-      trigger
-        ? `create function public.app_touch_updated_at() returns trigger language plpgsql as $$
-           begin new.updated_at := now(); return new; end $$;
-           create trigger app_touch_updated_at before update on public.users
-             for each row execute function public.app_touch_updated_at();`
-        : ''
-    }`;
-}
+/** The app team's DDL as BRIEF.md describes it (shared with the benchmark). */
+const appTable = appTeamUsersDdl;
 
 interface Fixture {
   readonly db: TestDatabase;
