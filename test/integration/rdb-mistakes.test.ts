@@ -1,0 +1,87 @@
+/**
+ * --rdb: the operator's mistakes with snapshot files and the environment, each refused with exit 2 before
+ * anything is written (most before anything is loaded), and what is not a mistake read as it should be.
+ * Real snapshots written by real redis-servers, the real bin/migrate-users as a child process.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { MigrateReport } from '../../src/results/migrate-report.js';
+import { runCli, type CliResult } from '../helpers/cli.js';
+import { snapshotOf } from '../helpers/rdb.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/servers.js';
+
+let dir: string;
+let one: string;
+const databases: TestDatabase[] = [];
+
+const user = (id: string, credits: number) => JSON.stringify({ user_id: id, credits, credits_used: 0 });
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'mu-rdb-mistakes-'));
+  const keys: Record<string, string> = {};
+  for (let i = 0; i < 20; i++) keys[`user:email:u${i}@x.test`] = user(`usr_u${i}`, i);
+  one = await snapshotOf(keys, join(dir, 'one.rdb'));
+}, 60_000);
+
+afterAll(async () => {
+  await Promise.all(databases.map((db) => db.drop()));
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+async function database(): Promise<TestDatabase> {
+  const db = await createTestDatabase();
+  databases.push(db);
+  return db;
+}
+
+/** The run with a report; `report` is null when none was written. */
+async function run(args: readonly string[], env: Record<string, string | undefined>): Promise<CliResult & { report: MigrateReport | null }> {
+  const report = join(dir, `report-${Math.random().toString(36).slice(2)}.json`);
+  const command = args[0] === 'verify' ? ['verify'] : [];
+  const result = await runCli([...command, '--no-progress', '--report', report, ...args.slice(command.length)], env);
+  let parsed: MigrateReport | null = null;
+  try {
+    parsed = JSON.parse(readFileSync(report, 'utf8')) as MigrateReport;
+  } catch {
+    // No report: the run never got going.
+  }
+  return { ...result, report: parsed };
+}
+
+const written = async (db: TestDatabase) => ({
+  users: (await db.query<{ n: number }>('select count(*)::int as n from users'))[0]?.n,
+  ledger: (await db.query<{ n: number }>('select count(*)::int as n from migrate_users.ledger'))[0]?.n,
+  stages: (await db.query<{ n: number }>(`select count(*)::int as n from pg_tables where schemaname = 'migrate_users' and tablename like 'stage%'`))[0]?.n,
+});
+
+describe('--rdb ignores the live Redis settings of the environment', () => {
+  it('REDIS_URL and REDIS_CA exported in the shell do not stop a snapshot run; the flags --redis-url and --redis-ca are refused', async () => {
+    const db = await database();
+    // Production's settings, exported in the operator's shell: one unparsable, one naming a CA file that is not here.
+    for (const redis of [
+      { REDIS_URL: 'not a url' },
+      { REDIS_URL: 'rediss://app:Secret-Pw-77@prod.example:6380/0', REDIS_CA: join(dir, 'no-such-ca.pem') },
+      { REDIS_URL: 'redis://app:Secret-Pw-77@prod.example:6379/0', REDIS_CA: join(dir, 'no-such-ca.pem') },
+    ]) {
+      const dry = await run(['--dry-run', '--rdb', one], { DATABASE_URL: db.url, ...redis });
+      expect(dry.code, dry.stderr).toBe(0);
+      expect(dry.report?.counts.scanned).toBe(20);
+      expect(dry.report?.source).toMatchObject({ kind: 'rdb', file: one });
+      const verify = await run(['verify', '--rdb', one], { DATABASE_URL: db.url, ...redis });
+      // Nothing migrated yet: every user is missing, which is a verdict (1), not a configuration error (2).
+      expect(verify.code, verify.stderr).toBe(1);
+      expect(`${dry.stdout}${dry.stderr}${verify.stdout}${verify.stderr}`).not.toContain('Secret-Pw-77');
+    }
+
+    const url = await run(['--dry-run', '--rdb', one, '--redis-url', 'redis://app:Secret-Pw-77@prod.example:6379'], { DATABASE_URL: db.url });
+    expect(url.code).toBe(2);
+    expect(url.stderr).toContain('--rdb reads a snapshot instead of a live Redis: it cannot go with --redis-url');
+    const ca = await run(['--dry-run', '--rdb', one, '--redis-ca', join(dir, 'no-such-ca.pem')], { DATABASE_URL: db.url });
+    expect(ca.code).toBe(2);
+    expect(ca.stderr).toContain('--rdb cannot go with --redis-ca');
+    expect(`${url.stdout}${url.stderr}`).not.toContain('Secret-Pw-77');
+    expect(await written(db)).toEqual({ users: 0, ledger: 0, stages: 0 });
+  });
+});
