@@ -11,6 +11,8 @@ import { ThrowawayServer } from './throwaway-server.js';
 export interface SnapshotPlan {
   readonly files: readonly SnapshotFile[];
   readonly server: RedisServerBinary;
+  /** Where each server gets a private folder of its own (the temporary folder, checked to be usable). */
+  readonly folder: string;
 }
 
 /**
@@ -29,7 +31,7 @@ export async function withSnapshots<T>(
     const before = plan.files.map((file) => statSync(file.path));
     const results = await Promise.allSettled(
       plan.files.map(async (file) => {
-        const starting = ThrowawayServer.start(file, plan.server, log, signal).then((server) => {
+        const starting = ThrowawayServer.start(file, plan.server, plan.folder, log, signal).then((server) => {
           started.push(server);
           return server;
         });

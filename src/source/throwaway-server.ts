@@ -1,5 +1,4 @@
 import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
@@ -39,10 +38,9 @@ export class ThrowawayServer {
     });
   }
 
-  static async start(file: SnapshotFile, binary: RedisServerBinary, log: Logger, signal: AbortSignal | undefined): Promise<ThrowawayServer> {
-    // A unix socket path may hold about 100 bytes: a long TMPDIR falls back to /tmp.
-    const base = tmpdir().length > 60 ? '/tmp' : tmpdir();
-    const dir = mkdtempSync(join(base, 'migrate-users-rdb-'));
+  /** `folder`: where its private folder is made (short enough for a unix socket path). */
+  static async start(file: SnapshotFile, binary: RedisServerBinary, folder: string, log: Logger, signal: AbortSignal | undefined): Promise<ThrowawayServer> {
+    const dir = mkdtempSync(join(folder, 'migrate-users-rdb-'));
     const socket = join(dir, 'redis.sock');
     // The server reads the file through a link in its own folder: anything it might write (it is told to
     // write nothing) would land there, never on the operator's file.

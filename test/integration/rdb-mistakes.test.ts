@@ -3,13 +3,13 @@
  * anything is written (most before anything is loaded), and what is not a mistake read as it should be.
  * Real snapshots written by real redis-servers, the real bin/migrate-users as a child process.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MigrateReport } from '../../src/results/migrate-report.js';
 import { runCli, type CliResult } from '../helpers/cli.js';
-import { snapshotOf } from '../helpers/rdb.js';
+import { snapshotOf, throwawayServers } from '../helpers/rdb.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/servers.js';
 
 let dir: string;
@@ -83,5 +83,32 @@ describe('--rdb ignores the live Redis settings of the environment', () => {
     expect(ca.stderr).toContain('--rdb cannot go with --redis-ca');
     expect(`${url.stdout}${url.stderr}`).not.toContain('Secret-Pw-77');
     expect(await written(db)).toEqual({ users: 0, ledger: 0, stages: 0 });
+  });
+});
+
+describe('--rdb: a temporary folder that cannot be used is said up front', () => {
+  it('TMPDIR missing, a file, or a folder that takes no new folder: exit 2 naming TMPDIR, before connecting or loading anything', async () => {
+    // Nothing listens here: a tool that connected first would say so instead.
+    const nowhere = { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/none', LOG_LEVEL: 'info' };
+    const file = join(dir, 'a-file');
+    writeFileSync(file, 'not a folder\n');
+    for (const [tmp, why] of [
+      [join(dir, 'no-such-folder'), 'which does not exist'],
+      [file, 'which is not a folder'],
+      ['/proc', 'which takes no new folder ('],
+    ] as const) {
+      const result = await run(['--dry-run', '--rdb', one], { ...nowhere, TMPDIR: tmp });
+      expect(result.code, result.stderr).toBe(2);
+      expect(result.stderr).toContain(`--rdb starts its throwaway redis-server in a private folder under TMPDIR (${tmp}), ${why}`);
+      expect(result.stderr).toContain('set TMPDIR to a folder this user can write to');
+      expect(result.stderr).not.toContain('cannot connect to PostgreSQL');
+      expect(throwawayServers(result.stderr)).toEqual([]);
+    }
+    // And a usable one is used: the server's folder is made there.
+    const db = await database();
+    const own = mkdtempSync(join(dir, 'tmp-'));
+    const used = await run(['--dry-run', '--rdb', one], { DATABASE_URL: db.url, LOG_LEVEL: 'info', TMPDIR: own });
+    expect(used.code, used.stderr).toBe(0);
+    expect(throwawayServers(used.stderr).map((s) => s.folder.startsWith(`${own}/migrate-users-rdb-`))).toEqual([true]);
   });
 });
