@@ -3,7 +3,7 @@
  * anything is written (most before anything is loaded), and what is not a mistake read as it should be.
  * Real snapshots written by real redis-servers, the real bin/migrate-users as a child process.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -110,5 +110,30 @@ describe('--rdb: a temporary folder that cannot be used is said up front', () =>
     const used = await run(['--dry-run', '--rdb', one], { DATABASE_URL: db.url, LOG_LEVEL: 'info', TMPDIR: own });
     expect(used.code, used.stderr).toBe(0);
     expect(throwawayServers(used.stderr).map((s) => s.folder.startsWith(`${own}/migrate-users-rdb-`))).toEqual([true]);
+  });
+});
+
+describe('--rdb: the same snapshot under two names', () => {
+  it('is refused (exit 2, both names) before any server is loaded; two files of one size but other contents are read', async () => {
+    const db = await database();
+    const copy = join(dir, 'copy-of-one.rdb');
+    copyFileSync(one, copy);
+    const env = { DATABASE_URL: db.url, LOG_LEVEL: 'info' };
+    for (const args of [['--dry-run'], [], ['verify']]) {
+      const twice = await run([...args, '--rdb', one, '--rdb', copy], env);
+      expect(twice.code, twice.stderr).toBe(2);
+      expect(twice.stderr).toContain(`--rdb ${copy} is the same snapshot as --rdb ${one} (sha256 `);
+      expect(throwawayServers(twice.stderr)).toEqual([]);
+    }
+    expect(await written(db)).toEqual({ users: 0, ledger: 0, stages: 0 });
+    expect(await db.query('select count(*)::int as n from migrate_users.runs')).toEqual([{ n: 0 }]);
+
+    // Two masters' files of the same size (the same layout, other users): hashed first, found different, read.
+    const a = await snapshotOf({ 'user:email:a@x.test': user('usr_a', 1) }, join(dir, 'same-size-a.rdb'));
+    const b = await snapshotOf({ 'user:email:b@x.test': user('usr_b', 2) }, join(dir, 'same-size-b.rdb'));
+    expect(statSync(a).size).toBe(statSync(b).size);
+    const both = await run(['--dry-run', '--rdb', a, '--rdb', b], env);
+    expect(both.code, both.stderr).toBe(0);
+    expect(both.report?.counts).toMatchObject({ scanned: 2, inserted: 2 });
   });
 });

@@ -563,7 +563,7 @@ describe("--rdb repeated: a cluster's snapshots, one per master", { timeout: 180
     copyFileSync(snapshots[0] as string, copy);
     const twice = await run(['--dry-run', '--rdb', snapshots[0] as string, '--rdb', copy], { DATABASE_URL: fromLive.url });
     expect(twice.code).toBe(2);
-    expect(twice.stderr).toContain(`--rdb ${copy} is the same snapshot as another --rdb`);
+    expect(twice.stderr).toContain(`--rdb ${copy} is the same snapshot as --rdb ${snapshots[0] as string}`);
   });
 });
 
