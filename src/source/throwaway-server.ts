@@ -127,7 +127,8 @@ export class ThrowawayServer {
     if (!stopped) {
       // The watchdog did not answer: end both directly.
       this.log.warn({ pid: this.pid }, 'the watchdog did not stop the throwaway redis-server: killing it');
-      for (const pid of [this.pid, this.watchdog.process.pid]) {
+      // The server leads a process group of its own (with whatever a wrapper script started); the watchdog does not.
+      for (const pid of [-this.pid, this.pid, this.watchdog.process.pid]) {
         try {
           if (pid !== undefined) process.kill(pid, 'SIGKILL');
         } catch {

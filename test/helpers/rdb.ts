@@ -63,7 +63,7 @@ export function childrenOf(pid: number): number[] {
     try {
       // The command name (in parentheses) may hold spaces: the fields after it are fixed.
       const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const [, , ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const [, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
       if (Number(ppid) === pid && alive(Number(entry))) found.push(Number(entry));
     } catch {
       // Gone meanwhile.

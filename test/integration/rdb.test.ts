@@ -19,7 +19,7 @@ import type { VerifyReport } from '../../src/results/verify-report.js';
 import type { ReconcileReport } from '../../src/results/reconcile-report.js';
 import type { MigrateReport } from '../../src/results/migrate-report.js';
 import { BIN, runCli } from '../helpers/cli.js';
-import { alive, commandLine, saveSnapshot, throwawayServers } from '../helpers/rdb.js';
+import { alive, childrenOf, commandLine, saveSnapshot, throwawayServers } from '../helpers/rdb.js';
 import { startRedisCluster, type RedisCluster } from '../helpers/redis-cluster.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/servers.js';
 
@@ -435,6 +435,37 @@ describe('--rdb: the throwaway server never outlives the tool', { timeout: 120_0
     expect(alive(server.pid)).toBe(false);
     expect(alive(server.watchdog)).toBe(false);
     expect(existsSync(server.folder)).toBe(false);
+  });
+
+  it('a --redis-server wrapper that does not exec: the redis-server it starts is gone after a normal end, Ctrl-C and kill -9 of the tool', async () => {
+    // The shell stays between the watchdog and the server: killing the shell alone would orphan the server.
+    const wrapper = join(dir, 'redis-server-no-exec');
+    writeFileSync(wrapper, '#!/bin/sh\nredis-server "$@"\n', { mode: 0o755 });
+    for (const end of ['finishes', 'SIGINT', 'SIGKILL'] as const) {
+      const db = await database();
+      const rate = end === 'finishes' ? '5000' : '500';
+      const args = ['--rdb', snapshot, '--redis-server', wrapper, '--max-rate', rate, '--batch-size', '100'];
+      const tool = start(args, { DATABASE_URL: db.url, LOG_LEVEL: 'info' }, { detached: true });
+      await until(() => tool.stderr().includes('"msg":"run started"'), 'the run to start reading', tool);
+      const [shell] = throwawayServers(tool.stderr());
+      if (!shell) throw new Error(`no throwaway server logged\n${tool.stderr()}`);
+      const servers = childrenOf(shell.pid).filter((pid) => commandLine(pid).includes('redis-server'));
+      expect(servers, `${end}: the wrapper's redis-server`).toHaveLength(1);
+      if (end === 'SIGINT') process.kill(-(tool.child.pid as number), 'SIGINT');
+      if (end === 'SIGKILL') tool.child.kill('SIGKILL');
+      const code = end === 'SIGKILL' ? await tool.exit : (await tool.finished<MigrateReport>()).code;
+      expect(code, `${end}\n${tool.stderr()}`).toBe({ finishes: 1, SIGINT: 130, SIGKILL: null }[end]);
+      const left = () => [...servers, shell.pid, shell.watchdog].filter(alive);
+      await until(() => left().length === 0 && !existsSync(shell.folder), `${end}: every process of the throwaway server to be gone`, undefined, 10_000).catch(
+        (error: unknown) => {
+          throw new Error(
+            `${String(error)}; alive: ${left()
+              .map((pid) => `${pid} ${commandLine(pid)}`)
+              .join(', ')}`,
+          );
+        },
+      );
+    }
   });
 });
 
