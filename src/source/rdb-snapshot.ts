@@ -54,7 +54,14 @@ export async function withSnapshots<T>(
     const files = opened.map((o) => o.info);
     const source: SourceInfo = files.length === 1 ? { kind: 'rdb', ...(files[0] as RdbFileInfo) } : { kind: 'rdb-cluster', files };
     const only = opened.length === 1 ? opened[0]?.server.client : undefined;
-    return await fn(only ?? new ServerGroup(opened.map((o) => o.server.client)), source);
+    return await fn(
+      only ??
+        new ServerGroup(
+          opened.map((o) => o.server.client),
+          opened.map((o) => o.info.file),
+        ),
+      source,
+    );
   } finally {
     await Promise.all(started.map((server) => server.stop().catch((err: unknown) => log.warn({ err }, 'could not stop a throwaway redis-server'))));
   }

@@ -137,3 +137,48 @@ describe('--rdb: the same snapshot under two names', () => {
     expect(both.report?.counts).toMatchObject({ scanned: 2, inserted: 2 });
   });
 });
+
+describe("--rdb: a key in two cluster masters' files", () => {
+  it('is refused (exit 2) before anything is written, naming the keys and both files, whether the values differ or not', async () => {
+    const db = await database();
+    const a = await snapshotOf(
+      {
+        'user:email:a1@x.test': user('usr_a1', 1),
+        'user:email:a2@x.test': user('usr_a2', 2),
+        'user:email:twin@x.test': user('usr_twin', 10),
+        'user:email:same@x.test': user('usr_same', 5),
+      },
+      join(dir, 'master-a.rdb'),
+    );
+    // Another master's file holding two of them: one with another balance, one byte for byte the same.
+    const b = await snapshotOf(
+      { 'user:email:b1@x.test': user('usr_b1', 3), 'user:email:twin@x.test': user('usr_twin', 999), 'user:email:same@x.test': user('usr_same', 5) },
+      join(dir, 'master-b.rdb'),
+    );
+    // Only identical values in common (a replica's file, or the same master's again, would look like this).
+    const c = await snapshotOf({ 'user:email:c1@x.test': user('usr_c1', 4), 'user:email:a1@x.test': user('usr_a1', 1) }, join(dir, 'master-c.rdb'));
+    const d = await snapshotOf({ 'user:email:d1@x.test': user('usr_d1', 6) }, join(dir, 'master-d.rdb'));
+    const env = { DATABASE_URL: db.url };
+
+    for (const args of [[], ['--dry-run'], ['verify']]) {
+      const refused = await run([...args, '--rdb', a, '--rdb', b], env);
+      expect(refused.code, refused.stderr).toBe(2);
+      expect(refused.stderr).toContain('the --rdb files share keys, but a Redis Cluster keeps each key on one master only');
+      expect(refused.stderr).toContain(
+        `${a} and ${b} both hold 2 keys: 1 with different values (user:email:twin@x.test); 1 with the same value (user:email:same@x.test)`,
+      );
+      expect(refused.stderr).toContain('nothing was written');
+    }
+    const identical = await run(['--rdb', a, '--rdb', c], env);
+    expect(identical.code, identical.stderr).toBe(2);
+    expect(identical.stderr).toContain(`${a} and ${c} both hold 1 key: 1 with the same value (user:email:a1@x.test)`);
+    // Not one row, ledger entry or stage table; the refused runs are on record as failed.
+    expect(await written(db)).toEqual({ users: 0, ledger: 0, stages: 0 });
+    expect(await db.query(`select distinct status from migrate_users.runs`)).toEqual([{ status: 'failed' }]);
+
+    // The right files: read and written as usual.
+    const right = await run(['--rdb', a, '--rdb', d], env);
+    expect(right.code, right.stderr).toBe(0);
+    expect(right.report?.counts).toMatchObject({ scanned: 5, inserted: 5, scan_duplicates: 0 });
+  });
+});
