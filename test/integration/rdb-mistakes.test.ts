@@ -182,3 +182,29 @@ describe("--rdb: a key in two cluster masters' files", () => {
     expect(right.report?.counts).toMatchObject({ scanned: 5, inserted: 5, scan_duplicates: 0 });
   });
 });
+
+describe("--rdb: a cluster's snapshots, taken seconds apart, written from again", () => {
+  it('the same files again are not "older" than themselves (exit 0); an older file of one master still is (exit 2)', async () => {
+    const db = await database();
+    // An RDB's time has whole seconds: each file is taken in a later one.
+    const taken = async (keys: Record<string, string>, name: string) => {
+      const file = await snapshotOf(keys, join(dir, name));
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      return file;
+    };
+    const older = await taken({ 'user:email:p1@x.test': user('usr_p1', 1) }, 'p-master-1-older.rdb');
+    const m1 = await taken({ 'user:email:p1@x.test': user('usr_p1', 2) }, 'p-master-1.rdb');
+    const m2 = await taken({ 'user:email:p2@x.test': user('usr_p2', 3) }, 'p-master-2.rdb');
+    const env = { DATABASE_URL: db.url };
+    const first = await run(['--rdb', m1, '--rdb', m2], env);
+    expect(first.code, first.stderr).toBe(0);
+    // Run again (as after an exit 3, or to be sure): the first run read exactly these files.
+    const again = await run(['--rdb', m2, '--rdb', m1], env);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.report?.counts).toMatchObject({ scanned: 2, unchanged: 2 });
+    const back = await run(['--rdb', older, '--rdb', m2], env);
+    expect(back.code, back.stderr).toBe(2);
+    expect(back.stderr).toContain('writing from it would put back older balances');
+    expect(await db.query(`select current_credits::int as c from users where user_id = 'usr_p1'`)).toEqual([{ c: 2 }]);
+  });
+});
