@@ -96,20 +96,28 @@ export class Problems {
 }
 
 export function connectionConfig(
-  opts: { redisUrl?: string; databaseUrl?: string; match?: string; databaseCa?: string; redisCa?: string; redisCluster?: boolean },
+  opts: {
+    redisUrl?: string;
+    databaseUrl?: string;
+    match?: string;
+    databaseCa?: string;
+    redisCa?: string;
+    redisCluster?: boolean;
+    rdb?: string[] | undefined;
+  },
   env: NodeJS.ProcessEnv,
   problems: Problems,
 ): ConnectionConfig {
-  const redisUrl = opts.redisUrl ?? env.REDIS_URL ?? DEFAULTS.redisUrl;
   const databaseUrl = opts.databaseUrl ?? env.DATABASE_URL ?? DEFAULTS.databaseUrl;
-  checkUrl('--redis-url / REDIS_URL', redisUrl, ['redis:', 'rediss:'], problems);
   checkUrl('--database-url / DATABASE_URL', databaseUrl, ['postgres:', 'postgresql:'], problems);
-  const match = opts.match ?? DEFAULTS.match;
-  // The email is what the final `*` matches; any other glob character would make that ambiguous.
-  if (!match.endsWith('*') || /[*?[\]\\]/.test(match.slice(0, -1)) || match.length < 2) {
-    problems.add(`--match must be a literal prefix followed by one "*" (like "user:email:*"), got "${match}"`);
-  }
+  const match = checkMatch(opts.match ?? DEFAULTS.match, problems);
   const tls = databaseTls(databaseUrl, opts.databaseCa ?? env.DATABASE_CA, problems);
+  const postgres = { databaseUrl: tls.url, databaseSsl: tls.ssl, match };
+  // --rdb reads no live Redis: REDIS_URL and REDIS_CA in the environment (production's, exported in the
+  // operator's shell) are not looked at, and the flags are refused with --rdb (snapshot-options.ts).
+  if (opts.rdb !== undefined && opts.rdb.length > 0) return { ...postgres, redisUrl: DEFAULTS.redisUrl, redisTls: undefined, redisCluster: false };
+  const redisUrl = opts.redisUrl ?? env.REDIS_URL ?? DEFAULTS.redisUrl;
+  checkUrl('--redis-url / REDIS_URL', redisUrl, ['redis:', 'rediss:'], problems);
   const redisCa = opts.redisCa ?? env.REDIS_CA;
   let redisTls: ConnectionOptions | undefined;
   if (redisUrl.startsWith('rediss:')) {
@@ -118,7 +126,15 @@ export function connectionConfig(
   } else if (redisCa !== undefined) {
     problems.add('--redis-ca / REDIS_CA is given but the Redis URL is not rediss:// (TLS)');
   }
-  return { redisUrl, databaseUrl: tls.url, databaseSsl: tls.ssl, redisTls, redisCluster: opts.redisCluster === true, match };
+  return { ...postgres, redisUrl, redisTls, redisCluster: opts.redisCluster === true };
+}
+
+function checkMatch(match: string, problems: Problems): string {
+  // The email is what the final `*` matches; any other glob character would make that ambiguous.
+  if (!match.endsWith('*') || /[*?[\]\\]/.test(match.slice(0, -1)) || match.length < 2) {
+    problems.add(`--match must be a literal prefix followed by one "*" (like "user:email:*"), got "${match}"`);
+  }
+  return match;
 }
 
 function readCa(name: string, path: string, problems: Problems): string | undefined {

@@ -27,6 +27,8 @@ export interface ConnectionFlags {
   databaseCa?: string;
   redisCa?: string;
   redisCluster?: boolean;
+  /** --rdb (the commands that read the source): no live Redis, so REDIS_URL / REDIS_CA are not read. */
+  rdb?: string[];
 }
 
 /** Where the tool writes: PostgreSQL. */
@@ -68,8 +70,8 @@ export function addConnectionOptions(command: Command): Command {
 export function setup(flags: ConnectionFlags, ctx: CliContext, problems: Problems): { conn: ConnectionConfig; log: Logger } {
   const conn = connectionConfig(flags, ctx.env, problems);
   const logs = logSettings(flags, ctx.env, terminal.interactive, problems);
-  ctx.scrubber.addUrl(conn.redisUrl);
-  ctx.scrubber.addUrl(conn.databaseUrl);
+  // REDIS_URL too when --rdb leaves it unread: a password it holds is still never printed.
+  for (const url of [conn.redisUrl, conn.databaseUrl, ctx.env.REDIS_URL, flags.redisUrl]) if (url !== undefined) ctx.scrubber.addUrl(url);
   ctx.debug = logs.level === 'debug' || logs.level === 'trace';
   // --log-file is opened only when every flag so far is good: the run stops at throwIfAny() otherwise.
   const log = createLogger({ ...logs, file: problems.none ? logs.file : undefined, scrubber: ctx.scrubber, screen: terminal });

@@ -64,7 +64,7 @@ export async function runMigrate(flags: MigrateFlags, ctx: CliContext): Promise<
       2 + options.writeConcurrency,
       async (redis, pool, source) => {
         if (!options.dryRun) await refuseOlderSnapshot(pool, source, flags.allowOlderSnapshot === true);
-        return migrate({ ...options, source }, { redis, pool, log, rejects, progress: createProgress(flags.progress), signal: ctx.signal });
+        return migrate({ ...options, source }, { redis, pool, log, rejects, progress: createProgress(flags.progress, ctx.signal), signal: ctx.signal });
       },
       ctx.signal,
     );

@@ -64,8 +64,9 @@ export const terminal = new Screen();
  * A progress bar for every phase, on stderr when a person is watching; nothing in CI, in pipes, or with
  * --no-progress. Each phase shows its name, the count, the rate and, where a total is known, the ETA.
  * A total that is an estimate (the key count of the source database while reading) is labelled as such.
+ * `interrupted`: the run's Ctrl-C / SIGTERM signal.
  */
-export function createProgress(enabled: boolean, screen: Screen = terminal): Progress | undefined {
+export function createProgress(enabled: boolean, interrupted?: AbortSignal, screen: Screen = terminal): Progress | undefined {
   if (!enabled || !screen.interactive) return undefined;
   let bar: cliProgress.SingleBar | undefined;
   let counted = 0;
@@ -76,9 +77,10 @@ export function createProgress(enabled: boolean, screen: Screen = terminal): Pro
     const seconds = (Date.now() - started) / 1000;
     return seconds < 0.1 ? '-' : count(Math.round(counted / seconds));
   };
-  // A phase ends where it got to: an estimated total becomes the count actually read (100%).
+  // A phase that ran to its end: an estimated total becomes the count actually read (100%). One stopped
+  // by Ctrl-C stays where it got to, against the estimate: it did not read everything.
   const finish = () => {
-    if (estimated && bar) bar.setTotal(counted);
+    if (estimated && bar && interrupted?.aborted !== true) bar.setTotal(counted);
     estimated = false;
   };
   return {

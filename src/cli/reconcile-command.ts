@@ -89,7 +89,7 @@ export async function runReconcile(flags: ReconcileFlags, ctx: CliContext): Prom
         if (flags.apply) await refuseOlderSnapshot(pool, source, flags.allowOlderSnapshot === true);
         return reconcile(
           { ...read, dryRun: !flags.apply, apply: flags.apply === true, take, merge, source },
-          { redis, pool, log, rejects, onEntry, progress: createProgress(flags.progress), signal: ctx.signal },
+          { redis, pool, log, rejects, onEntry, progress: createProgress(flags.progress, ctx.signal), signal: ctx.signal },
         );
       },
       ctx.signal,

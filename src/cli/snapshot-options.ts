@@ -1,5 +1,5 @@
-import { statSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { mkdtempSync, rmdirSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { rdbWriter, readRdbHeader, type SnapshotFile } from '../source/rdb-file.js';
 import type { SnapshotPlan } from '../source/rdb-snapshot.js';
@@ -62,7 +62,40 @@ export function snapshotPlan(flags: SnapshotFlags, env: NodeJS.ProcessEnv, probl
     }
     files.push(file);
   }
-  return 'problem' in server ? undefined : { files, server };
+  const folder = serverFolder(env, problems);
+  return 'problem' in server ? undefined : { files, server, folder };
+}
+
+/**
+ * Where the throwaway servers' private folders go: the temporary folder (TMPDIR, as os.tmpdir() reads it),
+ * tried now by making and removing a folder there, so that a TMPDIR that cannot be used is said before
+ * anything is connected to or loaded.
+ */
+function serverFolder(env: NodeJS.ProcessEnv, problems: Problems): string {
+  const variable = ['TMPDIR', 'TMP', 'TEMP'].find((name) => (env[name] ?? '') !== '');
+  const given = variable === undefined ? '/tmp' : (env[variable] ?? '').replace(/(.)\/+$/, '$1');
+  // A unix socket path may hold about 100 bytes: a long TMPDIR falls back to /tmp.
+  const folder = given.length > 60 ? '/tmp' : given;
+  const where =
+    variable === undefined ? '/tmp (TMPDIR is not set)' : folder === given ? `${variable} (${given})` : `/tmp (${variable} is too long for a unix socket path)`;
+  let step = 'exists';
+  try {
+    if (!statSync(folder).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+    step = 'create';
+    rmdirSync(mkdtempSync(join(folder, 'migrate-users-probe-')));
+  } catch (error) {
+    const code = String((error as NodeJS.ErrnoException).code ?? error);
+    const why =
+      step === 'create'
+        ? `takes no new folder (${code})`
+        : code === 'ENOENT'
+          ? 'does not exist'
+          : code === 'ENOTDIR'
+            ? 'is not a folder'
+            : `cannot be used (${code})`;
+    problems.add(`--rdb starts its throwaway redis-server in a private folder under ${where}, which ${why}: set TMPDIR to a folder this user can write to`);
+  }
+  return folder;
 }
 
 function checkFile(name: string, path: string, problems: Problems): SnapshotFile | undefined {

@@ -71,7 +71,7 @@ export async function runVerify(flags: VerifyFlags, ctx: CliContext): Promise<nu
             redis,
             pool,
             log,
-            progress: createProgress(flags.progress),
+            progress: createProgress(flags.progress, ctx.signal),
             signal: ctx.signal,
             onDifference: async (difference) => {
               findings.add(difference);

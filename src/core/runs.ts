@@ -127,30 +127,36 @@ export async function recordRunFailed(pool: pg.Pool, runId: string, counts: obje
 /**
  * A writing run from a snapshot older than what an earlier writing run read would put back older balances
  * (a live catch-up at the cut-over, then the bulk command run again from shell history): refused, exit 2.
- * What a run read is as of its snapshot's time, or, read live, its start. `allow` (--allow-older-snapshot)
- * is for an operator who means it.
+ * What a run read is as of its snapshot's time, or, read live, its start. A file both runs read (the same
+ * sha256) puts back nothing: re-running or resuming from the same cluster snapshots is never refused. Of
+ * the other files, the oldest new one is compared with the newest earlier one. `allow`
+ * (--allow-older-snapshot) is for an operator who means it.
  */
 export async function refuseOlderSnapshot(pool: Pick<pg.Pool, 'query'>, source: SourceInfo, allow: boolean): Promise<void> {
-  if (allow || (source.kind !== 'rdb' && source.kind !== 'rdb-cluster')) return;
-  const taken = source.kind === 'rdb' ? Date.parse(source.created) : Math.min(...source.files.map((f) => Date.parse(f.created)));
-  if (!Number.isFinite(taken)) return;
+  const mine = snapshotFiles(source);
+  if (allow || !mine) return;
   const { rows } = await pool.query<{ run_id: string; started_at: Date; source: SourceInfo | null }>(
     `select run_id, started_at, source from migrate_users.runs where status <> 'running' order by started_at desc limit 200`,
   );
   for (const run of rows) {
-    const asOf = readAsOf(run.source, run.started_at);
-    if (asOf > taken) {
+    const theirs = snapshotFiles(run.source);
+    const read = theirs?.filter((f) => !mine.some((m) => m.sha256 === f.sha256)).map((f) => Date.parse(f.created)) ?? [run.started_at.getTime()];
+    const taken = mine.filter((m) => !theirs?.some((f) => f.sha256 === m.sha256)).map((m) => Date.parse(m.created));
+    if (read.length === 0 || taken.length === 0) continue;
+    const asOf = Math.max(...read);
+    const oldest = Math.min(...taken);
+    if (Number.isFinite(oldest) && asOf > oldest) {
       const when = (t: number) => new Date(t).toISOString().replace('.000Z', 'Z');
       throw new UsageError(
-        `the snapshot was taken at ${when(taken)}, before what run ${run.run_id} wrote (read as of ${when(asOf)}): ` +
+        `the snapshot was taken at ${when(oldest)}, before what run ${run.run_id} wrote (read as of ${when(asOf)}): ` +
           'writing from it would put back older balances. Take a newer snapshot, read live, or give --allow-older-snapshot if that is meant',
       );
     }
   }
 }
 
-function readAsOf(source: SourceInfo | null, started: Date): number {
-  if (source?.kind === 'rdb') return Date.parse(source.created);
-  if (source?.kind === 'rdb-cluster') return Math.max(...source.files.map((f) => Date.parse(f.created)));
-  return started.getTime();
+function snapshotFiles(source: SourceInfo | null): readonly { readonly sha256: string; readonly created: string }[] | undefined {
+  if (source?.kind === 'rdb') return [source];
+  if (source?.kind === 'rdb-cluster') return source.files;
+  return undefined;
 }

@@ -7,7 +7,8 @@ import { assertWritable, columnLimits, readTarget } from '../db/target.js';
 import type { Logger } from '../log.js';
 import { mapRecord, type MapContext } from '../map/map-record.js';
 import { rowDigest } from '../map/user-row.js';
-import { keyCount, scanKeys, scanTargets, ValueReader, type RedisReadable, type RedisSource } from '../source/redis-reader.js';
+import { keyCount, scanKeys, scanTargets, ServerGroup, ValueReader, type RedisReadable, type RedisSource } from '../source/redis-reader.js';
+import { SharedKeys } from '../source/shared-keys.js';
 import { copySafe, StageWriter, type Stage, type StagedRecord } from '../stage/stage.js';
 import { forEachBounded } from './bounded.js';
 import { NO_RETRY, RetryCounter, withRetries, type RetryPolicy } from './retry.js';
@@ -131,6 +132,9 @@ export async function stageSource(session: Session, stage: Stage, options: ReadO
     }
     return reader;
   };
+  const read = (client: RedisReadable, batch: readonly Buffer[]) => readerOf(client).read(batch, prefixLength, options.maxValueBytes);
+  // A cluster's snapshots: a key in two files means a wrong file (see SharedKeys), found before any write.
+  const shared = io.redis instanceof ServerGroup && io.redis.servers.length > 1 ? new SharedKeys(io.redis, read) : undefined;
   // A whole SCAN is measured against the database's key count; a sample (given keys) has no total.
   if (io.progress) io.progress.phase('reading Redis', keys ? undefined : await keyCount(io.redis), true);
   const limiter = new RateLimiter(options.maxRate ?? 0);
@@ -145,9 +149,8 @@ export async function stageSource(session: Session, stage: Stage, options: ReadO
       for (let i = 0; i < batch.length; i += chunk) {
         const part = batch.slice(i, i + chunk);
         await limiter.take(part.length);
-        const records = await withRetries('reading values', options.retry ?? NO_RETRY, counter, io.log, () =>
-          readerOf(reader).read(part, prefixLength, options.maxValueBytes),
-        );
+        const records = await withRetries('reading values', options.retry ?? NO_RETRY, counter, io.log, () => read(reader, part));
+        await shared?.check(reader, part, records);
         const staged = records.map((record): StagedRecord => {
           seq += 1;
           if (!record.ok) return { seq, key: record.key, userId: null, reject: record };
@@ -166,6 +169,9 @@ export async function stageSource(session: Session, stage: Stage, options: ReadO
     throw error;
   }
   await writer.end();
+  // Also when interrupted: a file found wrong is said now, not after a resume that would not read again.
+  const refused = shared?.problem();
+  if (refused) throw refused;
   io.log.debug({ staged: seq }, 'stage loaded');
   return seq;
 }

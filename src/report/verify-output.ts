@@ -23,14 +23,17 @@ function verdict(report: VerifyReport): string {
 function headline(report: VerifyReport): string {
   const scope = report.sample
     ? `SAMPLE of ${grouped(report.sample.size)} of about ${grouped(report.sample.keys_in_redis)} keys (exact per user; rows only in PostgreSQL not checked)`
-    : 'all keys';
+    : report.interrupted
+      ? `${grouped(report.counts.keys_checked)} keys read before the interruption, not all`
+      : 'all keys';
   return `${report.ok ? 'VERIFY OK' : 'VERIFY FAILED'}${report.sample ? ' (SAMPLE)' : ''}: ${verdict(report)} [${scope}]`;
 }
 
 function countRows(report: VerifyReport): [string, string][] {
   const c = report.counts;
   const shown = (value: number | null, kind: keyof VerifyReport['counts']['accepted']) => {
-    if (value === null) return 'not checked (sample)';
+    // Only a run that read every key knows which rows no key has: a sample does not, nor does an interrupted run.
+    if (value === null) return `not checked (${report.sample ? 'sample' : 'interrupted'})`;
     const accepted = c.accepted[kind];
     return accepted > 0 ? `${grouped(value)} (${grouped(accepted)} accepted)` : grouped(value);
   };
@@ -146,7 +149,7 @@ export function formatVerifyText(report: VerifyReport, findings: VerifyFindings)
     '',
     pad(countRows(report).map(([k, v]) => [k, v])),
     '',
-    `  invariants: ${i.balanced ? 'balanced (expected users, credits and credits used equal PostgreSQL)' : 'NOT balanced'}`,
+    `  invariants: ${i.balanced ? 'balanced (expected users, credits and credits used equal PostgreSQL)' : 'NOT balanced'}${report.interrupted ? ', of the records compared before the interruption' : ''}`,
     pad([['', 'Redis', 'PostgreSQL'], ...invariantRows(report)]),
   ];
   for (const section of sections(report, findings)) {
@@ -171,7 +174,9 @@ export function formatVerifyMarkdown(report: VerifyReport, findings: VerifyFindi
     '',
     report.sample
       ? `> **Sample**: ${grouped(report.sample.size)} of about ${grouped(report.sample.keys_in_redis)} keys, exact per user. Rows only in PostgreSQL are not checked in a sample.`
-      : '> Every key checked.',
+      : report.interrupted
+        ? `> **Interrupted**: ${grouped(report.counts.keys_checked)} keys read, not all; rows only in PostgreSQL not checked.`
+        : '> Every key checked.',
     ...(report.source ? ['', `> Source: ${md(describeSource(report.source))}`] : []),
     '',
     '| outcome | count |',

@@ -11,6 +11,8 @@ import { ThrowawayServer } from './throwaway-server.js';
 export interface SnapshotPlan {
   readonly files: readonly SnapshotFile[];
   readonly server: RedisServerBinary;
+  /** Where each server gets a private folder of its own (the temporary folder, checked to be usable). */
+  readonly folder: string;
 }
 
 /**
@@ -27,13 +29,14 @@ export async function withSnapshots<T>(
   const started: ThrowawayServer[] = [];
   try {
     const before = plan.files.map((file) => statSync(file.path));
+    const hashed = await hashRepeatableSizes(plan.files, before);
     const results = await Promise.allSettled(
-      plan.files.map(async (file) => {
-        const starting = ThrowawayServer.start(file, plan.server, log, signal).then((server) => {
+      plan.files.map(async (file, i) => {
+        const starting = ThrowawayServer.start(file, plan.server, plan.folder, log, signal).then((server) => {
           started.push(server);
           return server;
         });
-        const [server, info] = await Promise.all([starting, fileInfo(file)]);
+        const [server, info] = await Promise.all([starting, hashed[i] ?? fileInfo(file)]);
         return { server, info };
       }),
     );
@@ -49,14 +52,39 @@ export async function withSnapshots<T>(
       }
     });
     const files = opened.map((o) => o.info);
-    const twice = files.find((f, i) => files.findIndex((g) => g.sha256 === f.sha256) !== i);
-    if (twice) throw new UsageError(`--rdb ${twice.file} is the same snapshot as another --rdb (sha256 ${twice.sha256}): each master's file once`);
     const source: SourceInfo = files.length === 1 ? { kind: 'rdb', ...(files[0] as RdbFileInfo) } : { kind: 'rdb-cluster', files };
     const only = opened.length === 1 ? opened[0]?.server.client : undefined;
-    return await fn(only ?? new ServerGroup(opened.map((o) => o.server.client)), source);
+    return await fn(
+      only ??
+        new ServerGroup(
+          opened.map((o) => o.server.client),
+          opened.map((o) => o.info.file),
+        ),
+      source,
+    );
   } finally {
     await Promise.all(started.map((server) => server.stop().catch((err: unknown) => log.warn({ err }, 'could not stop a throwaway redis-server'))));
   }
+}
+
+/**
+ * The same snapshot given twice under two names would read every key of it twice: refused before any
+ * server is started. Only files of the same size can be the same, so only those are hashed first (the
+ * others are hashed while their servers load); the hashes are returned, by position, for the report.
+ */
+async function hashRepeatableSizes(files: readonly SnapshotFile[], stats: readonly Stats[]): Promise<(RdbFileInfo | undefined)[]> {
+  const shared = (i: number) => stats.some((other, j) => j !== i && other.size === stats[i]?.size);
+  const infos = await Promise.all(files.map((file, i) => (shared(i) ? fileInfo(file) : Promise.resolve(undefined))));
+  infos.forEach((info, i) => {
+    const first = infos.findIndex((other) => other !== undefined && other.sha256 === info?.sha256);
+    if (info && first !== i) {
+      throw new UsageError(
+        `--rdb ${info.file} is the same snapshot as --rdb ${files[first]?.path ?? '?'} (sha256 ${info.sha256}): ` +
+          "give each master's file once; nothing was loaded",
+      );
+    }
+  });
+  return infos;
 }
 
 async function fileInfo(file: SnapshotFile): Promise<RdbFileInfo> {

@@ -15,7 +15,11 @@ export type RedisReadable = Pick<Redis, 'scanBuffer' | 'pipeline' | 'callBuffer'
  * server that SCAN found it on.
  */
 export class ServerGroup {
-  constructor(readonly servers: readonly RedisReadable[]) {}
+  constructor(
+    readonly servers: readonly RedisReadable[],
+    /** What each server was loaded from (its snapshot file), for messages. */
+    readonly names: readonly string[] = servers.map((_s, i) => `server ${i + 1}`),
+  ) {}
 }
 
 /** What the pipeline reads: one server, a Redis Cluster, or a group of servers. */

@@ -6,8 +6,8 @@ import { createInterface } from 'node:readline';
 
 /**
  * The watchdog between the tool and the server: its stdin is a pipe from the tool, so when the tool ends,
- * however it ends (kill -9 included), the pipe closes and the watchdog kills the server, removes the private
- * folder and exits. It runs in a session of its own: a Ctrl-C at the terminal reaches the tool (which
+ * however it ends (kill -9 included), the pipe closes and the watchdog kills the server's process group (the
+ * server, or a wrapper script and the server it started), removes the private folder and exits. It runs in a session of its own: a Ctrl-C at the terminal reaches the tool (which
  * finishes its batches, still reading) but neither the watchdog nor the server. It reports on stdout, one
  * JSON line each: the server's pid once started, and how it ended, with the end of its log.
  */
@@ -21,15 +21,21 @@ process.stderr.on('error', () => undefined);
 const say = (message) => { try { process.stdout.write(JSON.stringify(message) + '\\n'); } catch {} };
 const finish = (code) => { try { rmSync(dir, { recursive: true, force: true }); } catch {} process.exit(code); };
 const out = openSync(logFile, 'a');
-const server = spawn(bin, args, { stdio: ['ignore', out, out] });
+// A process group of its own: a --redis-server wrapper that does not exec keeps the real server as its
+// child, and killing the wrapper alone would leave that server running.
+const server = spawn(bin, args, { stdio: ['ignore', out, out], detached: true });
 let stopping = false;
+const killGroup = () => { try { process.kill(-server.pid, 'SIGKILL'); } catch {} };
 const stop = () => {
   stopping = true;
+  if (server.pid !== undefined) killGroup();
   if (server.exitCode === null && server.signalCode === null) server.kill('SIGKILL');
 };
 server.on('spawn', () => say({ pid: server.pid }));
 server.on('error', (error) => { say({ error: String(error.code || error.message) }); finish(127); });
 server.on('exit', (code, signal) => {
+  // Whatever the wrapper left behind goes with it.
+  killGroup();
   let log = '';
   try { log = readFileSync(logFile, 'utf8').slice(-16000); } catch {}
   say({ exit: code, signal, stopped: stopping, log });

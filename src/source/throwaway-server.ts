@@ -1,5 +1,4 @@
 import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
@@ -39,10 +38,9 @@ export class ThrowawayServer {
     });
   }
 
-  static async start(file: SnapshotFile, binary: RedisServerBinary, log: Logger, signal: AbortSignal | undefined): Promise<ThrowawayServer> {
-    // A unix socket path may hold about 100 bytes: a long TMPDIR falls back to /tmp.
-    const base = tmpdir().length > 60 ? '/tmp' : tmpdir();
-    const dir = mkdtempSync(join(base, 'migrate-users-rdb-'));
+  /** `folder`: where its private folder is made (short enough for a unix socket path). */
+  static async start(file: SnapshotFile, binary: RedisServerBinary, folder: string, log: Logger, signal: AbortSignal | undefined): Promise<ThrowawayServer> {
+    const dir = mkdtempSync(join(folder, 'migrate-users-rdb-'));
     const socket = join(dir, 'redis.sock');
     // The server reads the file through a link in its own folder: anything it might write (it is told to
     // write nothing) would land there, never on the operator's file.
@@ -129,7 +127,8 @@ export class ThrowawayServer {
     if (!stopped) {
       // The watchdog did not answer: end both directly.
       this.log.warn({ pid: this.pid }, 'the watchdog did not stop the throwaway redis-server: killing it');
-      for (const pid of [this.pid, this.watchdog.process.pid]) {
+      // The server leads a process group of its own (with whatever a wrapper script started); the watchdog does not.
+      for (const pid of [-this.pid, this.pid, this.watchdog.process.pid]) {
         try {
           if (pid !== undefined) process.kill(pid, 'SIGKILL');
         } catch {

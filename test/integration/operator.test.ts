@@ -1,5 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { once } from 'node:events';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -217,6 +218,46 @@ describe('logs and the progress bar', () => {
     expect(screen.text).toMatch(/^ {2}inserted +3,000$/m);
   });
 
+  it(
+    'Ctrl-C while reading: the reading bar stays where it got to (not 100%), and verify says "not checked (interrupted)", not "(sample)"',
+    { timeout: 120_000 },
+    async () => {
+      const own = await createTestDatabase();
+      try {
+        // The estimate is the database's key count (other tests' keys included).
+        const slow = ['--database-url', own.url, '--match', keys.match, '--max-rate', '500', '--batch-size', '100'];
+        const reading = /reading Redis +\[[^\]]*\] (\d+)% \| ([\d,]+) of ~([\d,]+) keys \(estimated from the key count\)/g;
+        const readSoFar = (text: string) => Number(([...text.matchAll(reading)].pop()?.[2] ?? '0').replace(/,/g, ''));
+        const junit = join(dir, 'interrupted.xml');
+        const markdown = join(dir, 'interrupted.md');
+        for (const command of [['migrate'], ['verify', '--junit', junit, '--markdown', markdown]]) {
+          const screen = await ctrlCUnderTerminal([BIN, ...command, ...slow], (text) => readSoFar(text) >= 300);
+          expect(screen.code, screen.text).toBe(130);
+          const [, percent = '', value = '', total = ''] = [...screen.text.matchAll(reading)].pop() ?? [];
+          // Stopped where it was: what was read against the estimate, never the count read passed off as 100%.
+          expect(Number(percent), screen.text).toBeLessThan(100);
+          expect(total, screen.text).not.toBe(value);
+          const summary = command[0] === 'verify' ? /^ {2}keys checked +([\d,]+)$/m : /^ {2}keys scanned +([\d,]+)$/m;
+          expect(summary.exec(screen.text)?.[1], screen.text).toBe(value);
+          if (command[0] === 'verify') {
+            expect(screen.text).toMatch(/^VERIFY FAILED: interrupted before every key was compared \[[\d,]+ keys read before the interruption, not all\]$/m);
+            expect(screen.text).toMatch(/^ {2}only in PostgreSQL \(allowed\) +not checked \(interrupted\)$/m);
+            expect(screen.text).not.toContain('(sample)');
+            expect(screen.text).not.toContain('[all keys]');
+            expect(readFileSync(junit, 'utf8')).toContain('not checked: interrupted before every key was read');
+            expect(readFileSync(junit, 'utf8')).not.toContain('in a sample');
+            expect(readFileSync(markdown, 'utf8')).toMatch(/> \*\*Interrupted\*\*: [\d,]+ keys read, not all/);
+            expect(readFileSync(markdown, 'utf8')).not.toContain('Every key checked');
+          } else {
+            expect(screen.text).toMatch(/INTERRUPTED: [\d,]+ records not decided yet/);
+          }
+        }
+      } finally {
+        await own.drop();
+      }
+    },
+  );
+
   it('--log-file takes the JSON lines; stderr keeps warnings and errors only', async () => {
     const logFile = join(dir, 'run.log');
     const result = await runCli(['--dry-run', '--database-url', db.url, '--match', keys.match, '--log-file', logFile], { LOG_LEVEL: '', REDIS_URL });
@@ -267,26 +308,62 @@ describe('a resumed run at a terminal', () => {
 
 /** Runs the CLI under a pseudo-terminal (util-linux `script`) and returns the screen's text, escapes removed. */
 function underTerminal(argv: readonly string[], extraEnv: Record<string, string> = { REDIS_URL }): { code: number | null; text: string } {
+  const { args, env, out } = terminalCommand(argv, extraEnv);
+  const result = spawnSync('script', args, { env, encoding: 'utf8', timeout: 180_000 });
+  return { code: result.status, text: screenText(readFileSync(out, 'utf8')) };
+}
+
+/**
+ * As underTerminal, and presses Ctrl-C once the screen shows what `ready` looks for: `script` passes the
+ * keystroke to the pseudo-terminal, whose line discipline sends SIGINT to the tool, as a terminal does.
+ */
+async function ctrlCUnderTerminal(
+  argv: readonly string[],
+  ready: (text: string) => boolean,
+  extraEnv: Record<string, string> = { REDIS_URL },
+): Promise<{ code: number | null; text: string }> {
+  const { args, env, out } = terminalCommand(argv, extraEnv);
+  const child = spawn('script', args, { env, stdio: ['pipe', 'ignore', 'ignore'] });
+  const exit = once(child, 'exit').then(([code]) => code as number | null);
+  const screen = () => screenText(existsSync(out) ? readFileSync(out, 'utf8') : '');
+  try {
+    for (const deadline = Date.now() + 60_000; !ready(screen());) {
+      if (child.exitCode !== null || Date.now() > deadline) throw new Error(`the screen never showed what the test waits for:\n${screen()}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    child.stdin.write('\x03');
+    const code = await Promise.race([exit, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 60_000))]);
+    if (code === 'timeout') throw new Error(`the tool did not stop after Ctrl-C:\n${screen()}`);
+    return { code, text: screen() };
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  }
+}
+
+function terminalCommand(argv: readonly string[], extraEnv: Record<string, string>): { args: string[]; env: NodeJS.ProcessEnv; out: string } {
   const command = [process.execPath, ...argv].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
-  const out = join(dir, `screen-${Date.now()}.txt`);
+  const out = join(dir, `screen-${Date.now()}-${Math.random().toString(36).slice(2)}.txt`);
   const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, TERM: 'xterm', COLUMNS: '160', ...extraEnv };
-  const result = spawnSync('script', ['-qfec', command, out], { env, encoding: 'utf8', timeout: 180_000 });
-  const raw = readFileSync(out, 'utf8');
-  // What a terminal shows: escapes gone, a carriage return starts the line over.
-  const text = raw
-    // eslint-disable-next-line no-control-regex -- terminal escape sequences start with ESC
-    .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '')
-    .split('\n')
-    .map(
-      (line) =>
-        line
-          .split('\r')
-          .filter((part) => part.length > 0)
-          .pop() ?? '',
-    )
-    .filter((line) => !line.startsWith('Script '))
-    .join('\n');
-  return { code: result.status, text };
+  return { args: ['-qfec', command, out], env, out };
+}
+
+/** What a terminal shows: escapes gone, a carriage return starts the line over. */
+function screenText(raw: string): string {
+  return (
+    raw
+      // eslint-disable-next-line no-control-regex -- terminal escape sequences start with ESC
+      .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '')
+      .split('\n')
+      .map(
+        (line) =>
+          line
+            .split('\r')
+            .filter((part) => part.length > 0)
+            .pop() ?? '',
+      )
+      .filter((line) => !line.startsWith('Script '))
+      .join('\n')
+  );
 }
 
 async function startRedisWithPassword(password: string): Promise<{ port: number; stop(): Promise<void> }> {

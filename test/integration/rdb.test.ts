@@ -19,6 +19,7 @@ import type { VerifyReport } from '../../src/results/verify-report.js';
 import type { ReconcileReport } from '../../src/results/reconcile-report.js';
 import type { MigrateReport } from '../../src/results/migrate-report.js';
 import { BIN, runCli } from '../helpers/cli.js';
+import { alive, childrenOf, commandLine, saveSnapshot, throwawayServers } from '../helpers/rdb.js';
 import { startRedisCluster, type RedisCluster } from '../helpers/redis-cluster.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/servers.js';
 
@@ -71,19 +72,6 @@ afterAll(async () => {
   await Promise.all(databases.map((db) => db.drop()));
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
-
-/** SAVE on the server, and a copy of its dump.rdb at `to`. */
-async function saveSnapshot(url: string, to: string): Promise<string> {
-  const redis = new Redis(url);
-  try {
-    const [, folder] = (await redis.config('GET', 'dir')) as [string, string];
-    expect(await redis.save()).toBe('OK');
-    copyFileSync(join(folder, 'dump.rdb'), to);
-  } finally {
-    redis.disconnect();
-  }
-  return to;
-}
 
 async function database(): Promise<TestDatabase> {
   const db = await createTestDatabase();
@@ -184,32 +172,6 @@ async function rows(db: TestDatabase) {
       `select to_jsonb(l) - 'run_id' - 'written_at' - 'row_xmin' - 'row_updated_at' as entry from migrate_users.ledger l order by user_id`,
     ),
   };
-}
-
-/** The server the tool logged (at info level) for a file, and its private folder. */
-function throwaway(stderr: string): { pid: number; watchdog: number; folder: string }[] {
-  return stderr
-    .split('\n')
-    .filter((line) => line.includes('loading the snapshot into a throwaway redis-server'))
-    .map((line) => JSON.parse(line) as { pid: number; watchdog: number; socket: string })
-    .map((entry) => ({ pid: entry.pid, watchdog: entry.watchdog, folder: entry.socket.replace(/\/redis\.sock$/, '') }));
-}
-
-/** Alive and not a zombie. */
-function alive(pid: number): boolean {
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
-
-function commandLine(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
-  } catch {
-    return '';
-  }
 }
 
 async function until(test: () => boolean | Promise<boolean>, what: string, tool?: Running, ms = WAIT_MS): Promise<void> {
@@ -409,7 +371,7 @@ describe('--rdb: what is wrong is said before any work (exit 2)', { timeout: 120
     expect(`${damaged.stderr}${cut.stderr}`).not.toMatch(/Reading key/);
 
     for (const result of [damaged, cut]) {
-      const servers = throwaway(result.stderr);
+      const servers = throwawayServers(result.stderr);
       expect(servers).toHaveLength(1);
       for (const { pid, watchdog, folder } of servers) {
         expect(alive(pid)).toBe(false);
@@ -446,7 +408,7 @@ describe('--rdb: the throwaway server never outlives the tool', { timeout: 120_0
     const db = await database();
     const tool = start(['--rdb', snapshot, '--max-rate', '300', '--batch-size', '100'], { DATABASE_URL: db.url, LOG_LEVEL: 'info' });
     await until(() => tool.stderr().includes('"msg":"run started"'), 'the run to start reading', tool);
-    const [server] = throwaway(tool.stderr());
+    const [server] = throwawayServers(tool.stderr());
     if (!server) throw new Error(`no throwaway server logged\n${tool.stderr()}`);
     expect(alive(server.pid)).toBe(true);
     expect(commandLine(server.pid)).toContain('redis-server');
@@ -460,7 +422,7 @@ describe('--rdb: the throwaway server never outlives the tool', { timeout: 120_0
     const db = await database();
     const tool = start(['--rdb', snapshot, '--max-rate', '1000', '--batch-size', '100'], { DATABASE_URL: db.url, LOG_LEVEL: 'info' }, { detached: true });
     await until(() => tool.stderr().includes('"msg":"run started"'), 'the run to start reading', tool);
-    const [server] = throwaway(tool.stderr());
+    const [server] = throwawayServers(tool.stderr());
     if (!server) throw new Error(`no throwaway server logged\n${tool.stderr()}`);
     await sleep(500);
     // What a terminal does: every process of the foreground group gets the signal.
@@ -473,6 +435,37 @@ describe('--rdb: the throwaway server never outlives the tool', { timeout: 120_0
     expect(alive(server.pid)).toBe(false);
     expect(alive(server.watchdog)).toBe(false);
     expect(existsSync(server.folder)).toBe(false);
+  });
+
+  it('a --redis-server wrapper that does not exec: the redis-server it starts is gone after a normal end, Ctrl-C and kill -9 of the tool', async () => {
+    // The shell stays between the watchdog and the server: killing the shell alone would orphan the server.
+    const wrapper = join(dir, 'redis-server-no-exec');
+    writeFileSync(wrapper, '#!/bin/sh\nredis-server "$@"\n', { mode: 0o755 });
+    for (const end of ['finishes', 'SIGINT', 'SIGKILL'] as const) {
+      const db = await database();
+      const rate = end === 'finishes' ? '5000' : '500';
+      const args = ['--rdb', snapshot, '--redis-server', wrapper, '--max-rate', rate, '--batch-size', '100'];
+      const tool = start(args, { DATABASE_URL: db.url, LOG_LEVEL: 'info' }, { detached: true });
+      await until(() => tool.stderr().includes('"msg":"run started"'), 'the run to start reading', tool);
+      const [shell] = throwawayServers(tool.stderr());
+      if (!shell) throw new Error(`no throwaway server logged\n${tool.stderr()}`);
+      const servers = childrenOf(shell.pid).filter((pid) => commandLine(pid).includes('redis-server'));
+      expect(servers, `${end}: the wrapper's redis-server`).toHaveLength(1);
+      if (end === 'SIGINT') process.kill(-(tool.child.pid as number), 'SIGINT');
+      if (end === 'SIGKILL') tool.child.kill('SIGKILL');
+      const code = end === 'SIGKILL' ? await tool.exit : (await tool.finished<MigrateReport>()).code;
+      expect(code, `${end}\n${tool.stderr()}`).toBe({ finishes: 1, SIGINT: 130, SIGKILL: null }[end]);
+      const left = () => [...servers, shell.pid, shell.watchdog].filter(alive);
+      await until(() => left().length === 0 && !existsSync(shell.folder), `${end}: every process of the throwaway server to be gone`, undefined, 10_000).catch(
+        (error: unknown) => {
+          throw new Error(
+            `${String(error)}; alive: ${left()
+              .map((pid) => `${pid} ${commandLine(pid)}`)
+              .join(', ')}`,
+          );
+        },
+      );
+    }
   });
 });
 
@@ -601,7 +594,7 @@ describe("--rdb repeated: a cluster's snapshots, one per master", { timeout: 180
     copyFileSync(snapshots[0] as string, copy);
     const twice = await run(['--dry-run', '--rdb', snapshots[0] as string, '--rdb', copy], { DATABASE_URL: fromLive.url });
     expect(twice.code).toBe(2);
-    expect(twice.stderr).toContain(`--rdb ${copy} is the same snapshot as another --rdb`);
+    expect(twice.stderr).toContain(`--rdb ${copy} is the same snapshot as --rdb ${snapshots[0] as string}`);
   });
 });
 
@@ -610,7 +603,7 @@ describe('a source lost for good mid-run ends the run (exit 3), never a hang', {
     const db = await database();
     const tool = start(['--rdb', snapshot, '--max-rate', '500', '--batch-size', '100'], { DATABASE_URL: db.url, LOG_LEVEL: 'info' });
     await until(() => tool.stderr().includes('"msg":"run started"'), 'the run to start reading', tool);
-    const [server] = throwaway(tool.stderr());
+    const [server] = throwawayServers(tool.stderr());
     if (!server) throw new Error(`no throwaway server logged\n${tool.stderr()}`);
     await sleep(300);
     const killedAt = Date.now();
