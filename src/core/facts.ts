@@ -97,7 +97,9 @@ export async function prepareFacts(db: Kysely<unknown>, stage: string): Promise<
       -- Lower-case ASCII letters, digits and . _ @ + - alone (spelled out: no range a regex reads by locale) are normalised already (no upper case, no
       -- space, nothing NFC would change): only other emails are normalised. OFFSET 0 keeps this test first:
       -- PostgreSQL otherwise ran the full normalisation on every row, 1.8 s at a million rows.
-      select u.user_id, u.email from public.users u where u.email ~ '[^abcdefghijklmnopqrstuvwxyz0123456789._@+-]' offset 0
+      -- As text under "C": a citext column's own ~ ignores case, and would let 'Bob@X.test' through.
+      select u.user_id, u.email::text as email from public.users u
+      where u.email::text collate "C" ~ '[^abcdefghijklmnopqrstuvwxyz0123456789._@+-]' offset 0
     ) u, lateral (select lower(normalize(regexp_replace(u.email, '^[[:space:]]+|[[:space:]]+$', '', 'g'), NFC)) as email) n
     where u.email is distinct from n.email`.execute(db);
   await sql`create index on ${emails} (email)`.execute(db);

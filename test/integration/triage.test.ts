@@ -91,3 +91,31 @@ it('triage settles fresh inserts in bulk; an insert the app beat to it is decide
     log,
   );
 });
+
+it('finds the app rows whose email is not normalised on a text column and on a citext one (whose ~ ignores case)', async () => {
+  await db.query(`insert into public.users (user_id, email) values ('a1', 'Bob@X.test'), ('a2', ' carol@x.test'), ('a3', 'dave@x.test'), ('a4', 'é@x.test')`);
+  const unnormalised = () =>
+    withSession(
+      db.pool,
+      async (session) => {
+        const stage = await createStage(session, 'run_emails_test');
+        await stageUsers(stage.table, 1);
+        await finishStage(session, stage, { userIdIndex: false });
+        const prepared = await prepareFacts(session.db, stage.table);
+        const rows = await db.query(`select user_id, email from ${stage.table}_emails order by user_id`);
+        await db.query(`drop table ${stage.table}, ${stage.table}_emails`);
+        return { n: prepared.unnormalisedEmails, rows };
+      },
+      log,
+    );
+  // 'é' written decomposed (e + U+0301): NFC changes it; the plain 'dave@x.test' needs nothing.
+  await db.query(`update public.users set email = 'e' || chr(769) || '@x.test' where user_id = 'a4'`);
+  const expected = [
+    { user_id: 'a1', email: 'bob@x.test' },
+    { user_id: 'a2', email: 'carol@x.test' },
+    { user_id: 'a4', email: '\u00e9@x.test' },
+  ];
+  expect(await unnormalised()).toEqual({ n: 3, rows: expected });
+  await db.query(`create extension if not exists citext; alter table public.users alter column email type citext`);
+  expect(await unnormalised()).toEqual({ n: 3, rows: expected });
+});
