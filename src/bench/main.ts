@@ -192,22 +192,9 @@ async function main(): Promise<void> {
           Object.entries(seconds).map(([k, s]) => [k, (k === 'hand_loop_sample' ? Math.min(opts.loopSample, n) : k === 'migrate_3n' ? 3 * n : n) / s]),
         ),
       ),
-      ratios: round({
-        bare_pipeline: seconds.bare_pipeline / copy,
-        migrate: (seconds.migrate ?? 0) / copy,
-        rerun: (seconds.rerun ?? 0) / copy,
-        dry_run: (seconds.dry_run ?? 0) / copy,
-        verify: (seconds.verify ?? 0) / copy,
-        hand_loop: seconds.hand_loop_sample / Math.min(opts.loopSample, n) / (copy / n),
-      }),
+      ratios: round({ ...ratiosOf(seconds, '', copy), hand_loop: seconds.hand_loop_sample / Math.min(opts.loopSample, n) / (copy / n) }),
       // Against the COPY baseline into the app-team table itself.
-      app_ratios: round({
-        bare_pipeline: seconds.app_bare_pipeline / appCopy,
-        migrate: (seconds.app_migrate ?? 0) / appCopy,
-        rerun: (seconds.app_rerun ?? 0) / appCopy,
-        dry_run: (seconds.app_dry_run ?? 0) / appCopy,
-        verify: (seconds.app_verify ?? 0) / appCopy,
-      }),
+      app_ratios: round(ratiosOf(seconds, 'app_', appCopy)),
       // Seconds per phase of the median run, and microseconds per user.
       phases: Object.fromEntries(Object.entries(phases).map(([name, p]) => [name, p ? { seconds: p, us_per_user: perUser(p, n) } : null])),
       peak_rss_mb: {
@@ -481,6 +468,10 @@ async function probeLatency(url: string, during: () => Promise<void>): Promise<L
 }
 
 const fmt = (v: number | undefined) => (v === undefined ? '' : v.toFixed(2));
+/** The bare pipeline's and the four commands' seconds (named with `prefix`) as multiples of `copy`. */
+const ratiosOf = (seconds: Record<string, number>, prefix: string, copy: number): Record<string, number> =>
+  Object.fromEntries(['bare_pipeline', 'migrate', 'rerun', 'dry_run', 'verify'].map((name) => [name, (seconds[prefix + name] ?? 0) / copy]));
+
 /** The run of median wall time (its phases are reported with it). */
 const medianRun = (runs: CliRun[]): CliRun => [...runs].sort((a, b) => a.s - b.s)[Math.floor(runs.length / 2)] ?? { s: 0, rss: 0, phases: undefined };
 const perUser = (p: Phases, n: number) =>
