@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { SECRET_COLUMNS, USER_COLUMNS, type UserColumn, type UserRow } from '../map/user-row.js';
 
 export type CellValue = string | boolean | null;
@@ -18,6 +19,26 @@ export function compareRows(expected: UserRow, actual: UserRow): ColumnDiff[] {
   for (const column of USER_COLUMNS) {
     if (expected[column] === actual[column]) continue;
     diffs.push({ column, expected: shown(column, expected[column]), actual: shown(column, actual[column]) });
+  }
+  return diffs;
+}
+
+/**
+ * The row now against the ledger's base (the row as the tool last wrote it, canonical values, the password
+ * hash as `sha256:<hex>`): `expected` is what the tool wrote, `actual` what the row holds now. Secrets as in
+ * compareRows. A column the base lacks (written by an older version) is not compared.
+ */
+export function compareWithBase(base: Readonly<Partial<Record<UserColumn, unknown>>>, actual: UserRow): ColumnDiff[] {
+  const diffs: ColumnDiff[] = [];
+  for (const column of USER_COLUMNS) {
+    if (!(column in base)) continue;
+    // Bases hold canonical text, booleans and nulls (canonicalJson): anything else is no value the tool wrote.
+    const raw = base[column] ?? null;
+    const written: CellValue = raw === null || typeof raw === 'boolean' || typeof raw === 'string' ? raw : JSON.stringify(raw);
+    const hash = actual.password_hash;
+    const now = column === 'password_hash' && hash !== null ? `sha256:${createHash('sha256').update(hash, 'utf8').digest('hex')}` : actual[column];
+    if (now === written) continue;
+    diffs.push({ column, expected: shown(column, written), actual: shown(column, actual[column]) });
   }
   return diffs;
 }

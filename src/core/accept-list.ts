@@ -1,8 +1,18 @@
 import { CONFLICT_REASONS, REJECT_REASONS } from '../map/reasons.js';
 import { USER_COLUMNS } from '../map/user-row.js';
-import type { AcceptEntry, Difference, DifferenceKind } from '../results/verify-report.js';
+import { COLUMN_KINDS, type AcceptEntry, type Difference, type DifferenceKind } from '../results/verify-report.js';
 
-export const DIFFERENCE_KINDS: readonly DifferenceKind[] = ['mismatch', 'missing', 'not_migratable', 'deleted_in_redis', 'only_in_postgres'];
+export const DIFFERENCE_KINDS: readonly DifferenceKind[] = [
+  'mismatch',
+  'stale',
+  'conflict',
+  'changed_by_app',
+  'deleted_by_app',
+  'missing',
+  'not_migratable',
+  'deleted_in_redis',
+  'only_in_postgres',
+];
 
 const MISSING_REASON = 'has no reason: write the key, optionally [kind], then why the problem is accepted';
 
@@ -77,7 +87,8 @@ function parseLine(content: string): Omit<AcceptEntry, 'line'> | string {
 }
 
 function checkDetail(kind: DifferenceKind, detail: string): string | undefined {
-  if (kind === 'mismatch') return (USER_COLUMNS as readonly string[]).includes(detail) ? undefined : `"${detail}" is not a column (${USER_COLUMNS.join(', ')})`;
+  if (COLUMN_KINDS.has(kind))
+    return (USER_COLUMNS as readonly string[]).includes(detail) ? undefined : `"${detail}" is not a column (${USER_COLUMNS.join(', ')})`;
   if (kind === 'not_migratable') {
     const reasons: readonly string[] = [...REJECT_REASONS, ...CONFLICT_REASONS];
     return reasons.includes(detail) ? undefined : `"${detail}" is not a reason code (see README "Records not migrated")`;
@@ -118,7 +129,7 @@ export class AcceptList {
       ...(difference.key === null ? [] : (this.byId.get(difference.key) ?? [])),
       ...(difference.user_id === null || difference.user_id === difference.key ? [] : (this.byId.get(difference.user_id) ?? [])),
     ];
-    const detail = difference.kind === 'mismatch' ? difference.column : difference.kind === 'not_migratable' ? (difference.reason ?? null) : null;
+    const detail = COLUMN_KINDS.has(difference.kind) ? difference.column : difference.kind === 'not_migratable' ? (difference.reason ?? null) : null;
     return candidates
       .filter((entry) => (entry.kind === undefined || entry.kind === difference.kind) && (entry.detail === undefined || entry.detail === detail))
       .sort((a, b) => specificity(b) - specificity(a));

@@ -210,6 +210,8 @@ function recordCredits(entry: ClassifiedEntry): RecordCredits {
     const before = fact.owner ? held(fact.owner.row) : undefined;
     return { ...redis, postgres: held(entry.merge.row), merged: { before, withheld: entry.merge.withheld } };
   }
+  // A row the app deleted holds nothing: what it held when written is the app's difference.
+  if (entry.outcome === 'deleted_by_app') return { ...redis, postgres: { current: 0n, used: 0n }, ...(fact.merged ? { merged: {} } : {}) };
   // A row merged before, or one the app changed, holds what it holds: PostgreSQL's balance is the user's.
   if (fact.merged && fact.actual) return { ...redis, postgres: held(fact.actual), merged: {} };
   if (entry.outcome === 'kept_app_change' && fact.actual) return { ...redis, postgres: held(fact.actual) };

@@ -19,7 +19,7 @@ import { decide, type Decision, type MergePolicy } from './decide.js';
 import { loadFacts, triagedSums, type RecordFacts, type TriageKind } from './facts.js';
 import type { Logger } from '../log.js';
 
-export type Outcome = 'inserted' | 'updated' | 'unchanged' | 'kept_app_change' | 'merged' | 'conflict';
+export type Outcome = 'inserted' | 'updated' | 'unchanged' | 'kept_app_change' | 'deleted_by_app' | 'merged' | 'conflict';
 
 /** A record that was not migrated, with both sides shown (secrets reduced to "(set)"). */
 export interface ConflictEntry {
@@ -334,7 +334,7 @@ async function decideAndWrite(db: Kysely<unknown>, options: ChunkOptions, facts:
     }
     if (decision.action === 'conflict') return { fact, outcome: 'conflict', reason: decision.reason, detail: decision.detail, diffs };
     if (decision.action === 'insert' || decision.action === 'update') throw new Error('unreachable: planned writes handled above');
-    return { fact, outcome: decision.action, reason: null, detail: null, diffs };
+    return { fact, outcome: decision.action, reason: null, detail: decision.action === 'deleted_by_app' ? decision.detail : null, diffs };
   });
 
   return entries;

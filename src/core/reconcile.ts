@@ -117,6 +117,8 @@ function toEntry(c: ClassifiedEntry, apply: boolean): ReconcileEntry {
       return { ...common, class: 'in_sync' };
     case 'kept_app_change':
       return { ...common, class: 'changed_in_postgres' };
+    case 'deleted_by_app':
+      return { ...common, class: 'deleted_by_app' };
     case 'conflict':
       if (c.reason === 'changed_in_both') return { ...common, class: 'changed_in_both' };
       if (c.reason === 'deleted_in_postgres') return { ...common, class: 'deleted_in_postgres' };

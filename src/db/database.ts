@@ -131,8 +131,11 @@ export async function withSession<T>(pool: pg.Pool, fn: (session: Session) => Pr
  * by a statement_timeout meant for app queries: SET LOCAL lifts it for this transaction only, which every
  * pooler allows (a plain SET would leak to other clients of a pooled server connection).
  */
-export async function inOneTransaction<T>(session: Session, fn: () => Promise<T>): Promise<T> {
-  await session.client.query(`begin; set local statement_timeout = 0; ${PIN_TRANSACTION}`);
+export async function inOneTransaction<T>(session: Session, fn: () => Promise<T>, options: { snapshot?: boolean } = {}): Promise<T> {
+  // `snapshot`: every statement sees the database as the first one did (REPEATABLE READ), so a row the app
+  // writes meanwhile is judged by one version throughout.
+  const begin = options.snapshot ? 'begin isolation level repeatable read' : 'begin';
+  await session.client.query(`${begin}; set local statement_timeout = 0; ${PIN_TRANSACTION}`);
   try {
     const result = await fn();
     await session.client.query('commit');

@@ -22,6 +22,7 @@ export const CLASS_LABELS: Record<ReconcileClass, string> = {
   only_in_postgres: 'only in PostgreSQL',
   early_login: 'early logins (merge)',
   deleted_in_postgres: 'deleted in PostgreSQL',
+  deleted_by_app: 'deleted by the new app (the app owns it)',
   deleted_in_redis: 'deleted in Redis',
   other_conflict: 'other conflicts',
   invalid_in_redis: 'invalid in Redis',

@@ -23,7 +23,7 @@ interface OutcomeRow {
   withheld: bigint;
 }
 
-const MIGRATED = new Set(['inserted', 'updated', 'unchanged', 'kept_app_change', 'merged']);
+const MIGRATED = new Set(['inserted', 'updated', 'unchanged', 'kept_app_change', 'deleted_by_app', 'merged']);
 
 /** One decided record's figures: Redis's, and PostgreSQL's balance where it differs (a kept app change). */
 export interface RecordCredits {
@@ -263,7 +263,7 @@ function build(base: ReportBase, rows: readonly OutcomeRow[], pending: number): 
   }
   const migrated = (r: OutcomeRow) => r.outcome !== null && MIGRATED.has(r.outcome);
   const written = (r: OutcomeRow) => r.outcome === 'inserted' || r.outcome === 'updated';
-  const kept = (r: OutcomeRow) => r.outcome === 'kept_app_change' && !r.merged;
+  const kept = (r: OutcomeRow) => (r.outcome === 'kept_app_change' || r.outcome === 'deleted_by_app') && !r.merged;
   const mergedRow = (r: OutcomeRow) => r.merged && r.outcome !== 'conflict';
   const mergedNow = (r: OutcomeRow) => r.outcome === 'merged';
   const finished = new Date();
@@ -288,6 +288,7 @@ function build(base: ReportBase, rows: readonly OutcomeRow[], pending: number): 
       updated: count((r) => r.outcome === 'updated'),
       unchanged: count((r) => r.outcome === 'unchanged'),
       kept_app_changes: count((r) => r.outcome === 'kept_app_change'),
+      deleted_by_app: count((r) => r.outcome === 'deleted_by_app'),
       merged: count(mergedNow),
       conflicts: count((r) => r.outcome === 'conflict'),
       whitelist_topups: rows.filter(migrated).reduce((n, r) => n + r.topped, 0),

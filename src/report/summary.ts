@@ -33,6 +33,7 @@ export function formatSummary(report: MigrateReport): string {
     [would('updated'), c.updated],
     ['already in sync', c.unchanged],
     ['kept app changes', c.kept_app_changes],
+    ['deleted by the app (kept)', c.deleted_by_app],
     [would('merged (early logins)'), c.merged],
     ['conflicts (held back)', c.conflicts],
     ['whitelist top-ups', c.whitelist_topups],
@@ -48,6 +49,7 @@ export function formatSummary(report: MigrateReport): string {
     [`+ ${would('updated')}`, b.updated?.current ?? 0],
     ['+ already in sync', b.unchanged?.current ?? 0],
     ['+ kept app changes', b.kept_app_change?.current ?? 0],
+    ['+ deleted by the app', b.deleted_by_app?.current ?? 0],
     [`+ ${would('merged')}`, b.merged?.current ?? 0],
     ['+ held back (conflicts)', b.conflict?.current ?? 0],
   ];

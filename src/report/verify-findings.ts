@@ -1,4 +1,4 @@
-import type { Difference, DifferenceKind } from '../results/verify-report.js';
+import { APP_KINDS, COLUMN_KINDS, type Difference, type DifferenceKind } from '../results/verify-report.js';
 
 /** One record with a problem: a user whose columns differ, a missing row, a record that cannot be migrated, a row. */
 export interface Finding {
@@ -41,17 +41,19 @@ export class VerifyFindings {
   private readonly acceptedByKind = new Map<DifferenceKind, Bounded<Finding>>();
   private readonly rows: Bounded<Difference>;
   private readonly acceptedRowList: Bounded<Difference>;
+  private readonly appRowList: Bounded<Difference>;
 
   constructor(readonly limit: number) {
     this.rows = new Bounded(limit);
     this.acceptedRowList = new Bounded(limit);
+    this.appRowList = new Bounded(limit);
   }
 
   add(difference: Difference): void {
     const last = this.pending[0];
     if (last && !sameRecord(last, difference)) this.flush();
     this.pending.push(difference);
-    (difference.accepted ? this.acceptedRowList : this.rows).add(difference);
+    (difference.accepted ? this.acceptedRowList : APP_KINDS.has(difference.kind) ? this.appRowList : this.rows).add(difference);
   }
 
   /** Call once every difference is in. */
@@ -70,7 +72,12 @@ export class VerifyFindings {
     return this.acceptedByKind.get(kind) ?? EMPTY;
   }
 
-  /** Differences not accepted, one per column, for the summary tables. */
+  /** The app's own work since the tool's write (changed_by_app, deleted_by_app), one per column, not accepted. */
+  get appDifferences(): Listing<Difference> {
+    return this.appRowList;
+  }
+
+  /** Differences not accepted and not the app's work, one per column, for the summary tables. */
   get differences(): Listing<Difference> {
     return this.rows;
   }
@@ -95,7 +102,7 @@ export class VerifyFindings {
 
 const EMPTY: Listing<never> = { first: [], count: 0 };
 
-/** Only a mismatch has several differences (one per column), emitted one after the other. */
+/** Only the per-column kinds have several differences (one per column), emitted one after the other. */
 function sameRecord(a: Difference, b: Difference): boolean {
-  return a.kind === 'mismatch' && b.kind === 'mismatch' && a.key === b.key && a.user_id === b.user_id;
+  return COLUMN_KINDS.has(a.kind) && a.kind === b.kind && a.key === b.key && a.user_id === b.user_id;
 }

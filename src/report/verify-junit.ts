@@ -2,6 +2,7 @@ import type { DifferenceKind, VerifyReport } from '../results/verify-report.js';
 import type { VerifyFindings } from './verify-findings.js';
 import { grouped } from './summary.js';
 import { CHECKS, lines, sentence } from './verify-sentences.js';
+import { appWorkSentence } from './verify-output.js';
 
 interface TestCase {
   readonly name: string;
@@ -53,8 +54,19 @@ export function formatVerifyJunit(report: VerifyReport, findings: VerifyFindings
       cases.push({ name: check.name, note });
     }
   }
+  cases.push(appWorkCase(report, findings));
   if (report.accepted) cases.push(fineNowCase(report.accepted));
   return junit(cases, report.sample !== null, report.duration_seconds);
+}
+
+/** The new app's own work since the tool wrote the rows: shown and added up; a failure only with --strict. */
+function appWorkCase(report: VerifyReport, findings: VerifyFindings): TestCase {
+  const name = `changes by the new app since the migration are the app's own${report.strict ? ' (--strict: none allowed)' : ''}`;
+  const said = appWorkSentence(report);
+  if (said === null) return { name };
+  const listed = [lines('changed by the new app', findings.failing('changed_by_app')), lines('deleted by the new app', findings.failing('deleted_by_app'))];
+  const body = [said, ...listed.filter((_, i) => (i === 0 ? report.counts.changed_by_app : report.counts.deleted_by_app) > 0)].join('\n\n');
+  return report.strict ? { name, failure: { message: said, body } } : { name, note: body };
 }
 
 function fineNowCase(accept: NonNullable<VerifyReport['accepted']>): TestCase {

@@ -17,7 +17,9 @@ function verdict(report: VerifyReport): string {
   const known = accepted > 0 ? ` (${grouped(accepted)} accepted known ${accepted === 1 ? 'problem' : 'problems'} not counted)` : '';
   if (report.interrupted) return `interrupted before every key was compared${known}`;
   const subject = report.sample ? 'the sample' : 'PostgreSQL';
-  return report.ok ? `${subject} matches Redis${known}` : `${grouped(report.counts.failing)} problems found${known}`;
+  const app = report.counts.changed_by_app + report.counts.deleted_by_app;
+  const appOwn = app > 0 && !report.strict ? `, apart from the new app's own work since (${grouped(app)} ${app === 1 ? 'user' : 'users'})` : '';
+  return report.ok ? `${subject} matches Redis${appOwn}${known}` : `${grouped(report.counts.failing)} problems found${known}`;
 }
 
 function headline(report: VerifyReport): string {
@@ -41,6 +43,10 @@ function countRows(report: VerifyReport): [string, string][] {
     ['keys checked', grouped(c.keys_checked)],
     ['valid Redis users', grouped(c.redis_users)],
     ['match', grouped(c.match)],
+    [`changed by the new app since${report.strict ? ' (fails: --strict)' : ' (allowed)'}`, shown(c.changed_by_app, 'changed_by_app')],
+    [`deleted by the new app since${report.strict ? ' (fails: --strict)' : ' (allowed)'}`, shown(c.deleted_by_app, 'deleted_by_app')],
+    ['stale: changed in Redis since (run migrate again)', shown(c.stale, 'stale')],
+    ['changed on both sides (reconcile)', shown(c.conflict, 'conflict')],
     ['differ (users)', shown(c.mismatch, 'mismatch')],
     ['missing in PostgreSQL', shown(c.missing, 'missing')],
     ['not migratable', shown(c.not_migratable, 'not_migratable')],
@@ -56,48 +62,84 @@ function invariantRows(report: VerifyReport): [string, string, string][] {
 }
 
 function rawInvariantRows(i: VerifyReport['invariants']): [string, string, string][] {
+  type Pick = (s: VerifyReport['invariants']['expected']) => string | number;
+  const row = (label: string, redis: string | number, postgres: string | number = ''): [string, string, string] => [label, String(redis), String(postgres)];
+  // On a live system the app's work since the tool wrote the rows is added up between what the tool wrote
+  // and what PostgreSQL holds; when the app has done nothing the table is the plain one.
+  const live = i.changed_by_app.users > 0 || i.deleted_by_app.users > 0;
+  const total = (name: string, pick: Pick, changes: boolean): [string, string, string][] =>
+    live
+      ? [
+          row('= written by the tool', pick(i.expected)),
+          ...(changes ? [row('+ changed by the new app since', pick(i.changed_by_app))] : []),
+          row('- deleted by the new app (as written)', pick(i.deleted_by_app)),
+          row(`= expected ${name} now`, pick(i.expected_now), pick(i.postgres_matching)),
+        ]
+      : [row(`= expected ${name}`, pick(i.expected), pick(i.postgres_matching))];
+  const merges = i.merged_from_postgres.users > 0;
+  const listed = (s: VerifyReport['invariants']['postgres_only']) => (s ? `${grouped(s.users)} (${grouped(s.current_credits)} credits)` : 'not checked');
   return [
-    ['users (valid records)', String(i.redis.users), ''],
-    ['- not migratable', String(i.not_migratable.users), ''],
-    ['= expected users', String(i.expected.users), String(i.postgres_matching.users)],
-    ['current_credits', String(i.redis.current_credits), ''],
-    ['+ whitelist top-ups', String(i.redis.whitelist_topup), ''],
-    ['- not migratable', String(i.not_migratable.current_credits), ''],
-    ...(i.merged_from_postgres.users > 0
-      ? [['+ kept from new-app rows by merges', String(i.merged_from_postgres.current_credits), ''] as [string, string, string]]
-      : []),
-    ['= expected current_credits', String(i.expected.current_credits), String(i.postgres_matching.current_credits)],
-    ['total_credits_used', String(i.redis.total_credits_used), ''],
-    ['- not migratable', String(i.not_migratable.total_credits_used), ''],
-    ...(i.merged_from_postgres.users > 0
-      ? [['+ used in new-app rows, by merges', String(i.merged_from_postgres.total_credits_used), ''] as [string, string, string]]
-      : []),
-    ['= expected total_credits_used', String(i.expected.total_credits_used), String(i.postgres_matching.total_credits_used)],
-    ['invalid records (no trusted sums)', String(i.redis.invalid_records), ''],
-    [
-      'rows only in PostgreSQL',
-      '',
-      i.postgres_only ? `${grouped(i.postgres_only.users)} (${grouped(i.postgres_only.current_credits)} credits)` : 'not checked',
-    ],
-    [
-      'rows gone from Redis',
-      '',
-      i.postgres_deleted_in_redis
-        ? `${grouped(i.postgres_deleted_in_redis.users)} (${grouped(i.postgres_deleted_in_redis.current_credits)} credits)`
-        : 'not checked',
-    ],
-    ['all rows in PostgreSQL', '', `${grouped(i.postgres_total.users)} (${grouped(i.postgres_total.current_credits)} credits)`],
+    row('users (valid records)', i.redis.users),
+    row('- not migratable', i.not_migratable.users),
+    ...total('users', (s) => s.users, false),
+    row('current_credits', i.redis.current_credits),
+    row('+ whitelist top-ups', i.redis.whitelist_topup),
+    row('- not migratable', i.not_migratable.current_credits),
+    ...(merges ? [row('+ kept from new-app rows by merges', i.merged_from_postgres.current_credits)] : []),
+    ...total('current_credits', (s) => s.current_credits, true),
+    row('total_credits_used', i.redis.total_credits_used),
+    row('- not migratable', i.not_migratable.total_credits_used),
+    ...(merges ? [row('+ used in new-app rows, by merges', i.merged_from_postgres.total_credits_used)] : []),
+    ...total('total_credits_used', (s) => s.total_credits_used, true),
+    row('invalid records (no trusted sums)', i.redis.invalid_records),
+    row('rows only in PostgreSQL', '', listed(i.postgres_only)),
+    row('rows gone from Redis', '', listed(i.postgres_deleted_in_redis)),
+    row('all rows in PostgreSQL', '', listed(i.postgres_total)),
   ];
 }
 
+/**
+ * "12 users changed by the new app since their migration (-340 credits, +340 credits used), 1 account deleted
+ * by it (500 credits when migrated): expected on a live system." Null when the app has done nothing.
+ */
+export function appWorkSentence(report: VerifyReport): string | null {
+  const i = report.invariants;
+  const c = report.counts;
+  if (c.changed_by_app === 0 && c.deleted_by_app === 0) return null;
+  const signed = (v: string | number) => (String(v).startsWith('-') ? grouped(v) : `+${grouped(v)}`);
+  const parts: string[] = [];
+  if (c.changed_by_app > 0) {
+    parts.push(
+      `${grouped(c.changed_by_app)} ${c.changed_by_app === 1 ? 'user' : 'users'} changed by the new app since their migration ` +
+        `(${signed(i.changed_by_app.current_credits)} credits, ${signed(i.changed_by_app.total_credits_used)} credits used)`,
+    );
+  }
+  if (c.deleted_by_app > 0) {
+    parts.push(
+      `${grouped(c.deleted_by_app)} ${c.deleted_by_app === 1 ? 'account' : 'accounts'} deleted in the new app ` +
+        `(${grouped(i.deleted_by_app.current_credits)} credits when migrated)`,
+    );
+  }
+  return `${parts.join(', ')}: ${report.strict ? 'fails with --strict' : 'expected on a live system'}.`;
+}
+
+/** The app-work sentence as lines after the counts (a blank line first), or none. */
+const appWork = (report: VerifyReport): string[] => {
+  const said = appWorkSentence(report);
+  return said === null ? [] : ['', said];
+};
+
 const DIFF_HEADER = ['user_id', 'email', 'column', 'expected', 'actual'];
 const ACCEPTED_HEADER = [...DIFF_HEADER, 'accepted because'];
+const APP_HEADER = ['user_id', 'email', 'column', 'written by the tool', 'now'];
 
 function diffRow(d: Difference): string[] {
   const column = d.column ?? (d.kind === 'not_migratable' ? '(record)' : '(row)');
   const extra = d.kind === 'only_in_postgres' || d.kind === 'deleted_in_redis';
-  const expected = d.kind === 'missing' ? 'row present' : extra ? 'no row' : d.expected;
-  const actual = d.kind === 'missing' ? 'no row' : extra ? 'row present' : d.actual;
+  // A row the tool wrote that is gone now (deleted by the app, or deleted while Redis changed).
+  const gone = d.column === null && (d.kind === 'deleted_by_app' || d.kind === 'conflict');
+  const expected = d.kind === 'missing' ? 'row present' : extra ? 'no row' : gone ? 'row (as written)' : d.expected;
+  const actual = d.kind === 'missing' || gone ? 'no row' : extra ? 'row present' : d.actual;
   return [cell(d.user_id ?? d.key), cell(d.email), column, cell(expected), cell(actual)];
 }
 
@@ -114,6 +156,16 @@ function sections(report: VerifyReport, findings: VerifyFindings): { title: stri
       title: `first ${grouped(differences.first.length)} of ${grouped(differences.count)} differences`,
       header: DIFF_HEADER,
       rows: differences.first.map(diffRow),
+    });
+  }
+  const app = findings.appDifferences;
+  if (app.count > 0) {
+    out.push({
+      title:
+        `the new app's work since the tool wrote these users (${report.strict ? 'failing: --strict' : 'expected on a live system'}): ` +
+        `first ${grouped(app.first.length)} of ${grouped(app.count)} changes`,
+      header: APP_HEADER,
+      rows: app.first.map(diffRow),
     });
   }
   const file = report.accepted?.file ?? '--accept';
@@ -148,6 +200,7 @@ export function formatVerifyText(report: VerifyReport, findings: VerifyFindings)
     ...(report.source ? ['', `  source: ${describeSource(report.source)}`] : []),
     '',
     pad(countRows(report).map(([k, v]) => [k, v])),
+    ...appWork(report).map((line) => (line ? `  ${line}` : line)),
     '',
     `  invariants: ${i.balanced ? 'balanced (expected users, credits and credits used equal PostgreSQL)' : 'NOT balanced'}${report.interrupted ? ', of the records compared before the interruption' : ''}`,
     pad([['', 'Redis', 'PostgreSQL'], ...invariantRows(report)]),
@@ -182,6 +235,7 @@ export function formatVerifyMarkdown(report: VerifyReport, findings: VerifyFindi
     '| outcome | count |',
     '|---|---:|',
     ...countRows(report).map(([k, v]) => `| ${md(k)} | ${md(v)} |`),
+    ...appWork(report).map((line) => md(line)),
     '',
     `### Invariants ${i.balanced ? '(balanced)' : '(**not balanced**)'}`,
     '',

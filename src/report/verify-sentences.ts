@@ -16,6 +16,18 @@ export const CHECKS: readonly { readonly kind: DifferenceKind; readonly name: st
     problem: (n) => `${grouped(n)} ${n === 1 ? 'user differs' : 'users differ'} between Redis and PostgreSQL`,
   },
   {
+    kind: 'stale',
+    name: 'every Redis change since the tool last wrote the user is migrated',
+    problem: (n) =>
+      `${grouped(n)} ${n === 1 ? 'user has' : 'users have'} changed in Redis since the tool last wrote ${n === 1 ? 'it' : 'them'}, rows untouched: run migrate again`,
+  },
+  {
+    kind: 'conflict',
+    name: 'no user changed in both Redis and PostgreSQL since the tool last wrote it',
+    problem: (n) =>
+      `${grouped(n)} ${n === 1 ? 'user has' : 'users have'} changed in both Redis and PostgreSQL since the tool last wrote ${n === 1 ? 'it' : 'them'}: reconcile`,
+  },
+  {
     kind: 'not_migratable',
     name: 'every Redis record can be migrated',
     problem: (n) => `${grouped(n)} Redis ${n === 1 ? 'record cannot' : 'records cannot'} be migrated`,
@@ -46,16 +58,22 @@ export function describeFinding(finding: Finding, brief = false): string {
   const [first] = finding.differences;
   switch (finding.kind) {
     case 'mismatch':
-      return `${who} (${finding.differences
-        .map(
-          (d) => `${d.column ?? '(row)'}: Redis ${spoken(d.expected)}, PostgreSQL ${spoken(d.actual)}${d.accepted && !finding.accepted ? ' [accepted]' : ''}`,
-        )
+    case 'stale':
+    case 'conflict':
+    case 'changed_by_app': {
+      const [was, now] = finding.kind === 'changed_by_app' ? ['written', 'now'] : ['Redis', 'PostgreSQL'];
+      const why = finding.kind === 'conflict' && !brief && first?.reason ? `${first.reason}: ` : '';
+      if (first?.column === null) return `${who} (${why}${first.detail ?? 'row gone'})`;
+      return `${who} (${why}${finding.differences
+        .map((d) => `${d.column ?? '(row)'}: ${was} ${spoken(d.expected)}, ${now} ${spoken(d.actual)}${d.accepted && !finding.accepted ? ' [accepted]' : ''}`)
         .join('; ')})`;
+    }
     case 'not_migratable': {
       const detail = brief ? '' : (first?.detail ?? '').replace(/\s+/g, ' ');
       return `${finding.key ?? who} (${first?.reason ?? 'not migratable'}${detail ? `: ${detail.length > 80 ? `${detail.slice(0, 79)}…` : detail}` : ''})`;
     }
     case 'missing':
+    case 'deleted_by_app':
     case 'only_in_postgres':
     case 'deleted_in_redis':
       return finding.user_id && finding.user_id !== who ? `${who} (user_id ${finding.user_id})` : who;

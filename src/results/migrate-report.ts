@@ -33,6 +33,8 @@ export interface MigrateReport {
     readonly updated: number;
     readonly unchanged: number;
     readonly kept_app_changes: number;
+    /** Users the tool wrote from this unchanged Redis record whose row the app deleted since: never inserted again. */
+    readonly deleted_by_app: number;
     /** Early logins merged into their new-app row (reconcile --apply --merge; planned, without --apply). */
     readonly merged: number;
     readonly conflicts: number;
@@ -54,7 +56,7 @@ export interface MigrateReport {
     readonly read: Credits;
     /** Credits added by the whitelist rule to users that are (or would be) in PostgreSQL. */
     readonly whitelist_topup: number | string;
-    /** What the new app changed on rows it owns now (kept app changes): PostgreSQL's balance minus Redis's. */
+    /** What the new app changed on rows it owns now (kept app changes, and rows it deleted: minus what they held): PostgreSQL's balance minus Redis's. */
     readonly app_difference: Credits;
     /** This run's merges: Redis's side (whitelist rule applied), the new-app rows' balances before, the
      * signup bonus withheld, the merged balances; credits used of both sides. */

@@ -10,6 +10,7 @@ export const CLASSES = [
   'only_in_postgres',
   'early_login',
   'deleted_in_postgres',
+  'deleted_by_app',
   'deleted_in_redis',
   'other_conflict',
   'invalid_in_redis',
@@ -18,7 +19,7 @@ export type ReconcileClass = (typeof CLASSES)[number];
 
 /** Classes that --apply brings across; and classes that need nobody's attention. */
 export const SAFE_TO_APPLY: ReadonlySet<ReconcileClass> = new Set(['changed_in_redis', 'only_in_redis']);
-export const SETTLED: ReadonlySet<ReconcileClass> = new Set(['in_sync', 'changed_in_postgres', 'only_in_postgres']);
+export const SETTLED: ReadonlySet<ReconcileClass> = new Set(['in_sync', 'changed_in_postgres', 'deleted_by_app', 'only_in_postgres']);
 
 export interface ColumnDrift {
   readonly column: string;

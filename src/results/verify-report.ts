@@ -25,6 +25,15 @@ export interface VerifyReport {
     readonly keys_checked: number;
     readonly redis_users: number;
     readonly match: number;
+    /** The tool's last write equals today's mapping and only others wrote the row since: the app's work (fails with --strict). */
+    readonly changed_by_app: number;
+    /** The tool wrote the row from this unchanged Redis record and the app deleted it since (fails with --strict). */
+    readonly deleted_by_app: number;
+    /** Redis changed since the tool's last write and the row is untouched: run migrate again. */
+    readonly stale: number;
+    /** Both Redis and the row changed since the tool's last write: reconcile. */
+    readonly conflict: number;
+    /** The row differs from the mapping and the ledger does not explain it. */
     readonly mismatch: number;
     readonly missing: number;
     readonly not_migratable: number;
@@ -52,21 +61,29 @@ export interface VerifyReport {
     readonly not_migratable: Side;
     /** Merged users: what their merges kept of the new-app rows (merged balance minus Redis's). */
     readonly merged_from_postgres: Side;
-    /** redis + whitelist_topup - not_migratable + merged_from_postgres: what PostgreSQL must hold for the migratable users. */
+    /** redis + whitelist_topup - not_migratable + merged_from_postgres: what the tool writes (wrote) for the migratable users. */
     readonly expected: Side;
+    /** Rows changed by the app since the tool's write: their number, and now minus what the tool wrote (credits, credits used). */
+    readonly changed_by_app: Side;
+    /** Rows the app deleted since the tool's write: their number, and what they held when the tool wrote them. */
+    readonly deleted_by_app: Side;
+    /** expected + changed_by_app - deleted_by_app: what PostgreSQL must hold for those users now. */
+    readonly expected_now: Side;
+    /** What PostgreSQL holds for the migratable users (their rows, or the rows they were merged into). */
     readonly postgres_matching: Side;
     readonly postgres_only: Side | null;
     /** Rows the tool wrote whose Redis record is gone (they fail verification). */
     readonly postgres_deleted_in_redis: Side | null;
     readonly postgres_total: Side;
-    /** Users, credits and credits used agree exactly between Redis (+ top-ups) and PostgreSQL. */
+    /** expected_now equals postgres_matching exactly (users, credits, credits used): true on a live system where the migration was exact. */
     readonly balanced: boolean;
   };
 }
 
 /** One line of verify's difference list (README "verify report"). */
 export interface Difference {
-  readonly kind: 'mismatch' | 'missing' | 'not_migratable' | 'only_in_postgres' | 'deleted_in_redis';
+  readonly kind:
+    'mismatch' | 'stale' | 'conflict' | 'changed_by_app' | 'deleted_by_app' | 'missing' | 'not_migratable' | 'only_in_postgres' | 'deleted_in_redis';
   readonly key: string | null;
   readonly user_id: string | null;
   readonly email: string | null;
@@ -80,6 +97,12 @@ export interface Difference {
 }
 
 export type DifferenceKind = Difference['kind'];
+
+/** Kinds listed one difference per column (`column` set; `expected` is Redis's mapping, or for changed_by_app what the tool wrote). */
+export const COLUMN_KINDS: ReadonlySet<DifferenceKind> = new Set(['mismatch', 'stale', 'conflict', 'changed_by_app']);
+
+/** Kinds that are the app's own work: listed and added up, failing only with --strict. */
+export const APP_KINDS: ReadonlySet<DifferenceKind> = new Set(['changed_by_app', 'deleted_by_app']);
 
 /** One line of an accept file (--accept): a record whose known problem the team has accepted, and why. */
 export interface AcceptEntry {

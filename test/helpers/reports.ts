@@ -9,7 +9,9 @@ import type { Credits, MigrateReport } from '../../src/results/migrate-report.js
 export function expectReportAddsUp(report: MigrateReport): void {
   const c = report.counts;
   expect(c.scanned, 'scanned = valid + invalid').toBe(c.valid + c.invalid);
-  expect(c.valid, 'valid = every outcome + pending').toBe(c.inserted + c.updated + c.unchanged + c.kept_app_changes + c.merged + c.conflicts + c.pending);
+  expect(c.valid, 'valid = every outcome + pending').toBe(
+    c.inserted + c.updated + c.unchanged + c.kept_app_changes + c.deleted_by_app + c.merged + c.conflicts + c.pending,
+  );
   const k = report.credits;
   const sum = (pick: (x: Credits) => number | string) => Object.values(k.by_outcome).reduce((n, x) => n + BigInt(pick(x)), 0n);
   const read = BigInt(k.read.current) + BigInt(k.whitelist_topup) + BigInt(k.app_difference.current) + BigInt(k.merge_difference.current);

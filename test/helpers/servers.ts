@@ -111,3 +111,15 @@ export async function createTestKeys(): Promise<TestKeys> {
     },
   };
 }
+
+/**
+ * Makes a tampered table look like the tool's own wrong write, not the app's work: the ledger is made to agree
+ * with every row as it is now (its version and balances), and forgets rows that are gone (the tool never wrote
+ * them). verify must then fail the tampered users as the migration's errors.
+ */
+export async function asTheToolsOwnWrite(db: TestDatabase): Promise<void> {
+  await db.query(`
+    update migrate_users.ledger l set row_xmin = u.xmin, row_credits = u.current_credits, row_used = u.total_credits_used
+    from public.users u where u.user_id = l.user_id`);
+  await db.query('delete from migrate_users.ledger l where not exists (select 1 from public.users u where u.user_id = l.user_id)');
+}

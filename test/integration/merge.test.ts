@@ -28,7 +28,7 @@ afterEach(async () => {
 const start = (args: readonly string[], env: Record<string, string> = {}) => world.start(args, env);
 const migrate = (args: readonly string[] = [], env: Record<string, string> = {}) => start(args, env).finished();
 const reconcile = (args: readonly string[] = [], env: Record<string, string> = {}) => start(['reconcile', ...args], env).finished<ReconcileReport>();
-const verify = () => start(['verify']).finished<VerifyReport>();
+const verify = (extra: string[] = []) => start(['verify', ...extra]).finished<VerifyReport>();
 
 /** Until the tool's backend waits on a lock held by the app, in its merge statement. */
 async function toolWaitsInMerge(tool: Running, app: App): Promise<void> {
@@ -536,13 +536,23 @@ describe('merge: early logins', () => {
     await db.query(`delete from users where user_id = 'app_bob'`);
     await db.query(`update users set email = 'amy.new@x.test' where user_id = 'app_amy'`);
 
+    // Both are the app's decisions: Bob's deletion stands (no conflict on every catch-up run), Amy's new email too.
     const rerun = await migrate();
-    expect(rerun.code).toBe(1);
-    expect(rerun.report.counts).toMatchObject({ inserted: 0, kept_app_changes: 1, conflicts: 1 });
-    expect(rerun.report.reasons).toEqual({ deleted_in_postgres: 1 });
+    expect(rerun.code, rerun.stdout).toBe(0);
+    expect(rerun.report.counts).toMatchObject({ inserted: 0, kept_app_changes: 1, deleted_by_app: 1, conflicts: 0 });
+    expect(rerun.report.reasons).toEqual({});
+    expectReportAddsUp(rerun.report);
     expect(await db.query(`select user_id, current_credits::int as c from users order by 1`)).toEqual([{ user_id: 'app_amy', c: 7000 }]);
     const proven = await verify();
-    expect(proven.code).toBe(1);
+    expect(proven.code, proven.stdout).toBe(0);
+    expect(proven.report.counts).toMatchObject({ deleted_by_app: 1, changed_by_app: 1, missing: 0, mismatch: 0 });
+    expect(proven.report.invariants.balanced).toBe(true);
+    expect((await verify(['--strict'])).code).toBe(1);
+    // Amy's old address signs up again: a new person's row, not an early login of Amy's.
+    await appRow('app_amy2', 'amy@x.test', { credits: 100, used: 0 });
+    const again = await reconcile(['--apply', '--merge']);
+    expect(again.code, again.stdout).toBe(0);
+    expect(again.report.counts).toMatchObject({ merged: 0, conflicts: 0 });
   });
 
   it('after a merge: re-runs write nothing, verify and reconcile pass; an app spend is kept; a later Redis change is changed_after_merge', async () => {
@@ -587,12 +597,12 @@ describe('merge: early logins', () => {
     expect(kept.report.credits.app_difference).toEqual({ current: 0, used: 0 });
     expectReportAddsUp(kept.report);
     expect(await snapshot()).toEqual(spent);
-    // verify compares the row with what the merge wrote: the spend shows as a difference, with the merged
-    // values expected.
+    // verify compares the row with what the merge wrote: the spend is the app's own work, listed written ->
+    // now, and passes; the invariants add it up.
     const drifted = await verify();
-    expect(drifted.code).toBe(1);
-    expect(drifted.report.counts).toMatchObject({ match: 1, mismatch: 1 });
-    expect(drifted.report.invariants.balanced).toBe(false);
+    expect(drifted.code, drifted.stdout).toBe(0);
+    expect(drifted.report.counts).toMatchObject({ match: 1, changed_by_app: 1, mismatch: 0 });
+    expect(drifted.report.invariants.balanced).toBe(true);
     // Listed under the row PostgreSQL has: the new app's user_id.
     expect(drifted.stdout).toMatch(/app_a +a@x\.test +current_credits +5250 +5050/);
     expect(drifted.stdout).toMatch(/app_a +a@x\.test +total_credits_used +7 +207/);

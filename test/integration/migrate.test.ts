@@ -225,17 +225,24 @@ describe('migrate', () => {
     expect(await db.query('select user_id, written_at::text, row_updated_at::text from migrate_users.ledger order by 1')).toEqual(ledgerBefore);
 
     // Old app still live: a's balance changes in Redis. New app: b spends credits in PostgreSQL.
-    // Both apps touch c. d is deleted by the new app.
+    // Both apps touch c. d is deleted by the new app (the app's decision); e too, after the old app changed it.
+    await keys.putUser('e@example.com', user('usr_e', { current_credits: 500 }));
+    expect((await migrate()).report?.counts).toMatchObject({ inserted: 1 });
     await keys.putUser('a@example.com', user('usr_a', { current_credits: 150 }));
     await db.query(`update users set current_credits = 180 where user_id = 'usr_b'`);
     await keys.putUser('c@example.com', user('usr_c', { current_credits: 333 }));
     await db.query(`update users set current_credits = 290 where user_id = 'usr_c'`);
     await db.query(`delete from users where user_id = 'usr_d'`);
+    await keys.putUser('e@example.com', user('usr_e', { current_credits: 555 }));
+    await db.query(`delete from users where user_id = 'usr_e'`);
 
     const catchUp = await migrate();
     expect(catchUp.code).toBe(1);
-    expect(catchUp.report?.counts).toMatchObject({ updated: 1, kept_app_changes: 1, conflicts: 2, inserted: 0 });
+    expect(catchUp.report?.counts).toMatchObject({ updated: 1, kept_app_changes: 1, deleted_by_app: 1, conflicts: 2, inserted: 0 });
     expect(catchUp.report?.reasons).toEqual({ changed_in_both: 1, deleted_in_postgres: 1 });
+    expect(catchUp.rejects.find((r) => r.reason === 'deleted_in_postgres')).toMatchObject({ user_id: 'usr_e' });
+    // The deletion the app made counts as its difference: d's 400 are gone from PostgreSQL, not kept.
+    expect(catchUp.report?.credits.by_outcome.deleted_by_app).toEqual({ current: 0, used: 0 });
     const both = catchUp.rejects.find((r) => r.reason === 'changed_in_both');
     expect(both).toMatchObject({
       user_id: 'usr_c',
@@ -250,7 +257,7 @@ describe('migrate', () => {
 
     // Once caught up, the next run is quiet again for a and b.
     const settled = await migrate();
-    expect(settled.report?.counts).toMatchObject({ updated: 0, inserted: 0, unchanged: 1, kept_app_changes: 1, conflicts: 2 });
+    expect(settled.report?.counts).toMatchObject({ updated: 0, inserted: 0, unchanged: 1, kept_app_changes: 1, deleted_by_app: 1, conflicts: 2 });
   });
 
   it('an email the app stored as typed is the same mailbox; emails stored normalised are matched only exactly', async () => {

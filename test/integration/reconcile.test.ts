@@ -44,6 +44,7 @@ beforeEach(async () => {
     ['d', 40],
     ['g', 70],
     ['h', 80],
+    ['j', 90],
   ] as const) {
     await keys.putUser(`${id}@example.com`, { user_id: `usr_${id}`, current_credits: amount, username: `user ${id}` });
   }
@@ -56,7 +57,10 @@ beforeEach(async () => {
   await db.query(`update users set current_credits = 1 where user_id = 'usr_d'`);
   await keys.putUser('e@example.com', { user_id: 'usr_e', current_credits: 50 }); // signed up in the old app
   await db.query(`insert into users (user_id, email, current_credits, signup_bonus_granted) values ('usr_f', 'f@example.com', 100, true)`);
+  // g: the old app topped it up, the new app deleted the account (a conflict); j: only the new app deleted it.
+  await keys.putUser('g@example.com', { user_id: 'usr_g', current_credits: 75, username: 'user g' });
   await db.query(`delete from users where user_id = 'usr_g'`);
+  await db.query(`delete from users where user_id = 'usr_j'`);
   await keys.redis.del(keys.userKey('h@example.com'));
   await keys.putUser('i@example.com', '{"user_id": "usr_i", "credits": -1}');
 });
@@ -81,10 +85,11 @@ describe('reconcile', () => {
     expect(c?.changed_in_both).toEqual({ users: 1, redis_credits: 44, postgres_credits: 1 });
     expect(c?.only_in_redis).toEqual({ users: 1, redis_credits: 50, postgres_credits: 0 });
     expect(c?.only_in_postgres).toEqual({ users: 1, redis_credits: 0, postgres_credits: 100 });
-    expect(c?.deleted_in_postgres).toEqual({ users: 1, redis_credits: 70, postgres_credits: 0 });
+    expect(c?.deleted_in_postgres).toEqual({ users: 1, redis_credits: 75, postgres_credits: 0 });
+    expect(c?.deleted_by_app).toEqual({ users: 1, redis_credits: 90, postgres_credits: 0 });
     expect(c?.deleted_in_redis).toEqual({ users: 1, redis_credits: 0, postgres_credits: 80 });
     expect(c?.invalid_in_redis?.users).toBe(1);
-    // b and e could be applied; d, g, h and i need someone.
+    // b and e could be applied; d, g, h and i need someone; j's deletion is the app's.
     expect(run.report?.remaining).toBe(6);
     expect(run.stdout).toContain('RECONCILE (read-only: nothing written)');
     expect(run.stdout).toMatch(/usr_d d@example.com {2}current_credits: base 40 \| redis 44 \| postgres 1/);

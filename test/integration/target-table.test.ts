@@ -490,29 +490,35 @@ describe.each(TABLES)('users table: $name', ({ ddl, usernameLimit }) => {
         [...spent].filter((id) => !conflicted.has(id)).reduce((s, id) => s + (spender.left.get(id) as Left).current, 0),
       );
 
-      // --- verify: kept app changes are differences. It fails (exit 1) and lists exactly the app's spends,
-      // as current_credits / total_credits_used mismatches, and (on a varchar(100) table) the over-long record.
+      // --- verify: the app's spends are its own work (changed_by_app, listed written -> now, passing); the users
+      // both sides changed are conflicts, and (on a varchar(100) table) the over-long record is not migratable.
       const verified = await command<VerifyReport>(f, 'verify');
       expect(verified.code).toBe(1);
       expect(verified.report.ok).toBe(false);
+      const kept = new Set([...spent].filter((id) => !conflicted.has(id)));
       expect(verified.report.counts).toMatchObject({
         match: valid.length - spent.size,
-        mismatch: spent.size,
+        changed_by_app: kept.size,
+        conflict: conflicted.size,
+        stale: 0,
+        mismatch: 0,
         missing: 0,
         not_migratable: limited ? 1 : 0,
         only_in_postgres: 0,
         deleted_in_redis: 0,
+        failing: conflicted.size + (limited ? 1 : 0),
       });
-      const mismatches = verified.report.differences.filter((d) => d.kind === 'mismatch');
-      expect(new Set(mismatches.map((d) => d.user_id))).toEqual(spent);
-      expect(mismatches.length).toBe(2 * spent.size);
-      for (const d of mismatches) {
+      const changes = verified.report.differences.filter((d) => d.kind === 'changed_by_app');
+      expect(new Set(changes.map((d) => d.user_id))).toEqual(kept);
+      expect(changes.length).toBe(2 * kept.size);
+      for (const d of changes) {
         const u = byId.get(d.user_id as string) as SeedUser;
         const left = spender.left.get(u.userId) as Left;
         if (d.column === 'current_credits') expect(d).toMatchObject({ expected: String(u.credits), actual: String(left.current) });
         else expect(d).toMatchObject({ column: 'total_credits_used', expected: String(u.used), actual: String(left.used) });
       }
-      expect(verified.report.differences.filter((d) => d.kind !== 'mismatch')).toEqual(
+      expect(new Set(verified.report.differences.filter((d) => d.kind === 'conflict').map((d) => d.user_id))).toEqual(conflicted);
+      expect(verified.report.differences.filter((d) => d.kind !== 'changed_by_app' && d.kind !== 'conflict')).toEqual(
         limited ? [expect.objectContaining({ kind: 'not_migratable', user_id: long.userId, reason: 'value_too_long' })] : [],
       );
       // reconcile tells the same story by class: the app owns what it changed.

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Difference, VerifyReport } from '../../src/results/verify-report.js';
 import { runCli } from '../helpers/cli.js';
-import { createTestDatabase, createTestKeys, REDIS_URL, type TestDatabase, type TestKeys } from '../helpers/servers.js';
+import { asTheToolsOwnWrite, createTestDatabase, createTestKeys, REDIS_URL, type TestDatabase, type TestKeys } from '../helpers/servers.js';
 
 /** verify's outputs as a CI job reads them: JUnit, markdown, exit codes; --accept. */
 
@@ -97,9 +97,10 @@ describe('verify JUnit: each check lists only its own failures, in sentences', (
     await db.query(`delete from users where user_id = 'usr_5'`);
     await db.query(`insert into users (user_id, email, current_credits, signup_bonus_granted) values ('usr_app', 'app@example.com', 100, true)`);
     await keys.putUser('broken@example.com', '{"user_id": "usr_broken", "credits": -3}');
+    await asTheToolsOwnWrite(db);
     const run = await verify(['--strict']);
     expect(run.code).toBe(1);
-    expect(run.junit).toContain('<testsuites name="migrate-users verify" tests="6" failures="4" errors="0" skipped="0">');
+    expect(run.junit).toContain('<testsuites name="migrate-users verify" tests="9" failures="4" errors="0" skipped="0">');
     expect(byName(run.cases, 'verification ran').failure).toBeUndefined();
     expect(byName(run.cases, 'every row holds what migrate would write').failure?.message).toBe(
       '1 user differs between Redis and PostgreSQL: user3@example.com (username: Redis none, PostgreSQL "Bo, the \\"second\\""; current_credits: Redis 103, PostgreSQL 5).',
@@ -124,6 +125,7 @@ describe('verify JUnit: each check lists only its own failures, in sentences', (
 
   it('lists at most --show records per check, then says how many more', async () => {
     await db.query(`update users set current_credits = 0 where user_id in ('usr_1', 'usr_2', 'usr_3', 'usr_4', 'usr_6')`);
+    await asTheToolsOwnWrite(db);
     const run = await verify(['--show', '2']);
     expect(run.code).toBe(1);
     const failure = byName(run.cases, 'every row holds').failure;
@@ -174,12 +176,13 @@ describe('verify CI files: modes and samples', () => {
     const run = await runCli(['verify', '--match', keys.match, '--junit', junit, '--markdown', markdown], env());
     expect(run.code).toBe(0);
     expect(await mode(junit)).toBe(0o600);
-    expect(await readFile(junit, 'utf8')).toContain('<testsuites name="migrate-users verify" tests="6" failures="0"');
+    expect(await readFile(junit, 'utf8')).toContain('<testsuites name="migrate-users verify" tests="9" failures="0"');
     expect(await mode(markdown)).toBe(0o600);
   });
 
   it('a sampled run says "sample" in every headline: summary, markdown, JUnit suite and test cases', async () => {
     await db.query(`update users set current_credits = 0`);
+    await asTheToolsOwnWrite(db);
     const run = await verify(['--sample', '4']);
     expect(run.code).toBe(1);
     expect(run.stdout.split('\n')[0]).toMatch(/^VERIFY FAILED \(SAMPLE\): 4 problems found \[SAMPLE of 4 of about 12 keys/);
@@ -191,6 +194,7 @@ describe('verify CI files: modes and samples', () => {
     expect(byName(run.cases, 'every row the tool wrote').skipped).toBe('not checked in a sample');
 
     await db.query(`update users set current_credits = 100 + substr(user_id, 5)::int`);
+    await asTheToolsOwnWrite(db);
     const ok = await verify(['--sample', '4']);
     expect(ok.code).toBe(0);
     expect(ok.stdout.split('\n')[0]).toMatch(/^VERIFY OK \(SAMPLE\): the sample matches Redis \[SAMPLE of 4/);
@@ -208,6 +212,7 @@ describe('verify --accept', () => {
   it('an accepted difference passes (exit 0), shown and counted apart; an entry with no problem is "fine now"; a new problem still fails', async () => {
     await db.query(`update users set current_credits = 5 where user_id = 'usr_3'`);
     await db.query(`update users set username = 'kept' where user_id = 'usr_8'`);
+    await asTheToolsOwnWrite(db);
     const accept = await acceptFile(
       [
         '# known problems, accepted by the billing team',
@@ -229,7 +234,11 @@ describe('verify --accept', () => {
 
     expect(run.report).toMatchObject({
       ok: true,
-      counts: { mismatch: 2, failing: 0, accepted: { mismatch: 2, missing: 0, not_migratable: 0, deleted_in_redis: 0, only_in_postgres: 0 } },
+      counts: {
+        mismatch: 2,
+        failing: 0,
+        accepted: { mismatch: 2, missing: 0, not_migratable: 0, deleted_in_redis: 0, only_in_postgres: 0, changed_by_app: 0, stale: 0 },
+      },
       accepted: { file: accept, entries: 3, fine_now: [{ line: 5, key: keys.userKey('user7@example.com'), reason: 'fixed last week' }] },
     });
     expect(run.report?.differences).toEqual(
@@ -250,6 +259,7 @@ describe('verify --accept', () => {
     // New problems: another column of the accepted user, and a missing row. Only they fail, each in its own check.
     await db.query(`update users set total_credits_used = 99 where user_id = 'usr_3'`);
     await db.query(`delete from users where user_id = 'usr_4'`);
+    await asTheToolsOwnWrite(db);
     const worse = await verify(['--accept', accept]);
     expect(worse.code).toBe(1);
     expect(worse.report?.counts).toMatchObject({ mismatch: 2, missing: 1, failing: 2, accepted: { mismatch: 1 } });
@@ -272,7 +282,7 @@ describe('verify --accept', () => {
     expect(run.stderr).toContain(`--accept ${bad} line 2: [mismatch:credits]: "credits" is not a column`);
     expect(run.stderr).toContain(`--accept ${bad} line 3: "user:email:b@x.test" has no reason`);
     expect(run.stderr).toContain(
-      `--accept ${bad} line 4: [wrong]: the kind must be one of mismatch, missing, not_migratable, deleted_in_redis, only_in_postgres`,
+      `--accept ${bad} line 4: [wrong]: the kind must be one of mismatch, stale, conflict, changed_by_app, deleted_by_app, missing, not_migratable, deleted_in_redis, only_in_postgres`,
     );
     expect(run.stderr).not.toMatch(/ECONNREFUSED|could not finish/);
     expect(run.stderr.trim().split('\n')).toHaveLength(1);

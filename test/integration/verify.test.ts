@@ -4,7 +4,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/cli.js';
-import { adminQuery, createTestDatabase, createTestKeys, REDIS_URL, redisUrlAs, uniqueName, type TestDatabase, type TestKeys } from '../helpers/servers.js';
+import {
+  adminQuery,
+  asTheToolsOwnWrite,
+  createTestDatabase,
+  createTestKeys,
+  REDIS_URL,
+  redisUrlAs,
+  uniqueName,
+  type TestDatabase,
+  type TestKeys,
+} from '../helpers/servers.js';
 
 let db: TestDatabase;
 let keys: TestKeys;
@@ -113,10 +123,12 @@ describe('verify', () => {
     [
       'a whitelist top-up taken away',
       `update users set current_credits = 7 where user_id = 'usr_vip'`,
-      { kind: 'mismatch', user_id: 'usr_vip', column: 'current_credits', expected: '100000', actual: '7' },
+      // The row as the tool's last write, short of the top-up the whitelist rule grants: migrate writes it.
+      { kind: 'stale', user_id: 'usr_vip', column: 'current_credits', expected: '100000', actual: '7' },
     ],
-  ])('catches %s, names it, and exits 1', async (_name, tamper, expected) => {
+  ])('catches %s written by the tool, names it, and exits 1', async (_name, tamper, expected) => {
     await db.query(tamper);
+    await asTheToolsOwnWrite(db);
     const run = await verify();
     expect(run.code).toBe(1);
     expect(run.stdout).toContain('VERIFY FAILED');
@@ -127,6 +139,7 @@ describe('verify', () => {
 
   it('a changed password hash is caught without showing the hash', async () => {
     await db.query(`update users set password_hash = 'other-secret' where user_id = 'usr_8'`);
+    await asTheToolsOwnWrite(db);
     const run = await verify();
     expect(run.code).toBe(1);
     expect(run.report?.differences).toEqual([expect.objectContaining({ column: 'password_hash', expected: '(set)', actual: '(set)' })]);
@@ -164,6 +177,7 @@ describe('verify', () => {
 
   it('--sample checks an exact random subset and says so in every output', async () => {
     await db.query(`update users set current_credits = 0`);
+    await asTheToolsOwnWrite(db);
     const markdown = join(dir, 'summary.md');
     const run = await verify(['--sample', '5', '--markdown', markdown]);
     expect(run.code).toBe(1);
@@ -175,6 +189,7 @@ describe('verify', () => {
 
   it('markdown for a CI step summary (appended), and JUnit XML', async () => {
     await db.query(`update users set username = 'pipe | and\nnewline' where user_id = 'usr_9'`);
+    await asTheToolsOwnWrite(db);
     const markdown = join(dir, 'step-summary.md');
     const junit = join(dir, 'junit.xml');
     const run = await verify(['--format', 'markdown', '--markdown', markdown, '--junit', junit]);
@@ -185,7 +200,7 @@ describe('verify', () => {
     expect(again.code).toBe(1);
     expect((await readFile(markdown, 'utf8')).match(/## ❌/g)).toHaveLength(2);
     const xml = await readFile(junit, 'utf8');
-    expect(xml).toContain('<testsuites name="migrate-users verify" tests="6" failures="1" errors="0" skipped="1">');
+    expect(xml).toContain('<testsuites name="migrate-users verify" tests="9" failures="1" errors="0" skipped="1">');
     expect(xml).toContain(
       '<failure message="1 user differs between Redis and PostgreSQL: user9@example.com (username: Redis none, PostgreSQL &quot;pipe | and newline&quot;).">',
     );

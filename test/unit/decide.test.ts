@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { compareRows, publicRow } from '../../src/compare/compare-rows.js';
-import { decide, mergeRows, type Facts } from '../../src/core/decide.js';
-import { verifyRecord } from '../../src/core/verify-record.js';
+import { decide, mergeRows, verifyOutcome, type Facts } from '../../src/core/decide.js';
 import type { UserRow } from '../../src/map/user-row.js';
 
 const row: UserRow = {
@@ -25,7 +24,18 @@ describe('decide (migrate)', () => {
   it.each<[string, Partial<Facts>, object]>([
     ['new user', {}, { action: 'insert' }],
     ['email owned by another user_id', { emailOwner: 'u9' }, { action: 'conflict', reason: 'email_taken' }],
-    ['row deleted after the tool wrote it', { ledger: { digest: 'd1', untouched: false } }, { action: 'conflict', reason: 'deleted_in_postgres' }],
+    ['row deleted by the app, Redis unchanged: the app owns it', { ledger: { digest: 'd1', untouched: false } }, { action: 'deleted_by_app' }],
+    ['row deleted by the app, Redis changed since', { ledger: { digest: 'd0', untouched: false } }, { action: 'conflict', reason: 'deleted_in_postgres' }],
+    [
+      'row deleted by the app, someone signed up with the email since: still the app deletion',
+      { ledger: { digest: 'd1', untouched: false }, emailOwner: 'u9', owner: { row: { ...row, user_id: 'u9' }, written: false } },
+      { action: 'deleted_by_app' },
+    ],
+    [
+      'the app changed the email, someone signed up with the old one: the app change stands',
+      { actual: { ...row, email: 'new@example.com' }, ledger: { digest: 'd1', untouched: false }, emailOwner: 'u9' },
+      { action: 'kept_app_change' },
+    ],
     ['identical, ledger current', { actual: row, ledger: { digest: 'd1', untouched: true } }, { action: 'unchanged', adopt: false }],
     ['identical, no ledger: adopt', { actual: row }, { action: 'unchanged', adopt: true }],
     ['identical after both changed alike: refresh ledger', { actual: row, ledger: { digest: 'd0', untouched: false } }, { action: 'unchanged', adopt: true }],
@@ -41,7 +51,7 @@ describe('decide (migrate)', () => {
     ],
     [
       'same record, newly whitelisted: the top-up is written',
-      { expected: { ...row, current_credits: '100000' }, actual: row, ledger: { digest: 'd1', untouched: true } },
+      { expected: { ...row, current_credits: '100000' }, topup: 99_990n, actual: row, ledger: { digest: 'd1', untouched: true } },
       { action: 'update' },
     ],
     [
@@ -54,14 +64,23 @@ describe('decide (migrate)', () => {
   });
 });
 
-describe('verifyRecord', () => {
-  it.each<[string, Partial<Facts>, object]>([
-    ['match', { actual: row }, { status: 'match' }],
-    ['missing', {}, { status: 'missing' }],
-    ['email taken, no row', { emailOwner: 'u9' }, { status: 'not_migratable', reason: 'email_taken' }],
-    ['mismatch', { actual: changed }, { status: 'mismatch', diffs: [{ column: 'current_credits', expected: '10', actual: '5' }] }],
-  ])('%s', (_name, over, expected) => {
-    expect(verifyRecord(facts(over))).toMatchObject(expected);
+describe('verifyOutcome: what verify says of each decision', () => {
+  const base = { digest: 'd1', untouched: true };
+  it.each<[string, Partial<Facts>, string]>([
+    ['identical', { actual: row }, 'match'],
+    ['identical, ledger current', { actual: row, ledger: base }, 'match'],
+    ['never written', {}, 'missing'],
+    ['email taken, no row', { emailOwner: 'u9' }, 'not_migratable'],
+    ['the tool never wrote this differing row', { actual: changed }, 'mismatch'],
+    // The ledger agrees with a row that is not what the tool writes from this record: a forged or wrong write.
+    ['row as the tool left it, but not the mapping', { actual: changed, ledger: base }, 'mismatch'],
+    ['the app changed it, Redis unchanged', { actual: changed, ledger: { digest: 'd1', untouched: false } }, 'changed_by_app'],
+    ['the app deleted it, Redis unchanged', { ledger: { digest: 'd1', untouched: false } }, 'deleted_by_app'],
+    ['Redis changed, row untouched', { actual: changed, ledger: { digest: 'd0', untouched: true } }, 'stale'],
+    ['both changed', { actual: changed, ledger: { digest: 'd0', untouched: false } }, 'conflict'],
+    ['deleted by the app, Redis changed', { ledger: { digest: 'd0', untouched: false } }, 'conflict'],
+  ])('%s: %s', (_name, over, expected) => {
+    expect(verifyOutcome(decide(facts(over)))).toBe(expected);
   });
 });
 
@@ -141,7 +160,22 @@ describe('decide: early logins and merges', () => {
       { ledger: { digest: 'd0', untouched: true } },
       { action: 'conflict', reason: 'changed_after_merge' },
     ],
-    ['merged, the row deleted since', { actual: null, ledger: { digest: 'd1', untouched: false } }, { action: 'conflict', reason: 'deleted_in_postgres' }],
+    ['merged, the row deleted by the app since', { actual: null, ledger: { digest: 'd1', untouched: false } }, { action: 'deleted_by_app' }],
+    [
+      'merged, the row deleted and Redis changed since',
+      { actual: null, ledger: { digest: 'd0', untouched: false } },
+      { action: 'conflict', reason: 'deleted_in_postgres' },
+    ],
+    [
+      'merged, the app changed the row since: listed against what the merge wrote',
+      { ledger: { digest: 'd1', untouched: false, base: { ...early, current_credits: '300', password_hash: null } } },
+      { action: 'kept_app_change', diffs: [{ column: 'current_credits', expected: '300', actual: '350' }] },
+    ],
+    [
+      'merged, untouched by its xmin, but not what the merge wrote: a forged write',
+      { ledger: { digest: 'd1', untouched: true, base: { ...early, username: 'other', password_hash: null } } },
+      { action: 'unchanged', diffs: [{ column: 'username', expected: 'other', actual: 'fresh' }] },
+    ],
   ])('%s', (_name, over, expected) => {
     expect(decide(facts({ expected: redis, actual: early, merged: { userId: 'new_1' }, emailOwner: 'new_1', ...over }), bonus)).toMatchObject(expected);
   });
