@@ -135,6 +135,30 @@ describe.each(TABLES)('verify on a live system, on %s', (_table, ddl) => {
     expect(strict.code).toBe(1);
     expect(strict.report.counts.failing).toBe(3 + 1 + 1);
 
+    // CI files: the app's work is a JUnit test case of its own that passes, naming count and credits (and fails
+    // under --strict); the markdown says it is expected on a live system.
+    const ci = async (...extra: string[]) => {
+      const junit = join(w.dir, `junit-${Math.random()}.xml`);
+      const markdown = join(w.dir, `summary-${Math.random()}.md`);
+      const run = await runCli(['verify', '--match', w.keys.match, '--no-progress', '--junit', junit, '--markdown', markdown, ...extra], w.env);
+      return { code: run.code, junit: await readFile(junit, 'utf8'), markdown: await readFile(markdown, 'utf8') };
+    };
+    const lenient = await ci();
+    expect(lenient.code).toBe(0);
+    expect(lenient.junit).toMatch(/<testsuites name="migrate-users verify" tests="\d+" failures="0"/);
+    expect(lenient.junit).toMatch(
+      /name="changes by the new app since the migration are the app's own" time="0"><system-out>3 users changed by the new app since their migration \(\+45 credits, \+5 credits used\)/,
+    );
+    expect(lenient.markdown).toContain('## ✅ migrate-users verify');
+    expect(lenient.markdown).toContain(
+      '3 users changed by the new app since their migration (+45 credits, +5 credits used), 1 account deleted in the new app (150 credits when migrated): expected on a live system.',
+    );
+    const strictCi = await ci('--strict');
+    expect(strictCi.code).toBe(1);
+    expect(strictCi.junit).toMatch(
+      /name="changes by the new app since the migration are the app's own \(--strict: none allowed\)" time="0"><failure message="3 users changed/,
+    );
+
     // migrate and reconcile say the same: nothing re-inserted, nothing to do.
     const rerun = await command(w);
     expect(rerun.code, rerun.stdout).toBe(0);
@@ -230,6 +254,43 @@ describe.each(TABLES)('verify on a live system, on %s', (_table, ddl) => {
       state.stop = true;
       await spender;
     }
+  });
+});
+
+describe('the runbook after the cut-over ends green while the app keeps serving customers', () => {
+  it('reconcile --apply until exit 0, then verify exit 0, with the app spending and signing users up throughout', async () => {
+    const w = await migratedWorld(null);
+    for (let i = 10; i < 60; i++) await putUser(w, i);
+    expect((await runCli(['--match', w.keys.match, '--no-progress'], w.env)).code).toBe(0);
+    // The old app, still live for a while: a purchase and a new signup in Redis.
+    await putUser(w, 1, { credits: 999 });
+    await w.keys.putUser('late@example.com', { user_id: 'late', credits: 5 });
+    const state = { stop: false };
+    let served = 0;
+    const customers = (async () => {
+      while (!state.stop) {
+        // Users the old app did not touch: what the new app does there is its own.
+        const i = 2 + (served % 50);
+        await app.spend(w, `u${i}`, 1);
+        if (served % 10 === 0) await app.signup(w, `app_${served}`, `signup${served}@example.com`);
+        served++;
+      }
+    })();
+    try {
+      let code: number | null = null;
+      for (let round = 0; round < 3 && code !== 0; round++) code = (await command(w, 'reconcile', '--apply')).code;
+      expect(code).toBe(0);
+      const run = await verify(w);
+      expect(run.code, run.stdout).toBe(0);
+      expect(run.report.counts).toMatchObject({ stale: 0, conflict: 0, mismatch: 0, missing: 0 });
+      expect(run.report.counts.changed_by_app).toBeGreaterThan(0);
+      expect(run.report.invariants.balanced).toBe(true);
+    } finally {
+      state.stop = true;
+      await customers;
+    }
+    expect(served).toBeGreaterThan(0);
+    expect(await w.db.query("select current_credits::int as c from users where user_id in ('u1', 'late') order by user_id")).toEqual([{ c: 5 }, { c: 999 }]);
   });
 });
 
