@@ -97,3 +97,9 @@ alter table migrate_users.ledger add column if not exists merged_from text;
 -- dump), and a reused xid must never let a catch-up overwrite a balance the app changed.
 alter table migrate_users.ledger add column if not exists row_credits bigint;
 alter table migrate_users.ledger add column if not exists row_used bigint;
+
+-- The Redis side's own balance (before the whitelist rule) and credits used when the tool last wrote the user:
+-- what `reconcile --combine` and a merge-aware `--take redis` measure the old app's change by (Redis now minus
+-- this), so a change made on both sides is added up, and a top-up or a merge is never granted twice.
+alter table migrate_users.ledger add column if not exists source_credits bigint;
+alter table migrate_users.ledger add column if not exists source_used bigint;

@@ -10,6 +10,7 @@ import { NdjsonFile } from '../report/ndjson-file.js';
 import { CONFLICT_CSV_HEADER, conflictCsvLines, formatReconcileText } from '../report/reconcile-output.js';
 import { csvRow } from '../report/csv.js';
 import { TextFile } from '../report/text-file.js';
+import { parseReview } from '../core/take-review.js';
 import { Problems } from './config.js';
 import { withServers } from './connect.js';
 import { snapshotPlan, type SnapshotFlags } from './snapshot-options.js';
@@ -27,6 +28,7 @@ interface ReconcileFlags extends ConnectionFlags, ReadFlags, SnapshotFlags {
   users?: string;
   show?: string;
   merge?: boolean;
+  combine?: boolean;
   signupCredits?: string;
   progress: boolean;
 }
@@ -43,8 +45,12 @@ export function addReconcileCommand(program: Command, run: (fn: typeof runReconc
     .addOption(new Option('--conflicts <path>', 'export the conflicts for review (NDJSON, or CSV when the path ends in .csv)'))
     .addOption(new Option('--conflicts-format <format>', 'ndjson or csv (default: from the file name)'))
     .addOption(new Option('--take <side>', 'resolve the conflicts of the users in --users by choosing redis or postgres (needs --apply)'))
-    .addOption(new Option('--users <path>', 'user_ids for --take, one per line, # comments'))
+    .addOption(new Option('--users <path>', 'for --take: the lines of your review (--conflicts NDJSON or CSV) for the users to resolve'))
     .option('--merge', 'early logins (a new-app row created at a first login holds the email): plan their merge; with --apply, merge them')
+    .option(
+      '--combine',
+      "balances changed on both sides since the tool's last write (only balances in Redis): show PostgreSQL's plus Redis's change; with --apply, write it",
+    )
     .addOption(new Option('--signup-credits <n>', 'the signup bonus the new app granted those rows: withheld from the merge (default 100)'))
     .addOption(new Option('--show <n>', 'users listed per class in the summary (default 10)'))
     .option('--no-progress', 'no progress bar')
@@ -88,7 +94,7 @@ export async function runReconcile(flags: ReconcileFlags, ctx: CliContext): Prom
       async (redis, pool, source) => {
         if (flags.apply) await refuseOlderSnapshot(pool, source, flags.allowOlderSnapshot === true);
         return reconcile(
-          { ...read, dryRun: !flags.apply, apply: flags.apply === true, take, merge, source },
+          { ...read, dryRun: !flags.apply, apply: flags.apply === true, take, merge, combine: flags.combine === true, source },
           { redis, pool, log, rejects, onEntry, progress: createProgress(flags.progress, ctx.signal), signal: ctx.signal },
         );
       },
@@ -114,21 +120,17 @@ function parseTake(flags: ReconcileFlags, problems: Problems): Take | undefined 
   }
   if (!flags.apply) problems.add('--take writes: it needs --apply');
   if (!flags.users) {
-    problems.add('--take needs --users FILE (the user_ids to resolve)');
+    problems.add('--take needs --users FILE (the lines of your review, `reconcile --conflicts`, for the users to resolve)');
     return undefined;
   }
-  let text = '';
+  let text: string;
   try {
     text = readFileSync(flags.users, 'utf8');
   } catch (error) {
     problems.add(`cannot read --users ${flags.users}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+    return undefined;
   }
-  const users = new Set(
-    text
-      .split(/\r?\n/)
-      .map((line) => line.replace(/#.*$/, '').trim())
-      .filter((line) => line.length > 0),
-  );
-  if (text && users.size === 0) problems.add(`--users ${flags.users} lists no user_id`);
-  return { side: flags.take, users };
+  const review = parseReview(text, flags.users);
+  for (const problem of review.problems) problems.add(problem);
+  return { side: flags.take, users: review.users };
 }

@@ -41,7 +41,9 @@ export function configDigest(options: ReadOptions & { command: string; take?: Ta
         whitelistCredits: options.mapContext.whitelistCredits.toString(),
         // The target's limits decide which records the mapping rejects.
         limits: JSON.stringify(options.mapContext.limits ?? null, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)),
-        take: options.take ? { side: options.take.side, users: [...options.take.users].sort() } : null,
+        take: options.take
+          ? { side: options.take.side, users: [...options.take.users].map(([id, r]) => `${id} ${r.redisDigest ?? ''} ${r.rowVersion ?? ''}`).sort() }
+          : null,
       }),
     )
     .digest('hex');

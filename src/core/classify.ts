@@ -172,10 +172,10 @@ async function classifyBatch(db: Kysely<unknown>, run: ClassifyRun, log: Logger,
     runId,
     log,
     take: options.take,
-    withBase: io.onClassified !== undefined,
     everyRecord: io.onClassified !== undefined,
     presettled: run.presettled,
     merge: options.merge,
+    combine: options.combine,
   });
   const batch = new Tally();
   for (const { outcome, sums } of result.settled) batch.addSums(outcome, sums);
@@ -210,8 +210,22 @@ function recordCredits(entry: ClassifiedEntry): RecordCredits {
     const before = fact.owner ? held(fact.owner.row) : undefined;
     return { ...redis, postgres: held(entry.merge.row), merged: { before, withheld: entry.merge.withheld } };
   }
-  // A row the app deleted holds nothing: what it held when written is the app's difference.
-  if (entry.outcome === 'deleted_by_app') return { ...redis, postgres: { current: 0n, used: 0n }, ...(fact.merged ? { merged: {} } : {}) };
+  // A row the app deleted holds nothing: what it held when written (top-up included, if one was granted) is
+  // the app's difference; a top-up the rule would add now was never granted to it.
+  if (entry.outcome === 'deleted_by_app') {
+    const written = entry.written ?? { current: fact.sourceCredits + fact.topup, used: redis.used };
+    const topup = written.current > fact.sourceCredits && !fact.merged ? written.current - fact.sourceCredits : 0n;
+    return { ...redis, topup, postgres: { current: 0n, used: 0n }, ...(fact.merged ? { merged: {} } : {}) };
+  }
+  // Both sides added up: PostgreSQL holds the combined row (a merged one stays a merge).
+  if (entry.combined) {
+    const postgres = { current: BigInt(entry.combined.current_credits), used: BigInt(entry.combined.total_credits_used) };
+    return { ...redis, postgres, ...(fact.merged ? { merged: {} } : {}) };
+  }
+  // A top-up granted onto the app's balance: PostgreSQL holds the app's balance plus the grant.
+  if (entry.topup !== undefined && fact.actual) {
+    return { ...redis, postgres: { current: BigInt(fact.actual.current_credits) + entry.topup, used: BigInt(fact.actual.total_credits_used) } };
+  }
   // A row merged before, or one the app changed, holds what it holds: PostgreSQL's balance is the user's.
   if (fact.merged && fact.actual) return { ...redis, postgres: held(fact.actual), merged: {} };
   if (entry.outcome === 'kept_app_change' && fact.actual) return { ...redis, postgres: held(fact.actual) };

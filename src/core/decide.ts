@@ -8,6 +8,8 @@ export interface Facts {
   readonly digest: string;
   /** What the whitelist rule adds to this record's credits (granted now or by an earlier run). */
   readonly topup?: bigint | undefined;
+  /** Credits as Redis holds them (before the whitelist rule). */
+  readonly sourceCredits?: bigint | undefined;
   /** The row this record lives in: the row with its user_id, or the row it was merged into. */
   readonly actual: UserRow | null;
   /** user_id of another row in PostgreSQL that already holds this email. */
@@ -27,6 +29,8 @@ export interface Facts {
     readonly postgresOwns?: boolean;
     /** The row as the tool last wrote it (password hash as a digest). */
     readonly base?: Readonly<Record<string, CellValue>> | null;
+    /** The Redis side's own balance and credits used at that write (null: written by an older version). */
+    readonly source?: { readonly credits: bigint; readonly used: bigint } | null;
   } | null;
 }
 
@@ -37,8 +41,12 @@ export interface MergePolicy {
 
 export type Decision =
   | { readonly action: 'insert' }
-  /** A catch-up: Redis changed (or a whitelist top-up is due) and the row is as the tool left it. */
-  | { readonly action: 'update'; readonly diffs: readonly ColumnDiff[] }
+  /**
+   * A catch-up onto a row as the tool left it: Redis changed (`redis`), a whitelist top-up is due (`topup`), or
+   * the row holds fewer credits than the tool wrote from this very record (`restore`: a trigger or someone took
+   * them; the row is no proof of an exact migration until written again).
+   */
+  | { readonly action: 'update'; readonly diffs: readonly ColumnDiff[]; readonly because: 'redis' | 'topup' | 'restore' }
   /**
    * Nothing to write. `adopt`: the ledger must learn this row's current state. `diffs`: what the row, as the
    * tool's own last write left it, holds apart from the mapping (a trigger or default rewrote a value, or the
@@ -46,10 +54,20 @@ export type Decision =
    * proof of an exact migration.
    */
   | { readonly action: 'unchanged'; readonly adopt: boolean; readonly diffs: readonly ColumnDiff[] }
-  /** The app changed the row since the tool wrote it and Redis did not change: the app owns it now. */
-  | { readonly action: 'kept_app_change'; readonly diffs: readonly ColumnDiff[] }
+  /**
+   * The app changed the row since the tool wrote it and Redis did not change: the app owns it now.
+   * `unexplained`: what the tool wrote then (the ledger's base) is not what it writes from this record now,
+   * so the row is no proof of an exact migration (verify: mismatch).
+   */
+  | { readonly action: 'kept_app_change'; readonly diffs: readonly ColumnDiff[]; readonly unexplained?: readonly ColumnDiff[] }
+  /**
+   * A whitelist top-up due on a row the app changed since the tool wrote it (the user was whitelisted after):
+   * granted as the difference the rule adds, onto the app's balance; nothing else of the row is written.
+   */
+  | { readonly action: 'grant_topup'; readonly amount: bigint; readonly diffs: readonly ColumnDiff[] }
   /** The tool wrote the row from this very Redis record and the app deleted it since: the app's decision. */
-  | { readonly action: 'deleted_by_app'; readonly detail: string }
+  /** `written`: the balance the tool's write left (the ledger's base), which the deletion took away. */
+  | { readonly action: 'deleted_by_app'; readonly detail: string; readonly written: { readonly current: bigint; readonly used: bigint } }
   /** An early login: the Redis account goes into the new app's row (see mergeRows). */
   | { readonly action: 'merge'; readonly into: string; readonly row: UserRow; readonly withheld: bigint; readonly diffs: readonly ColumnDiff[] }
   | {
@@ -57,7 +75,25 @@ export type Decision =
       readonly reason: ConflictReason;
       readonly detail: string;
       readonly diffs: readonly ColumnDiff[];
+      /** Both sides changed: the Redis side's change since the tool's last write, applied onto PostgreSQL's row. */
+      readonly onto?: Onto | undefined;
     };
+
+/**
+ * The Redis side's change since the tool's last write, applied onto the row PostgreSQL holds: its balance and
+ * credits used moved by what Redis's own moved (never the whitelist rule's result, never a merge again), and,
+ * for a user not merged, the other columns Redis changed. `moneyOnly`: Redis changed nothing but the balances
+ * (what `reconcile --combine` settles); `notRedisBalance`: the row's balance is no copy of Redis's (a merge or a
+ * whitelist top-up), so `--take redis` applies the change rather than Redis's balance.
+ */
+export type Onto =
+  | {
+      readonly row: UserRow;
+      readonly delta: { readonly current: bigint; readonly used: bigint };
+      readonly moneyOnly: boolean;
+      readonly notRedisBalance: boolean;
+    }
+  | { readonly refused: string };
 
 /**
  * The rules of BRIEF.md as one pure decision: rows the app created or changed are never overwritten;
@@ -70,10 +106,11 @@ export function decide(facts: Facts, merge?: MergePolicy): Decision {
   // The ledger's history comes before the email index: a user the tool wrote whose row the app deleted, or
   // whose email the app changed, is the app's doing; whoever holds that email now is someone else's row.
   if (actual === null && ledger) {
-    if (ledger.digest === facts.digest) return deletedByApp('the tool wrote this user from this Redis record; the new app has deleted the row since');
+    if (ledger.digest === facts.digest) return deletedByApp(facts, 'the tool wrote this user from this Redis record; the new app has deleted the row since');
     return conflict('deleted_in_postgres', 'the tool wrote this user before; the app has since deleted the row, and the Redis record changed');
   }
-  const emailMovedByApp = actual !== null && ledger?.digest === facts.digest && !ledger.untouched && actual.email !== expected.email;
+  // The app changed this user's email (in the row the tool wrote): whoever signed up with the old one since is someone else.
+  const emailMovedByApp = actual !== null && ledger !== null && !ledger.untouched && actual.email !== expected.email;
   if (facts.emailOwner !== null && !emailMovedByApp) return emailTaken(facts, facts.emailOwner, merge);
   if (actual === null) return { action: 'insert' };
   const diffs = compareRows(expected, actual);
@@ -85,31 +122,100 @@ export function decide(facts: Facts, merge?: MergePolicy): Decision {
     // The row is as the tool left it, written from this very Redis record: a difference is the table's own
     // doing (a trigger or default rewrote a value on write), and writing again would change nothing. Only a
     // whitelist top-up granted since (the rule adds credits, and the row holds fewer) is still to be written.
-    if (ledger.digest === facts.digest && !((facts.topup ?? 0n) > 0n && diffs.some(isTopUp))) return { action: 'unchanged', adopt: false, diffs };
-    return { action: 'update', diffs };
+    if (ledger.digest !== facts.digest) return { action: 'update', diffs, because: 'redis' };
+    if (!diffs.some(isTopUp)) return { action: 'unchanged', adopt: false, diffs };
+    return { action: 'update', diffs, because: (facts.topup ?? 0n) > 0n ? 'topup' : 'restore' };
   }
-  if (ledger.digest === facts.digest) return { action: 'kept_app_change', diffs };
-  return conflict('changed_in_both', 'Redis changed and the app changed the row since the tool wrote it', diffs);
+  if (ledger.digest === facts.digest) return keptAppChange(facts, actual, diffs);
+  return conflict('changed_in_both', 'Redis changed and the app changed the row since the tool wrote it', diffs, redisChangeOnto(facts, actual, false));
+}
+
+/**
+ * The app changed the row, Redis did not: the app's work, provided the tool's last write (the ledger's base,
+ * where it is known) was what the tool writes from this record now. A whitelist top-up due since (the user
+ * was whitelisted after the app touched the row) is granted as the difference the rule adds.
+ */
+function keptAppChange(facts: Facts, actual: UserRow, diffs: readonly ColumnDiff[]): Decision {
+  const { ledger } = facts;
+  // An operator chose PostgreSQL's row (`reconcile --take postgres`): it stands as it is.
+  if (!ledger?.base || ledger.postgresOwns) return { action: 'kept_app_change', diffs };
+  const base = ledger.base;
+  const sinceWrite = compareWithBase(base, facts.expected);
+  if (sinceWrite.length === 0) return { action: 'kept_app_change', diffs };
+  const written = BigInt(String(base.current_credits ?? facts.expected.current_credits));
+  const owed = BigInt(facts.expected.current_credits) - written;
+  if ((facts.topup ?? 0n) > 0n && owed > 0n && sinceWrite.every((d) => d.column === 'current_credits')) {
+    return {
+      action: 'grant_topup',
+      amount: owed,
+      diffs: [{ column: 'current_credits', expected: (BigInt(actual.current_credits) + owed).toString(), actual: actual.current_credits }],
+    };
+  }
+  return { action: 'kept_app_change', diffs, unexplained: sinceWrite };
 }
 
 /** A record merged before: its row is the new app's now; only a Redis change needs a person. */
 function decideMerged(facts: Facts, into: string): Decision {
   const { actual, ledger } = facts;
   if (actual === null) {
-    if (ledger?.digest === facts.digest) return deletedByApp(`merged into ${into}; the new app has deleted that row since`);
+    if (ledger?.digest === facts.digest) return deletedByApp(facts, `merged into ${into}; the new app has deleted that row since`);
     return conflict('deleted_in_postgres', `merged into ${into}; that row has since been deleted`);
   }
   if (ledger?.digest !== facts.digest) {
     return conflict(
       'changed_after_merge',
-      `merged into ${into}; the Redis record changed since: nothing is applied over a merge`,
+      `merged into ${into}; the Redis record changed since: its change is applied onto the merged row only on request (--combine, --take)`,
       compareRows(facts.expected, actual),
+      redisChangeOnto(facts, actual, true),
     );
   }
   // What the merge wrote is in the ledger's base (when loaded): the row against it, not against Redis.
   const sinceMerge = ledger.base ? compareWithBase(ledger.base, actual) : [];
   if (ledger.untouched || (ledger.base && sinceMerge.length === 0)) return { action: 'unchanged', adopt: false, diffs: sinceMerge };
   return { action: 'kept_app_change', diffs: sinceMerge };
+}
+
+const MONEY: ReadonlySet<string> = new Set(['current_credits', 'total_credits_used']);
+
+function redisChangeOnto(facts: Facts, actual: UserRow, merged: boolean): Onto {
+  const { ledger, expected } = facts;
+  const base = ledger?.base;
+  if (!ledger?.source || !base || facts.sourceCredits === undefined) {
+    return { refused: "the Redis side's balance at the tool's last write is not known (written by an older version): choose a side with --take" };
+  }
+  const delta = { current: facts.sourceCredits - ledger.source.credits, used: BigInt(expected.total_credits_used) - ledger.source.used };
+  const current = BigInt(actual.current_credits) + delta.current;
+  const used = BigInt(actual.total_credits_used) + delta.used;
+  if (current < 0n || used < 0n)
+    return { refused: `adding Redis's change (${signed(delta.current)} credits) leaves a negative balance: choose a side with --take` };
+  // A merged row holds the new app's other values by the merge rule; Redis's own are not known column by column.
+  const others = merged ? [] : compareWithBase(base, expected).filter((d) => !MONEY.has(d.column));
+  const changed = new Set(others.map((d) => d.column));
+  const pick = <C extends keyof UserRow>(column: C): UserRow[C] => (changed.has(column) ? expected[column] : actual[column]);
+  const row: UserRow = {
+    ...actual,
+    username: pick('username'),
+    avatar: pick('avatar'),
+    password_hash: pick('password_hash'),
+    current_plan_id: pick('current_plan_id'),
+    plan_renew_at: pick('plan_renew_at'),
+    created_at: pick('created_at'),
+    last_login: pick('last_login'),
+    current_credits: current.toString(),
+    total_credits_used: used.toString(),
+  };
+  const notRedisBalance = merged || String(base.current_credits) !== ledger.source.credits.toString();
+  return { row, delta, moneyOnly: others.length === 0, notRedisBalance };
+}
+
+const signed = (n: bigint) => (n < 0n ? n.toString() : `+${n}`);
+
+/** The arithmetic of a combined balance, for reports: "PostgreSQL 450 + Redis's change +200 = 650 (credits used 50 + 0 = 50)". */
+export function describeOnto(actual: UserRow, onto: Extract<Onto, { row: UserRow }>): string {
+  return (
+    `PostgreSQL ${actual.current_credits} ${signed(onto.delta.current)} (Redis's change since the tool's last write) = ${onto.row.current_credits} credits; ` +
+    `credits used ${actual.total_credits_used} ${signed(onto.delta.used)} = ${onto.row.total_credits_used}`
+  );
 }
 
 /** verify's outcome for a record, read off its decision (README "Verify"). */
@@ -125,11 +231,13 @@ export function verifyOutcome(decision: Decision): VerifyOutcome {
     case 'insert':
       return 'missing';
     case 'update':
-      return 'stale';
+      return decision.because === 'restore' ? 'mismatch' : 'stale';
     case 'unchanged':
       return decision.diffs.length === 0 ? 'match' : 'mismatch';
     case 'kept_app_change':
-      return 'changed_by_app';
+      return decision.unexplained?.length ? 'mismatch' : 'changed_by_app';
+    case 'grant_topup':
+      return 'stale';
     case 'deleted_by_app':
       return 'deleted_by_app';
     case 'merge':
@@ -199,10 +307,13 @@ function isTopUp(diff: ColumnDiff): boolean {
   return diff.column === 'current_credits' && BigInt(String(diff.expected)) > BigInt(String(diff.actual));
 }
 
-function deletedByApp(detail: string): Decision {
-  return { action: 'deleted_by_app', detail };
+function deletedByApp(facts: Facts, detail: string): Decision {
+  const base = facts.ledger?.base;
+  const current = BigInt(String(base?.current_credits ?? facts.expected.current_credits));
+  const used = BigInt(String(base?.total_credits_used ?? facts.expected.total_credits_used));
+  return { action: 'deleted_by_app', detail, written: { current, used } };
 }
 
-function conflict(reason: ConflictReason, detail: string, diffs: readonly ColumnDiff[] = []): Decision {
-  return { action: 'conflict', reason, detail, diffs };
+function conflict(reason: ConflictReason, detail: string, diffs: readonly ColumnDiff[] = [], onto?: Onto): Decision {
+  return { action: 'conflict', reason, detail, diffs, ...(onto ? { onto } : {}) };
 }

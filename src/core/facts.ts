@@ -28,8 +28,10 @@ interface FactRow extends Record<string, unknown> {
   untouched: boolean | null;
   email_owner: string | null;
   postgres_owns: boolean | null;
+  source_credits: string | null;
+  source_used: string | null;
   base: string | Record<string, CellValue> | null;
-  source_credits: string;
+  s_source_credits: string;
   topup: string;
   a_xmin: string | null;
   merged_into: string | null;
@@ -234,20 +236,14 @@ export async function triagedTotals(
  * What PostgreSQL and the ledger hold for the next batch of staged records, both rows in canonical form.
  * migrate, dry-run and verify all decide from these facts.
  */
-export async function loadFacts(
-  db: Kysely<unknown>,
-  stage: string,
-  afterSeq: number,
-  size: number,
-  options: { withBase?: boolean | undefined } & Pick = {},
-): Promise<RecordFacts[]> {
+export async function loadFacts(db: Kysely<unknown>, stage: string, afterSeq: number, size: number, options: Pick = {}): Promise<RecordFacts[]> {
   if (options.only?.length === 0) return [];
   const { rows } = await sql<FactRow>`
     with s as (${pendingRecords(stage, afterSeq, size, options)})
-    select s.seq, s.key, s.digest, s.source_credits::text, s.topup::text, u.xmin::text as a_xmin,
+    select s.seq, s.key, s.digest, s.source_credits::text as s_source_credits, s.topup::text, u.xmin::text as a_xmin,
       ${canonicalColumns('s', 'e_')}, ${canonicalColumns('u', 'a_')},
       u.user_id is not null as has_row, l.user_id is not null as has_ledger, l.source_digest as ledger_digest, l.postgres_owns,
-      ${options.withBase ? sql`l.base` : sql`null`} as base,
+      l.base, l.source_credits::text, l.source_used::text,
       coalesce(${untouchedSql('u', 'l')}, false) as untouched,
       m.user_id as merged_into, eo.email_owner,
       ${canonicalColumns('o', 'o_')}, o.xmin::text as o_xmin, ol.user_id is not null or om.user_id is not null as owner_written
@@ -265,7 +261,7 @@ export async function loadFacts(
     seq: Number(row.seq),
     key: row.key,
     digest: row.digest,
-    sourceCredits: BigInt(row.source_credits),
+    sourceCredits: BigInt(row.s_source_credits),
     topup: BigInt(row.topup),
     observedVersion: row.a_xmin,
     expected: rowFromRecord(row, 'e_'),
@@ -275,7 +271,13 @@ export async function loadFacts(
     ownerVersion: row.o_xmin,
     merged: row.merged_into === null ? null : { userId: row.merged_into },
     ledger: row.has_ledger
-      ? { digest: row.ledger_digest ?? '', untouched: row.untouched === true, postgresOwns: row.postgres_owns === true, base: parseBase(row.base) }
+      ? {
+          digest: row.ledger_digest ?? '',
+          untouched: row.untouched === true,
+          postgresOwns: row.postgres_owns === true,
+          base: parseBase(row.base),
+          source: row.source_credits === null || row.source_used === null ? null : { credits: BigInt(row.source_credits), used: BigInt(row.source_used) },
+        }
       : null,
   }));
 }

@@ -35,6 +35,8 @@ export interface MigrateOptions extends ReadOptions {
   readonly source?: SourceInfo | undefined;
   /** `reconcile --merge`: early logins are merged into their new-app rows (see decide). */
   readonly merge?: MergePolicy | undefined;
+  /** `reconcile --combine`: a balance changed on both sides gets PostgreSQL's plus Redis's change (see decide: Onto). */
+  readonly combine?: boolean | undefined;
 }
 
 export type { Progress };

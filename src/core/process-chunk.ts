@@ -4,6 +4,9 @@ import { pgCode } from '../errors.js';
 import { publicRow, type CellValue, type ColumnDiff } from '../compare/compare-rows.js';
 import {
   adoptRows,
+  grantTopups,
+  writeCombined,
+  type RowWrite,
   insertRows,
   insertTriaged,
   keepPostgres,
@@ -15,8 +18,9 @@ import {
 } from '../sink/apply-chunk.js';
 import type { Sums } from '../results/sums.js';
 import type { UserRow } from '../map/user-row.js';
-import { decide, type Decision, type MergePolicy } from './decide.js';
+import { decide, describeOnto, type Decision, type MergePolicy } from './decide.js';
 import { loadFacts, triagedSums, type RecordFacts, type TriageKind } from './facts.js';
+import { sameAsReviewed, type Reviewed } from './take-review.js';
 import type { Logger } from '../log.js';
 
 export type Outcome = 'inserted' | 'updated' | 'unchanged' | 'kept_app_change' | 'deleted_by_app' | 'merged' | 'conflict';
@@ -41,6 +45,12 @@ export interface ClassifiedEntry {
   readonly diffs: readonly ColumnDiff[];
   /** Set when an operator's --take decided this record. */
   readonly resolvedBy?: 'redis' | 'postgres';
+  /** A whitelist top-up granted onto the app's balance (decide: grant_topup), planned or done. */
+  readonly topup?: bigint;
+  /** A row written from both sides (`--combine`, `--take redis` over a merge or top-up), planned or done. */
+  readonly combined?: UserRow;
+  /** For a row the app deleted: the balance the tool's write left. */
+  readonly written?: { readonly current: bigint; readonly used: bigint };
   /** For a merge (planned or done): the row merged into, the merged row, and the bonus withheld. */
   readonly merge?: { readonly into: string; readonly row: UserRow; readonly withheld: bigint };
 }
@@ -59,10 +69,10 @@ export interface ChunkResult {
   readonly settled: readonly SettledSums[];
 }
 
-/** An operator's choice of side for a list of users (`reconcile --take`). */
+/** An operator's choice of side for the users of a review (`reconcile --take`), each as reviewed. */
 export interface Take {
   readonly side: 'redis' | 'postgres';
-  readonly users: ReadonlySet<string>;
+  readonly users: ReadonlyMap<string, Reviewed>;
 }
 
 export interface ChunkOptions {
@@ -74,14 +84,14 @@ export interface ChunkOptions {
   readonly runId: string;
   readonly log: Logger;
   readonly take?: Take | undefined;
-  /** Load the ledger's base rows (reconcile shows them; migrate does not need them). */
-  readonly withBase?: boolean | undefined;
   /** Every record as a ClassifiedEntry with its facts (reconcile lists them all): no triage shortcut. */
   readonly everyRecord?: boolean | undefined;
   /** Triage kinds the caller already counted for the whole stage (see presettledKinds): not counted again. */
   readonly presettled?: readonly TriageKind[] | undefined;
   /** `reconcile --merge`: early logins are merged (see decide). */
   readonly merge?: MergePolicy | undefined;
+  /** `reconcile --combine`: balances changed on both sides are added up (see decide: Onto). */
+  readonly combine?: boolean | undefined;
 }
 
 /** Triage kinds whose decision is known without comparing columns: insert, and unchanged with nothing to record. */
@@ -96,7 +106,7 @@ export function presettledKinds(dryRun: boolean): readonly TriageKind[] {
 }
 
 /** Conflicts an operator may settle by choosing a side; the others need the data fixed at its source. */
-const RESOLVABLE = new Set(['changed_in_both', 'row_not_written_by_tool', 'deleted_in_postgres']);
+const RESOLVABLE = new Set(['changed_in_both', 'row_not_written_by_tool', 'deleted_in_postgres', 'changed_after_merge']);
 /** Errors where the right move is to classify the chunk again: someone else wrote meanwhile. */
 const RETRYABLE = new Set(['23505', '40P01', '40001']);
 const ATTEMPTS = 4;
@@ -159,7 +169,7 @@ export async function processChunk(db: Kysely<unknown>, options: ChunkOptions): 
 /** The one record at options.afterSeq + 1, which PostgreSQL refuses: held back, with the server's words. */
 async function heldBackAsRefused(db: Kysely<unknown>, options: ChunkOptions, error: unknown): Promise<ChunkResult> {
   const lastSeq = options.afterSeq + 1;
-  const facts = await loadFacts(db, options.stage, options.afterSeq, 1, { withBase: options.withBase });
+  const facts = await loadFacts(db, options.stage, options.afterSeq, 1);
   // The message only (never error.detail: PostgreSQL puts the failing row, password hash included, there).
   const message = error instanceof Error ? serverMessage(error) : String(error);
   options.log.warn({ seq: lastSeq, code: pgCode(error) }, 'PostgreSQL refused a record; held back as refused_by_database');
@@ -195,17 +205,49 @@ async function inTransactionIfNeeded(db: Kysely<unknown>, steps: readonly ((db: 
   });
 }
 
-type Plan = 'insert' | 'update' | 'force_insert' | 'force_update' | 'keep_postgres' | 'adopt' | 'merge' | 'none';
+/**
+ * `review_stale`: listed for --take, but either side changed since the review: skipped, and said so.
+ * `combine`: Redis's change since the tool's last write applied onto PostgreSQL's row (`--combine`, or
+ * `--take redis` over a balance that is no copy of Redis's: `combine_take`); `onto_refused`: that cannot be done.
+ */
+type Plan =
+  | 'insert'
+  | 'update'
+  | 'force_insert'
+  | 'force_update'
+  | 'keep_postgres'
+  | 'adopt'
+  | 'merge'
+  | 'grant'
+  | 'combine'
+  | 'combine_take'
+  | 'onto_refused'
+  | 'review_stale'
+  | 'email_blocked'
+  | 'none';
 
-function plan(fact: RecordFacts, decision: Decision, take: Take | undefined): Plan {
+function plan(fact: RecordFacts, decision: Decision, take: Take | undefined, combine: boolean): Plan {
   if (decision.action === 'insert') return 'insert';
   if (decision.action === 'merge') return 'merge';
   if (decision.action === 'update') return 'update';
+  if (decision.action === 'grant_topup') return 'grant';
   if (decision.action === 'unchanged') return decision.adopt ? 'adopt' : 'none';
-  if (decision.action === 'conflict' && take && RESOLVABLE.has(decision.reason) && take.users.has(fact.expected.user_id)) {
+  if (decision.action !== 'conflict') return 'none';
+  const onto = decision.onto;
+  const reviewed = take?.users.get(fact.expected.user_id);
+  if (take && reviewed && RESOLVABLE.has(decision.reason)) {
+    if (!sameAsReviewed(reviewed, { redisDigest: fact.digest, rowVersion: fact.observedVersion })) return 'review_stale';
     if (take.side === 'postgres') return 'keep_postgres';
+    // A merged row, or a balance holding a whitelist top-up: Redis's balance is not the user's, its change is
+    // (taking Redis's balance would undo the merge, or grant the top-up again).
+    if (decision.reason === 'changed_after_merge' || (onto && 'row' in onto && onto.notRedisBalance)) {
+      return onto && 'row' in onto ? 'combine_take' : 'onto_refused';
+    }
+    // Writing the Redis record would take an email another row holds now (someone signed up with it).
+    if (fact.emailOwner !== null) return 'email_blocked';
     return fact.actual === null ? 'force_insert' : 'force_update';
   }
+  if (combine && onto) return 'row' in onto && onto.moneyOnly ? 'combine' : 'onto_refused';
   return 'none';
 }
 
@@ -216,7 +258,7 @@ async function classifyAndWrite(db: Kysely<unknown>, options: ChunkOptions): Pro
   const { stage, afterSeq, size } = options;
   const lastSeq = afterSeq + size;
   if (options.everyRecord) {
-    const facts = await loadFacts(db, stage, afterSeq, size, { withBase: options.withBase });
+    const facts = await loadFacts(db, stage, afterSeq, size);
     return { lastSeq, entries: await decideAndWrite(db, options, facts), settled: [] };
   }
   const { byKind, others } = await triagedSums(db, stage, afterSeq, size, SETTLED_KINDS);
@@ -235,8 +277,8 @@ async function classifyAndWrite(db: Kysely<unknown>, options: ChunkOptions): Pro
   // Inserts triage expected to be free that found the row or the email taken (the app wrote meanwhile) are
   // decided again from what PostgreSQL holds now, with the others, in one transaction: a batch classified
   // again after a failure finds nothing of that transaction written.
-  const facts = others > 0 ? await loadFacts(db, stage, afterSeq, size, { withBase: options.withBase, skip: SETTLED_KINDS }) : [];
-  if (refused.length > 0) facts.push(...(await loadFacts(db, stage, afterSeq, size, { withBase: options.withBase, only: refused })));
+  const facts = others > 0 ? await loadFacts(db, stage, afterSeq, size, { skip: SETTLED_KINDS }) : [];
+  if (refused.length > 0) facts.push(...(await loadFacts(db, stage, afterSeq, size, { only: refused })));
   const entries = facts.length > 0 ? await decideAndWrite(db, options, facts) : [];
   return { lastSeq, entries, settled };
 }
@@ -245,17 +287,17 @@ async function classifyAndWrite(db: Kysely<unknown>, options: ChunkOptions): Pro
 async function decideAndWrite(db: Kysely<unknown>, options: ChunkOptions, facts: readonly RecordFacts[]): Promise<ClassifiedEntry[]> {
   const planned = facts.map((fact) => {
     const decision = decide(fact, options.merge);
-    return { fact, decision, plan: plan(fact, decision, options.take) };
+    return { fact, decision, plan: plan(fact, decision, options.take, options.combine === true) };
   });
   const rows = (...kinds: Plan[]): WriteRow[] =>
     planned.filter((p) => kinds.includes(p.plan)).map((p) => ({ seq: p.fact.seq, observed: p.fact.observedVersion }));
   const seqs = (...kinds: Plan[]) => planned.filter((p) => kinds.includes(p.plan)).map((p) => p.fact.seq);
 
-  let written = new Set(seqs('insert', 'update', 'force_insert', 'force_update', 'keep_postgres', 'merge', 'adopt'));
+  let written = new Set(seqs('insert', 'update', 'force_insert', 'force_update', 'keep_postgres', 'merge', 'adopt', 'grant', 'combine', 'combine_take'));
   if (!options.dryRun) {
     const { runId, stage } = options;
     const resolutions = planned
-      .filter((p) => p.plan.startsWith('force') || p.plan === 'keep_postgres')
+      .filter((p) => p.plan.startsWith('force') || p.plan === 'keep_postgres' || p.plan === 'combine_take')
       .map((p) => ({
         seq: p.fact.seq,
         userId: p.fact.expected.user_id,
@@ -271,6 +313,9 @@ async function decideAndWrite(db: Kysely<unknown>, options: ChunkOptions, facts:
     const updates = rows('update');
     const forced = rows('force_update');
     const adopts = rows('adopt');
+    const grants = planned.flatMap((p) =>
+      p.decision.action === 'grant_topup' && p.plan === 'grant' ? [{ seq: p.fact.seq, observed: p.fact.observedVersion, amount: p.decision.amount }] : [],
+    );
     const kept = seqs('keep_postgres');
     const merges = planned.flatMap((p): MergeWrite[] =>
       p.decision.action === 'merge' && p.plan === 'merge'
@@ -283,6 +328,13 @@ async function decideAndWrite(db: Kysely<unknown>, options: ChunkOptions, facts:
     if (forced.length > 0) steps.push(async (d) => collect(await updateRows(d, stage, forced, runId, 'observed')));
     if (kept.length > 0) steps.push(async (d) => collect((await keepPostgres(d, stage, kept, runId), kept)));
     if (adopts.length > 0) steps.push(async (d) => collect(await adoptRows(d, stage, adopts, runId)));
+    if (grants.length > 0) steps.push(async (d) => collect(await grantTopups(d, stage, grants, runId)));
+    const combined = planned.flatMap((p): RowWrite[] => {
+      const onto = p.decision.action === 'conflict' ? p.decision.onto : undefined;
+      if ((p.plan !== 'combine' && p.plan !== 'combine_take') || !onto || !('row' in onto)) return [];
+      return [{ seq: p.fact.seq, observed: p.fact.observedVersion, row: onto.row, merged: p.fact.merged !== null && p.fact.merged !== undefined }];
+    });
+    if (combined.length > 0) steps.push(async (d) => collect(await writeCombined(d, stage, combined, runId)));
     if (merges.length > 0) steps.push(async (d) => collect(await mergeInto(d, stage, merges, runId)));
     // Logged in the same transaction as the writes it describes, and only for what was written.
     if (resolutions.length > 0)
@@ -298,8 +350,29 @@ async function decideAndWrite(db: Kysely<unknown>, options: ChunkOptions, facts:
   }
 
   const entries = planned.map(({ fact, decision, plan: p }): ClassifiedEntry => {
-    const diffs = decision.action === 'conflict' || decision.action === 'update' || decision.action === 'kept_app_change' ? decision.diffs : [];
-    const resolvedBy = p.startsWith('force') ? ('redis' as const) : p === 'keep_postgres' ? ('postgres' as const) : undefined;
+    const diffs =
+      decision.action === 'conflict' || decision.action === 'update' || decision.action === 'kept_app_change' || decision.action === 'grant_topup'
+        ? decision.diffs
+        : [];
+    const resolvedBy = p.startsWith('force') || p === 'combine_take' ? ('redis' as const) : p === 'keep_postgres' ? ('postgres' as const) : undefined;
+    if (decision.action === 'conflict' && (p === 'combine' || p === 'combine_take') && decision.onto && 'row' in decision.onto && fact.actual) {
+      const onto = decision.onto;
+      const detail = `combined: ${describeOnto(fact.actual, onto)}`;
+      if (written.has(fact.seq)) {
+        return { fact, outcome: 'updated', reason: null, detail, diffs, combined: onto.row, ...(resolvedBy ? { resolvedBy } : {}) };
+      }
+      return {
+        fact,
+        outcome: 'conflict',
+        reason: 'changed_during_run',
+        detail: 'the app changed this row while the tool was adding up both sides; left as the app wrote it',
+        diffs,
+      };
+    }
+    if (decision.action === 'conflict' && p === 'onto_refused') {
+      const why = decision.onto && 'refused' in decision.onto ? decision.onto.refused : 'Redis changed more than the balances: choose a side with --take';
+      return { fact, outcome: 'conflict', reason: decision.reason, detail: `${decision.detail}; not combined: ${why}`, diffs };
+    }
     if (p === 'insert' || p === 'update' || p === 'force_insert' || p === 'force_update') {
       const outcome: Outcome = p.endsWith('insert') ? 'inserted' : 'updated';
       if (written.has(fact.seq)) return { fact, outcome, reason: null, detail: null, diffs, ...(resolvedBy ? { resolvedBy } : {}) };
@@ -332,9 +405,30 @@ async function decideAndWrite(db: Kysely<unknown>, options: ChunkOptions, facts:
         diffs: decision.diffs,
       };
     }
+    if (decision.action === 'grant_topup') {
+      const detail = `whitelisted after the app changed the row: a top-up of ${decision.amount} credits onto the app's balance`;
+      if (written.has(fact.seq)) return { fact, outcome: 'updated', reason: null, detail, diffs, topup: decision.amount };
+      return {
+        fact,
+        outcome: 'conflict',
+        reason: 'changed_during_run',
+        detail: 'the app changed this row while the tool was granting its top-up; left as the app wrote it (a later run grants it)',
+        diffs,
+      };
+    }
+    if (decision.action === 'conflict' && p === 'email_blocked') {
+      const detail = `${decision.detail}; --take redis cannot write it: its email belongs to user_id ${fact.emailOwner ?? '?'} now (--take postgres keeps PostgreSQL's side)`;
+      return { fact, outcome: 'conflict', reason: decision.reason, detail, diffs };
+    }
+    if (decision.action === 'conflict' && p === 'review_stale') {
+      const detail = `${decision.detail}; changed since your review (--take skipped it): look again`;
+      return { fact, outcome: 'conflict', reason: decision.reason, detail, diffs };
+    }
     if (decision.action === 'conflict') return { fact, outcome: 'conflict', reason: decision.reason, detail: decision.detail, diffs };
     if (decision.action === 'insert' || decision.action === 'update') throw new Error('unreachable: planned writes handled above');
-    return { fact, outcome: decision.action, reason: null, detail: decision.action === 'deleted_by_app' ? decision.detail : null, diffs };
+    if (decision.action === 'deleted_by_app')
+      return { fact, outcome: 'deleted_by_app', reason: null, detail: decision.detail, diffs, written: decision.written };
+    return { fact, outcome: decision.action, reason: null, detail: null, diffs };
   });
 
   return entries;

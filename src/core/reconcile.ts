@@ -8,6 +8,7 @@ import { CLASSES, SETTLED, type ClassTotals, type ReconcileClass, type Reconcile
 import { migrate, type MigrateIo, type MigrateOptions } from './migrate.js';
 import type { ClassifiedEntry, Take } from './process-chunk.js';
 import { logResolutions } from '../sink/apply-chunk.js';
+import { sameAsReviewed } from './take-review.js';
 
 export interface ReconcileIo extends MigrateIo {
   /** Receives every user that is not in sync (for --conflicts and the per-class listing). */
@@ -91,7 +92,10 @@ function toEntry(c: ClassifiedEntry, apply: boolean): ReconcileEntry {
       : c.diffs.map((d) => ({
           column: d.column,
           base: base ? shownBase(d.column, base[d.column]) : undefined,
-          redis: d.expected,
+          // Redis's own balance, so a reviewer sees what Redis changed; the whitelist rule's result beside it.
+          ...(d.column === 'current_credits' && c.fact.topup > 0n
+            ? { redis: c.fact.sourceCredits.toString(), redis_whitelisted: d.expected }
+            : { redis: d.expected }),
           postgres: d.actual,
         }));
   const written = apply && (c.outcome === 'inserted' || c.outcome === 'updated');
@@ -104,8 +108,11 @@ function toEntry(c: ClassifiedEntry, apply: boolean): ReconcileEntry {
     columns,
     applied: written && !c.resolvedBy,
     ...(c.resolvedBy ? { resolved_by: c.resolvedBy } : {}),
+    review: { redis_digest: c.fact.digest, row_version: c.fact.observedVersion },
   };
   if (c.resolvedBy) return { ...common, class: c.fact.actual === null ? 'deleted_in_postgres' : 'changed_in_both' };
+  // Added up from both sides (--combine): a conflict settled by this run.
+  if (c.combined) return { ...common, class: 'changed_in_both', applied: apply };
   switch (c.outcome) {
     case 'merged':
       return { ...common, class: 'early_login', applied: apply };
@@ -120,7 +127,7 @@ function toEntry(c: ClassifiedEntry, apply: boolean): ReconcileEntry {
     case 'deleted_by_app':
       return { ...common, class: 'deleted_by_app' };
     case 'conflict':
-      if (c.reason === 'changed_in_both') return { ...common, class: 'changed_in_both' };
+      if (c.reason === 'changed_in_both' || c.reason === 'changed_after_merge') return { ...common, class: 'changed_in_both' };
       if (c.reason === 'deleted_in_postgres') return { ...common, class: 'deleted_in_postgres' };
       if (c.reason === 'early_login') return { ...common, class: 'early_login' };
       return { ...common, class: 'other_conflict' };
@@ -136,16 +143,22 @@ function shownBase(column: UserColumn, value: CellValue | undefined): CellValue 
  * the row (the ledger records the choice, and the user is settled from then on), `--take redis` is refused.
  */
 async function settleDeletedInRedis(db: Kysely<unknown>, entry: ReconcileEntry, take: Take | undefined, runId: string): Promise<ReconcileEntry> {
-  if (entry.class !== 'deleted_in_redis' || entry.resolved_by || !take || !entry.user_id || !take.users.has(entry.user_id)) return entry;
+  const reviewed = entry.user_id ? take?.users.get(entry.user_id) : undefined;
+  if (entry.class !== 'deleted_in_redis' || entry.resolved_by || !take || !entry.user_id || !reviewed) return entry;
+  if (!sameAsReviewed(reviewed, { redisDigest: entry.review.redis_digest, rowVersion: entry.review.row_version })) {
+    return { ...entry, detail: `${entry.detail ?? 'the Redis record is gone'}; changed since your review (--take skipped it): look again` };
+  }
   if (take.side === 'redis') {
     return {
       ...entry,
       detail: `${entry.detail ?? 'the Redis record is gone'}; --take redis cannot settle it (there is no Redis record to take): --take postgres keeps the row`,
     };
   }
+  // Only while the row is still the version reviewed: a change the app makes meanwhile is looked at again.
   const kept = await sql`
-    update migrate_users.ledger set postgres_owns = true, row_xmin = null, run_id = ${runId}, written_at = now()
-    where user_id = ${entry.user_id} and not postgres_owns`.execute(db);
+    update migrate_users.ledger l set postgres_owns = true, row_xmin = null, run_id = ${runId}, written_at = now()
+    where l.user_id = ${entry.user_id} and not l.postgres_owns
+      and exists (select 1 from public.users u where u.user_id = l.user_id and u.xmin::text = ${entry.review.row_version})`.execute(db);
   if (Number(kept.numAffectedRows ?? 0n) === 0) return entry;
   await logResolutions(db, [{ userId: entry.user_id, side: 'postgres', reason: 'deleted_in_redis', digest: '(no Redis record)' }], runId);
   return { ...entry, resolved_by: 'postgres' };
@@ -154,8 +167,10 @@ async function settleDeletedInRedis(db: Kysely<unknown>, entry: ReconcileEntry, 
 /** PostgreSQL rows with no Redis record: new-app signups, or users the tool wrote whose Redis record is gone. */
 async function* rowsMissingFromRedis(db: Kysely<unknown>, stage: string) {
   for (let after = ''; ;) {
-    const { rows } = await sql<Record<string, unknown> & { had_ledger: boolean; postgres_owns: boolean | null; base: Record<string, CellValue> | null }>`
-      select ${canonicalColumns('u', 'a_')}, l.user_id is not null as had_ledger, l.postgres_owns, l.base
+    const { rows } = await sql<
+      Record<string, unknown> & { a_xmin: string; had_ledger: boolean; postgres_owns: boolean | null; base: Record<string, CellValue> | null }
+    >`
+      select ${canonicalColumns('u', 'a_')}, u.xmin::text as a_xmin, l.user_id is not null as had_ledger, l.postgres_owns, l.base
       from public.users u left join migrate_users.ledger l on l.user_id = u.user_id
       where u.user_id > ${after} and not exists (select 1 from ${sql.raw(stage)} s where s.user_id = u.user_id)
         -- A row a staged record was merged into is that record's row.
@@ -173,6 +188,7 @@ async function* rowsMissingFromRedis(db: Kysely<unknown>, stage: string) {
         detail: row.had_ledger ? 'the tool migrated this user; the Redis record is gone now' : 'no Redis record: created by the new app',
         columns: [],
         applied: false,
+        review: { redis_digest: null, row_version: row.a_xmin },
         // An operator kept this row before (`--take postgres`): settled.
         ...(row.postgres_owns ? { resolved_by: 'postgres' as const } : {}),
       };

@@ -79,11 +79,15 @@ export class VerifyTally {
       this.held.add(expected.current_credits, expected.total_credits_used);
       return [{ kind: 'not_migratable', ...where, column: null, expected: 'migratable', actual: reason, reason, detail }];
     }
-    // What the tool writes for this user: the mapping, or for a merged user the merge it wrote (the ledger's base).
+    // What the tool writes for this user: the mapping; for a merged user the merge it wrote (the ledger's base);
+    // for a row the app deleted, what the tool's write left in it (no top-up is granted to a deleted row).
     const base = fact.merged ? fact.ledger?.base : null;
-    const written = base
-      ? { current: BigInt(String(base.current_credits)), used: BigInt(String(base.total_credits_used)) }
-      : { current: BigInt(expected.current_credits), used: BigInt(expected.total_credits_used) };
+    const written =
+      decision.action === 'deleted_by_app'
+        ? decision.written
+        : base
+          ? { current: BigInt(String(base.current_credits)), used: BigInt(String(base.total_credits_used)) }
+          : { current: BigInt(expected.current_credits), used: BigInt(expected.total_credits_used) };
     this.expected.add(written.current, written.used);
     if (base) this.merged.add(written.current - BigInt(expected.current_credits), written.used - BigInt(expected.total_credits_used));
     if (actual) this.matching.add(actual.current_credits, actual.total_credits_used);

@@ -102,7 +102,7 @@ export async function verify(given: VerifyOptions, io: VerifyIo): Promise<{ repo
             for (const afterSeq of rangesWithOthers) {
               if (io.signal?.aborted) break;
               // With the ledger's base: a merged user is compared with the merge the tool wrote.
-              const facts = await loadFacts(session.db, stage.table, afterSeq, options.batchSize, { skip: MATCHING, withBase: true });
+              const facts = await loadFacts(session.db, stage.table, afterSeq, options.batchSize, { skip: MATCHING });
               for (const fact of facts) {
                 const found = tally.record(fact);
                 if (found.length > 0) await emit(...found);

@@ -61,13 +61,19 @@ const NULLABLE: ReadonlySet<UserColumn> = new Set(['username', 'avatar', 'passwo
  * false: `schema check` before `schema apply`) no bookkeeping schema.
  */
 export async function readTarget(pool: Pick<pg.Pool, 'query'>, { ledger = true } = {}): Promise<Target> {
-  const { rows: found } = await pool.query<{ oid: number | null; ledger: string | null; db: string }>(
-    `select to_regclass('public.users')::oid::int as oid, to_regclass('migrate_users.ledger')::text as ledger, current_database() as db`,
+  const { rows: found } = await pool.query<{ oid: number | null; ledger: string | null; current: boolean; db: string }>(
+    `select to_regclass('public.users')::oid::int as oid, to_regclass('migrate_users.ledger')::text as ledger, current_database() as db,
+       exists (select 1 from pg_attribute where attrelid = to_regclass('migrate_users.ledger') and attname = 'source_used' and not attisdropped) as current`,
   );
   const oid = found[0]?.oid ?? null;
   const missing = [oid === null && 'public.users', ledger && !found[0]?.ledger && 'migrate_users.ledger'].filter(Boolean);
   if (missing.length > 0) {
     throw new UsageError(`table ${missing.join(' and ')} not found in database "${found[0]?.db ?? '?'}": run \`migrate-users schema apply\` first`);
+  }
+  if (ledger && !found[0]?.current) {
+    throw new UsageError(
+      'the bookkeeping schema migrate_users is older than this version: run `migrate-users schema apply` (it only adds columns, and never alters public.users)',
+    );
   }
   const [columns, checks, uniques, triggers] = await Promise.all([
     pool.query<{ name: string; type: string; typmod: number; not_null: boolean; default: string | null }>(

@@ -62,7 +62,8 @@ export function formatReconcileText(report: ReconcileReport, samples: ReadonlyMa
     out.push(`  ${CLASS_LABELS[cls]} (first ${list.length} of ${report.classes[cls].users}):`);
     for (const e of list) {
       const who = `    ${e.user_id ?? e.key ?? '?'} ${e.email ?? ''}`.trimEnd();
-      if (e.columns.length === 0) out.push(`${who}  ${e.detail ?? e.reason ?? ''}`);
+      // A conflict says why (and what --combine or --take did with it), beside its columns.
+      if (e.columns.length === 0 || cls === 'changed_in_both') out.push(`${who}  ${e.detail ?? e.reason ?? ''}`);
       for (const c of e.columns) {
         const base = c.base === undefined ? '' : `base ${short(c.base)} | `;
         const merged = c.merged === undefined ? '' : ` -> merged ${short(c.merged)}`;
@@ -88,12 +89,27 @@ export function formatReconcileText(report: ReconcileReport, samples: ReadonlyMa
 }
 
 /** Conflicts for review: one CSV line per differing column (or one per user when no column applies). */
-export const CONFLICT_CSV_HEADER = ['class', 'user_id', 'email', 'key', 'reason', 'column', 'base', 'redis', 'postgres', 'detail'];
+export const CONFLICT_CSV_HEADER = [
+  'class',
+  'user_id',
+  'email',
+  'key',
+  'reason',
+  'column',
+  'base',
+  'redis',
+  'postgres',
+  'detail',
+  'redis_digest',
+  'row_version',
+];
 
 export function conflictCsvLines(entry: ReconcileEntry): string {
   const common = [entry.class, entry.user_id, entry.email, entry.key, entry.reason];
-  if (entry.columns.length === 0) return csvRow([...common, null, null, null, null, entry.detail]);
-  return entry.columns.map((c) => csvRow([...common, c.column, cellText(c.base), cellText(c.redis), cellText(c.postgres), entry.detail])).join('');
+  // The reviewed state, last: --take reads it back (see take-review.ts).
+  const review = [entry.review.redis_digest, entry.review.row_version];
+  if (entry.columns.length === 0) return csvRow([...common, null, null, null, null, entry.detail, ...review]);
+  return entry.columns.map((c) => csvRow([...common, c.column, cellText(c.base), cellText(c.redis), cellText(c.postgres), entry.detail, ...review])).join('');
 }
 
 function cellText(value: Cell): string | null {

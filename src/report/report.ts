@@ -263,7 +263,9 @@ function build(base: ReportBase, rows: readonly OutcomeRow[], pending: number): 
   }
   const migrated = (r: OutcomeRow) => r.outcome !== null && MIGRATED.has(r.outcome);
   const written = (r: OutcomeRow) => r.outcome === 'inserted' || r.outcome === 'updated';
-  const kept = (r: OutcomeRow) => (r.outcome === 'kept_app_change' || r.outcome === 'deleted_by_app') && !r.merged;
+  // Rows the app changed or deleted, and top-ups granted onto the app's balance (updated): what the app
+  // changed since the tool wrote them. Plain inserts and updates hold what Redis says: they add nothing.
+  const kept = (r: OutcomeRow) => (r.outcome === 'kept_app_change' || r.outcome === 'deleted_by_app' || r.outcome === 'updated') && !r.merged;
   const mergedRow = (r: OutcomeRow) => r.merged && r.outcome !== 'conflict';
   const mergedNow = (r: OutcomeRow) => r.outcome === 'merged';
   const finished = new Date();

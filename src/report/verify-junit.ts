@@ -64,9 +64,19 @@ function appWorkCase(report: VerifyReport, findings: VerifyFindings): TestCase {
   const name = `changes by the new app since the migration are the app's own${report.strict ? ' (--strict: none allowed)' : ''}`;
   const said = appWorkSentence(report);
   if (said === null) return { name };
-  const listed = [lines('changed by the new app', findings.failing('changed_by_app')), lines('deleted by the new app', findings.failing('deleted_by_app'))];
-  const body = [said, ...listed.filter((_, i) => (i === 0 ? report.counts.changed_by_app : report.counts.deleted_by_app) > 0)].join('\n\n');
-  return report.strict ? { name, failure: { message: said, body } } : { name, note: body };
+  const changed = findings.failing('changed_by_app');
+  const deleted = findings.failing('deleted_by_app');
+  const body = [
+    said,
+    ...(changed.count > 0 ? [lines('changed by the new app', changed)] : []),
+    ...(deleted.count > 0 ? [lines('deleted by the new app', deleted)] : []),
+    accepted('changed_by_app', findings, report.accepted?.file ?? '--accept'),
+    accepted('deleted_by_app', findings, report.accepted?.file ?? '--accept'),
+  ]
+    .filter(Boolean)
+    .join('\n\n');
+  // Under --strict only what --accept does not cover fails, as in every other check.
+  return report.strict && changed.count + deleted.count > 0 ? { name, failure: { message: said, body } } : { name, note: body };
 }
 
 function fineNowCase(accept: NonNullable<VerifyReport['accepted']>): TestCase {

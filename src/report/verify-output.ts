@@ -120,7 +120,8 @@ export function appWorkSentence(report: VerifyReport): string | null {
         `(${grouped(i.deleted_by_app.current_credits)} credits when migrated)`,
     );
   }
-  return `${parts.join(', ')}: ${report.strict ? 'fails with --strict' : 'expected on a live system'}.`;
+  const unaccepted = c.changed_by_app + c.deleted_by_app - c.accepted.changed_by_app - c.accepted.deleted_by_app;
+  return `${parts.join(', ')}: ${!report.strict ? 'expected on a live system' : unaccepted > 0 ? 'fails with --strict' : 'accepted (--accept)'}.`;
 }
 
 /** The app-work sentence as lines after the counts (a blank line first), or none. */

@@ -28,6 +28,8 @@ export interface ColumnDrift {
   readonly postgres: CellValue | undefined;
   /** For a merge: the value of the merged row. */
   readonly merged?: CellValue | undefined;
+  /** current_credits of a whitelisted user: what the whitelist rule makes of Redis's own balance (`redis`). */
+  readonly redis_whitelisted?: CellValue | undefined;
 }
 
 export interface ReconcileEntry {
@@ -40,6 +42,8 @@ export interface ReconcileEntry {
   readonly columns: readonly ColumnDrift[];
   readonly applied: boolean;
   readonly resolved_by?: 'redis' | 'postgres';
+  /** The state this line shows, for `--take` to apply only over it: the Redis record's digest, the row's xmin (null: none). */
+  readonly review: { readonly redis_digest: string | null; readonly row_version: string | null };
 }
 
 export interface ClassTotals {

@@ -7,12 +7,15 @@ import type { Sums } from '../results/sums.js';
 
 const UNIQUE_VIOLATION = '23505';
 
-const LEDGER_COLUMNS = sql`(user_id, source_key, source_digest, row_xmin, row_credits, row_used, run_id, base, postgres_owns, granted_credits)`;
+const LEDGER_COLUMNS = sql`(user_id, source_key, source_digest, row_xmin, row_credits, row_used, run_id, base, postgres_owns, granted_credits, source_credits, source_used)`;
+/** The Redis side's own balance of staged record `s`, for the ledger (after LEDGER_COLUMNS' granted_credits). */
+const SOURCE = sql.raw('s.source_credits, s.total_credits_used');
 /** A top-up is granted once: the level granted only ever rises, whatever a later run's whitelist says. */
 const LEDGER_UPSERT = sql`
   on conflict (user_id) do update set source_key = excluded.source_key, source_digest = excluded.source_digest,
     row_xmin = excluded.row_xmin, row_credits = excluded.row_credits, row_used = excluded.row_used, run_id = excluded.run_id,
     written_at = now(), base = excluded.base, postgres_owns = excluded.postgres_owns,
+    source_credits = excluded.source_credits, source_used = excluded.source_used,
     granted_credits = greatest(migrate_users.ledger.granted_credits, excluded.granted_credits)`;
 
 /**
@@ -62,7 +65,7 @@ function insertCtes(from: RawBuilder<unknown>, runId: string, guard: 'skip' | 'f
     ),
     led as (
       insert into migrate_users.ledger ${LEDGER_COLUMNS}
-      select ins.user_id, s.key, s.digest, ins.xmin, ins.current_credits, ins.total_credits_used, ${runId}, s.base, false, ${GRANTED}
+      select ins.user_id, s.key, s.digest, ins.xmin, ins.current_credits, ins.total_credits_used, ${runId}, s.base, false, ${GRANTED}, ${SOURCE}
       from ins join s on s.user_id = ins.user_id
       ${skip ? LEDGER_UPSERT : sql``}
     )`;
@@ -171,9 +174,87 @@ export async function updateRows(
     ),
     led as (
       insert into migrate_users.ledger ${LEDGER_COLUMNS}
-      select upd.user_id, s.key, s.digest, upd.xmin, upd.current_credits, upd.total_credits_used, ${runId}, s.base, false, ${GRANTED}
+      select upd.user_id, s.key, s.digest, upd.xmin, upd.current_credits, upd.total_credits_used, ${runId}, s.base, false, ${GRANTED}, ${SOURCE}
       from upd join s on s.seq = upd.seq
       ${LEDGER_UPSERT}
+    )
+    select seq from upd`.execute(db);
+  return new Set(result.rows.map((r) => Number(r.seq)));
+}
+
+/** One row to write whole, computed by the decision (a combined balance): its stage seq, the version it saw. */
+export interface RowWrite {
+  readonly seq: number;
+  readonly observed: string | null;
+  readonly row: UserRow;
+  /** The record was merged into this row before: the ledger keeps the row as written (its base) and its version. */
+  readonly merged: boolean;
+}
+
+/**
+ * Writes rows computed from both sides (`reconcile --combine`, `--take redis` over a merge or a top-up): PostgreSQL's
+ * row with the Redis side's change since the tool's last write applied, only while the row is still the version
+ * the decision saw. The ledger takes the Redis record as now: a merged row is recorded as written (base and
+ * version: untouched from here); any other row stays the app's (no version), its base the record's mapping, so
+ * the app's part of the balance is never caught up and verify shows it as the app's.
+ */
+export async function writeCombined(db: Kysely<unknown>, stage: string, writes: readonly RowWrite[], runId: string): Promise<Set<number>> {
+  if (writes.length === 0) return new Set();
+  const rows = JSON.stringify(writes.map((w) => w.row));
+  const meta = JSON.stringify(writes.map((w) => ({ seq: w.seq, user_id: w.row.user_id, observed: w.observed, merged: w.merged })));
+  const result = await sql<{ seq: string }>`
+    with p as (select * from jsonb_populate_recordset(null::public.users, ${rows}::jsonb)),
+    v as (select * from jsonb_to_recordset(${meta}::jsonb) as v(seq bigint, user_id text, observed text, merged boolean)),
+    upd as (
+      update public.users u set username = p.username, avatar = p.avatar, password_hash = p.password_hash,
+        current_credits = p.current_credits, total_credits_used = p.total_credits_used,
+        current_plan_id = p.current_plan_id, plan_renew_at = p.plan_renew_at, created_at = p.created_at, last_login = p.last_login
+      from p join v on v.user_id = p.user_id
+      where u.user_id = p.user_id and u.xmin = v.observed::xid
+      returning u.*, u.xmin as new_xmin, v.seq, v.merged
+    ),
+    led as (
+      update migrate_users.ledger l set source_digest = s.digest, run_id = ${runId}, written_at = now(), postgres_owns = false,
+        source_credits = s.source_credits, source_used = s.total_credits_used,
+        base = case when upd.merged then ${canonicalJson('upd')} else ${canonicalJson('s')} end,
+        row_xmin = case when upd.merged then upd.new_xmin end,
+        row_credits = case when upd.merged then upd.current_credits end,
+        row_used = case when upd.merged then upd.total_credits_used end
+      from upd join ${sql.raw(stage)} s on s.seq = upd.seq
+      where l.user_id = upd.user_id
+    )
+    select seq::text from upd`.execute(db);
+  return new Set(result.rows.map((r) => Number(r.seq)));
+}
+
+/**
+ * Whitelist top-ups owed on rows the app changed since the tool wrote them (decide: grant_topup): the amount
+ * is added to the app's balance, nothing else of the row is written, and only while the row is still the
+ * version the decision saw. The ledger then holds the record as written with the top-up (its base) and the
+ * level granted; the row stays the app's (no row version recorded), so its balance is never caught up.
+ */
+export async function grantTopups(
+  db: Kysely<unknown>,
+  stage: string,
+  rows: readonly (WriteRow & { readonly amount: bigint })[],
+  runId: string,
+): Promise<Set<number>> {
+  if (rows.length === 0) return new Set();
+  const result = await sql<{ seq: string }>`
+    with s as (${staged(stage, rows)}),
+    g as (select * from unnest(${rows.map((r) => r.seq)}::bigint[], ${rows.map((r) => r.amount.toString())}::bigint[]) as g(seq, amount)),
+    upd as (
+      update public.users u set current_credits = u.current_credits + g.amount
+      from s join g on g.seq = s.seq
+      where u.user_id = s.user_id and u.xmin = s.observed::xid
+      returning u.user_id, s.seq
+    ),
+    led as (
+      update migrate_users.ledger l set source_digest = s.digest, base = s.base, run_id = ${runId}, written_at = now(),
+        row_xmin = null, row_credits = null, row_used = null, source_credits = s.source_credits, source_used = s.total_credits_used,
+        granted_credits = greatest(l.granted_credits, s.current_credits)
+      from upd join s on s.seq = upd.seq
+      where l.user_id = upd.user_id
     )
     select seq from upd`.execute(db);
   return new Set(result.rows.map((r) => Number(r.seq)));
@@ -189,7 +270,7 @@ export async function adoptRows(db: Kysely<unknown>, stage: string, rows: readon
     with s as (${staged(stage, rows)}),
     adopted as (
       insert into migrate_users.ledger ${LEDGER_COLUMNS}
-      select u.user_id, s.key, s.digest, u.xmin, u.current_credits, u.total_credits_used, ${runId}, s.base, false, ${GRANTED}
+      select u.user_id, s.key, s.digest, u.xmin, u.current_credits, u.total_credits_used, ${runId}, s.base, false, ${GRANTED}, ${SOURCE}
       from s join public.users u on u.user_id = s.user_id and u.xmin = s.observed::xid
       ${LEDGER_UPSERT}
       returning user_id
@@ -207,11 +288,15 @@ export async function keepPostgres(db: Kysely<unknown>, stage: string, seqs: rea
   if (seqs.length === 0) return;
   await sql`
     insert into migrate_users.ledger ${LEDGER_COLUMNS}
-    select s.user_id, s.key, s.digest, null, null, null, ${runId}, l.base, true, l.granted_credits
-    from ${sql.raw(stage)} s left join migrate_users.ledger l on l.user_id = s.user_id
+    select coalesce(m.user_id, s.user_id), s.key, s.digest, null, null, null, ${runId}, l.base, true, l.granted_credits, ${SOURCE}
+    from ${sql.raw(stage)} s
+    -- A merged user's ledger entry is the row it was merged into.
+    left join migrate_users.merges m on m.old_user_id = s.user_id
+    left join migrate_users.ledger l on l.user_id = coalesce(m.user_id, s.user_id)
     where s.seq = any(${seqs}::bigint[])
     on conflict (user_id) do update set source_key = excluded.source_key, source_digest = excluded.source_digest,
-      row_xmin = null, row_credits = null, row_used = null, run_id = excluded.run_id, written_at = now(), postgres_owns = true`.execute(db);
+      row_xmin = null, row_credits = null, row_used = null, run_id = excluded.run_id, written_at = now(), postgres_owns = true,
+      source_credits = excluded.source_credits, source_used = excluded.source_used`.execute(db);
 }
 
 export async function logResolutions(
@@ -273,13 +358,14 @@ export async function mergeInto(db: Kysely<unknown>, stage: string, merges: read
     ),
     led as (
       insert into migrate_users.ledger (user_id, source_key, source_digest, row_xmin, row_credits, row_used, run_id, base, postgres_owns,
-        granted_credits, merged_from)
+        granted_credits, source_credits, source_used, merged_from)
       select upd.user_id, s.key, s.digest, upd.new_xmin, upd.current_credits, upd.total_credits_used, ${runId}, ${canonicalJson('upd')}, false,
-        ${GRANTED}, s.user_id
+        ${GRANTED}, ${SOURCE}, s.user_id
       from upd join ${sql.raw(stage)} s on s.seq = upd.seq
       on conflict (user_id) do update set source_key = excluded.source_key, source_digest = excluded.source_digest,
         row_xmin = excluded.row_xmin, row_credits = excluded.row_credits, row_used = excluded.row_used, run_id = excluded.run_id,
-        written_at = now(), base = excluded.base, postgres_owns = false, granted_credits = excluded.granted_credits, merged_from = excluded.merged_from
+        written_at = now(), base = excluded.base, postgres_owns = false, granted_credits = excluded.granted_credits, merged_from = excluded.merged_from,
+        source_credits = excluded.source_credits, source_used = excluded.source_used
     ),
     mer as (
       insert into migrate_users.merges (old_user_id, user_id, redis_key, redis_credits, redis_used, postgres_credits, postgres_used,

@@ -1,10 +1,9 @@
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { MigrateReport } from '../../src/results/migrate-report.js';
 import { createRaceWorld, type Finished, type RaceWorld } from '../helpers/races.js';
 import { expectReportAddsUp } from '../helpers/reports.js';
+import { reviewOf } from '../helpers/review.js';
 import type { TestDatabase, TestKeys } from '../helpers/servers.js';
 
 /*
@@ -18,7 +17,6 @@ import type { TestDatabase, TestKeys } from '../helpers/servers.js';
 let world: RaceWorld;
 let db: TestDatabase;
 let keys: TestKeys;
-let files = 0;
 
 beforeEach(async () => {
   world = await createRaceWorld('guards', 20_000);
@@ -71,11 +69,8 @@ async function resolutions(): Promise<Record<string, unknown>[]> {
 
 const reasonOf = (result: Finished<MigrateReport>, userId: string) => result.rejects.find((r) => r.user_id === userId)?.reason;
 
-function usersFile(...ids: string[]): string {
-  const path = join(world.dir, `users-${(files += 1)}.txt`);
-  writeFileSync(path, `${ids.join('\n')}\n`);
-  return path;
-}
+/** The operator's review of these users' conflicts (reconcile --conflicts), for --take. */
+const usersFile = (...ids: string[]) => reviewOf(world.dir, ids, (conflicts) => run(['reconcile', '--conflicts', conflicts]));
 
 describe('write guards against the live app', { timeout: 120_000 }, () => {
   it('triaged insert: the plain INSERT waits on the user_id the app is inserting, fails whole, and the rest is written without it', async () => {
@@ -230,7 +225,7 @@ describe('write guards against the live app', { timeout: 120_000 }, () => {
     await putUser('usr_1', 30);
     await db.query(`update users set current_credits = 7 where user_id = 'usr_1'`);
     const ledgerBefore = await ledgerOf('usr_1');
-    const users = usersFile('usr_1');
+    const users = await usersFile('usr_1');
     const app = await world.connectApp();
     await app.client.query('begin');
     await app.client.query(`update users set current_credits = current_credits - 5 where user_id = 'usr_1'`);
@@ -255,8 +250,13 @@ describe('write guards against the live app', { timeout: 120_000 }, () => {
     const again = await run([]);
     expect(reasonOf(again, 'usr_1')).toBe('changed_in_both');
     expect(await rowOf('usr_1')).toEqual(appRow);
-    // Only the race stopped it: the same resolution without an app write in between takes Redis's record.
-    const calm = await run(['reconcile', '--apply', '--take', 'redis', '--users', users]);
+    // The old review is stale now (the app wrote the row since): --take skips it and says so.
+    const stale = await run(['reconcile', '--apply', '--take', 'redis', '--users', users]);
+    expect(stale.code).toBe(1);
+    expect(stale.rejects.find((r) => r.user_id === 'usr_1')?.detail).toContain('changed since your review');
+    expect(await rowOf('usr_1')).toEqual(appRow);
+    // Only the race stopped it: the same resolution, reviewed again, without an app write in between takes Redis's record.
+    const calm = await run(['reconcile', '--apply', '--take', 'redis', '--users', await usersFile('usr_1')]);
     expect(calm.report.reasons).toEqual({});
     expect(await creditsOf('usr_1')).toBe(30);
     expect(await resolutions()).toEqual([{ user_id: 'usr_1', side: 'redis', reason: 'changed_in_both' }]);
@@ -336,7 +336,7 @@ describe('write guards against the live app', { timeout: 120_000 }, () => {
     await putUser('usr_2', 40);
     await db.query(`update users set current_credits = 7 where user_id = 'usr_1'`);
     await db.query(`update users set current_credits = 8 where user_id = 'usr_2'`);
-    const users = usersFile('usr_1', 'usr_2');
+    const users = await usersFile('usr_1', 'usr_2');
     const app = await world.connectApp();
     await app.client.query('begin');
     await app.client.query(`update users set current_credits = current_credits - 5 where user_id = 'usr_1'`);

@@ -1,4 +1,4 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { appTeamUsersDdl } from '../../src/bench/app-team-table.js';
 import { runCli, startCli } from '../helpers/cli.js';
 import { createTestDatabase, createTestKeys, REDIS_URL, type TestDatabase, type TestKeys } from '../helpers/servers.js';
+import { reviewOf } from '../helpers/review.js';
 
 /*
  * verify on a live system (BRIEF.md "After go-live"): the new app spends, buys, renames, deletes accounts and
@@ -198,10 +199,9 @@ describe.each(TABLES)('verify on a live system, on %s', (_table, ddl) => {
     expect(run.code).toBe(1);
     expect(run.report.counts).toMatchObject({ conflict: 2, stale: 0, mismatch: 0, failing: 2 });
     expect(run.stdout).toContain('reconcile');
-    await writeFile(join(w.dir, 'redis.txt'), 'u1\n');
-    await writeFile(join(w.dir, 'postgres.txt'), 'u2\n');
-    expect((await command(w, 'reconcile', '--apply', '--take', 'redis', '--users', join(w.dir, 'redis.txt'))).code).toBe(1);
-    const settled = await command(w, 'reconcile', '--apply', '--take', 'postgres', '--users', join(w.dir, 'postgres.txt'));
+    const review = (ids: string[]) => reviewOf(w.dir, ids, (conflicts) => command(w, 'reconcile', '--conflicts', conflicts));
+    expect((await command(w, 'reconcile', '--apply', '--take', 'redis', '--users', await review(['u1']))).code).toBe(1);
+    const settled = await command(w, 'reconcile', '--apply', '--take', 'postgres', '--users', await review(['u2']));
     expect(settled.code, settled.stdout).toBe(0);
     const after = await verify(w);
     expect(after.code, after.stdout).toBe(0);

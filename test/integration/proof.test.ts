@@ -5,7 +5,6 @@
  * the real bin/migrate-users, and makes every race deterministic: the "app" holds a lock on a pg client, the
  * test polls pg_stat_activity until the tool waits on it, and only then signals, kills or commits.
  */
-import { writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -17,6 +16,7 @@ import type { VerifyReport } from '../../src/results/verify-report.js';
 import { createRaceWorld, type RaceWorld } from '../helpers/races.js';
 import { expectReportAddsUp } from '../helpers/reports.js';
 import { REDIS_URL, type TestDatabase, type TestKeys } from '../helpers/servers.js';
+import { reviewOf } from '../helpers/review.js';
 
 let world: RaceWorld;
 let db: TestDatabase;
@@ -335,8 +335,7 @@ describe('proof: settling a user deleted in Redis (repro 10)', { timeout: 120_00
     await keys.putUser('b@x.test', { user_id: 'u_b', credits: 200 });
     expect((await run()).code).toBe(0);
     await keys.redis.del(keys.userKey('b@x.test'));
-    const users = join(dir, 'users.txt');
-    writeFileSync(users, 'u_b\n');
+    const users = await reviewOf(dir, ['u_b'], (conflicts) => run(['reconcile', '--conflicts', conflicts]));
     const ledger = async () => (await db.query<{ postgres_owns: boolean }>(`select postgres_owns from migrate_users.ledger where user_id = 'u_b'`))[0];
     const resolutions = async () => db.query('select user_id, side, reason, run_id from migrate_users.resolutions order by id');
 

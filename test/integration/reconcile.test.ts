@@ -1,10 +1,11 @@
 import { readFile } from 'node:fs/promises';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/cli.js';
 import { createTestDatabase, createTestKeys, REDIS_URL, type TestDatabase, type TestKeys } from '../helpers/servers.js';
+import { reviewOf } from '../helpers/review.js';
 
 let db: TestDatabase;
 let keys: TestKeys;
@@ -121,7 +122,7 @@ describe('reconcile', () => {
     await reconcile(['--conflicts', csvPath]);
     const csv = await readFile(csvPath, 'utf8');
     const lines = csv.trim().split('\r\n');
-    expect(lines[0]).toBe('class,user_id,email,key,reason,column,base,redis,postgres,detail');
+    expect(lines[0]).toBe('class,user_id,email,key,reason,column,base,redis,postgres,detail,redis_digest,row_version');
     expect(csv).toContain(`changed_in_both,usr_d,d@example.com,${keys.userKey('d@example.com')},changed_in_both,current_credits,40,44,1,`);
     expect(csv).toContain(`,username,user d,"'=HYPERLINK(""http://evil"")",user d,`);
     expect(csv).not.toMatch(/,=HYPERLINK|,"=HYPERLINK/);
@@ -138,14 +139,12 @@ describe('reconcile', () => {
   });
 
   it('--take resolves listed conflicts by side, logs it, and a conflict is otherwise never applied', async () => {
-    const users = join(dir, 'users.txt');
-    writeFileSync(users, '# reviewed by ops\nusr_d\n');
-    const takeRedis = await reconcile(['--apply', '--take', 'redis', '--users', users]);
+    const review = (ids: string[]) => reviewOf(dir, ids, (conflicts) => reconcile(['--conflicts', conflicts]));
+    const takeRedis = await reconcile(['--apply', '--take', 'redis', '--users', await review(['usr_d'])]);
     expect(takeRedis.code).toBe(1);
     expect(await credits('usr_d')).toBe('44');
 
-    writeFileSync(users, 'usr_g\n');
-    const takePostgres = await reconcile(['--apply', '--take', 'postgres', '--users', users]);
+    const takePostgres = await reconcile(['--apply', '--take', 'postgres', '--users', await review(['usr_g'])]);
     expect(takePostgres.code).toBe(1);
     expect(await credits('usr_g')).toBeUndefined();
 

@@ -1,4 +1,4 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +10,7 @@ import { appTeamUsersDdl } from '../../src/bench/app-team-table.js';
 import { startRedis } from '../../src/bench/servers.js';
 import { runCli, type CliResult } from '../helpers/cli.js';
 import { createTestDatabase, createTestKeys, REDIS_URL, type TestDatabase, type TestKeys } from '../helpers/servers.js';
+import { reviewOf } from '../helpers/review.js';
 
 /*
  * The tool on the app team's own `public.users` (BRIEF.md: varchar limits, integer credits, `timestamp without
@@ -627,8 +628,7 @@ describe('a database with timezone Asia/Kolkata and datestyle SQL, DMY', () => {
     await f.keys.putUser('b@x.test', { user_id: 'u_b', credits: 60, created_at: 1700000000, last_login: 1700000000123 });
     const both = await migrate(f);
     expect(both.report.reasons).toEqual({ changed_in_both: 1 });
-    const take = join(f.dir, 'take.txt');
-    await writeFile(take, 'u_b\n');
+    const take = await reviewOf(f.dir, ['u_b'], (conflicts) => command(f, 'reconcile', ['--conflicts', conflicts]));
     const taken = await command<ReconcileReport>(f, 'reconcile', ['--apply', '--take', 'redis', '--users', take]);
     expect(taken.code, taken.stderr).toBe(0);
     expect(await f.db.query(`select current_credits from users where user_id = 'u_b'`)).toEqual([{ current_credits: 60 }]);

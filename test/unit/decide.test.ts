@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { compareRows, publicRow } from '../../src/compare/compare-rows.js';
 import { decide, mergeRows, verifyOutcome, type Facts } from '../../src/core/decide.js';
@@ -18,6 +19,11 @@ const row: UserRow = {
   last_login: null,
 };
 const changed: UserRow = { ...row, current_credits: '5' };
+/** A row as the ledger's base holds it: the password hash as its sha256. */
+const asBase = (r: UserRow) => ({
+  ...r,
+  password_hash: r.password_hash === null ? null : `sha256:${createHash('sha256').update(r.password_hash).digest('hex')}`,
+});
 const facts = (over: Partial<Facts>): Facts => ({ expected: row, digest: 'd1', actual: null, emailOwner: null, ledger: null, ...over });
 
 describe('decide (migrate)', () => {
@@ -41,6 +47,26 @@ describe('decide (migrate)', () => {
     ['identical after both changed alike: refresh ledger', { actual: row, ledger: { digest: 'd0', untouched: false } }, { action: 'unchanged', adopt: true }],
     ['Redis changed, row untouched: update', { actual: changed, ledger: { digest: 'd0', untouched: true } }, { action: 'update' }],
     ['app changed, Redis did not: keep', { actual: changed, ledger: { digest: 'd1', untouched: false } }, { action: 'kept_app_change' }],
+    [
+      'app changed, Redis did not, newly whitelisted: the top-up is granted onto the app balance',
+      {
+        expected: { ...row, current_credits: '100000' },
+        topup: 99_990n,
+        actual: changed,
+        ledger: { digest: 'd1', untouched: false, base: asBase(row) },
+      },
+      { action: 'grant_topup', amount: 99_990n, diffs: [{ column: 'current_credits', expected: '99995', actual: '5' }] },
+    ],
+    [
+      'app changed, Redis did not, top-up granted before: keep',
+      {
+        expected: { ...row, current_credits: '100000' },
+        topup: 99_990n,
+        actual: changed,
+        ledger: { digest: 'd1', untouched: false, base: asBase({ ...row, current_credits: '100000' }) },
+      },
+      { action: 'kept_app_change' },
+    ],
     ['both changed: conflict', { actual: changed, ledger: { digest: 'd0', untouched: false } }, { action: 'conflict', reason: 'changed_in_both' }],
     ['row the tool never wrote differs', { actual: changed }, { action: 'conflict', reason: 'row_not_written_by_tool' }],
     // A trigger or default of the table rewrote a value when the tool wrote the row: writing again changes nothing.
@@ -73,7 +99,25 @@ describe('verifyOutcome: what verify says of each decision', () => {
     ['email taken, no row', { emailOwner: 'u9' }, 'not_migratable'],
     ['the tool never wrote this differing row', { actual: changed }, 'mismatch'],
     // The ledger agrees with a row that is not what the tool writes from this record: a forged or wrong write.
-    ['row as the tool left it, but not the mapping', { actual: changed, ledger: base }, 'mismatch'],
+    ['row as the tool left it, but not the mapping', { actual: { ...row, username: 'forged' }, ledger: base }, 'mismatch'],
+    // Fewer credits than the mapping on a row as the tool left it: the catch-up writes them back (a trigger took
+    // them on insert), and until then nothing proves the migration exact.
+    ['row as the tool left it, fewer credits than the mapping', { actual: changed, ledger: base }, 'mismatch'],
+    [
+      'the app changed it, but the tool wrote something else than the mapping from this record',
+      { actual: changed, ledger: { digest: 'd1', untouched: false, base: asBase({ ...row, username: 'other' }) } },
+      'mismatch',
+    ],
+    [
+      'whitelisted after the app touched the row: a top-up is due',
+      {
+        expected: { ...row, current_credits: '100000' },
+        topup: 99_990n,
+        actual: changed,
+        ledger: { digest: 'd1', untouched: false, base: asBase(row) },
+      },
+      'stale',
+    ],
     ['the app changed it, Redis unchanged', { actual: changed, ledger: { digest: 'd1', untouched: false } }, 'changed_by_app'],
     ['the app deleted it, Redis unchanged', { ledger: { digest: 'd1', untouched: false } }, 'deleted_by_app'],
     ['Redis changed, row untouched', { actual: changed, ledger: { digest: 'd0', untouched: true } }, 'stale'],
