@@ -55,8 +55,28 @@ export function formatVerifyJunit(report: VerifyReport, findings: VerifyFindings
     }
   }
   cases.push(appWorkCase(report, findings));
+  cases.push(invariantsCase(report));
   if (report.accepted) cases.push(fineNowCase(report.accepted));
   return junit(cases, report.sample !== null, report.duration_seconds);
+}
+
+/** The credit equation (README "Verify"): what the tool wrote + the app's changes since = what PostgreSQL holds. */
+function invariantsCase(report: VerifyReport): TestCase {
+  const name = "the credits add up: what the tool wrote + the new app's changes since = PostgreSQL (invariants)";
+  if (report.interrupted) return { name, skipped: 'not known: interrupted before every key was compared' };
+  const i = report.invariants;
+  const line = (label: string, pick: (s: VerifyReport['invariants']['expected']) => number | string, changes: boolean) =>
+    `${label}: written ${grouped(pick(i.expected))}${changes ? ` + changed by the app ${grouped(pick(i.changed_by_app))}` : ''}` +
+    ` - deleted by the app ${grouped(pick(i.deleted_by_app))} = ${grouped(pick(i.expected_now))}, PostgreSQL holds ${grouped(pick(i.postgres_matching))}`;
+  const body = [
+    line('users', (s) => s.users, false),
+    line('current_credits', (s) => s.current_credits, true),
+    line('total_credits_used', (s) => s.total_credits_used, true),
+  ].join('\n');
+  if (i.balanced) return { name, note: body };
+  // Off only by problems --accept covers: said, not failed (the exit code is 0).
+  if (report.ok) return { name, note: `not balanced, by the accepted problems only:\n${body}` };
+  return { name, failure: { message: 'the credits do not add up: PostgreSQL holds other balances than the tool wrote plus what the app changed since', body } };
 }
 
 /** The new app's own work since the tool wrote the rows: shown and added up; a failure only with --strict. */

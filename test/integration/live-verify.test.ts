@@ -150,6 +150,7 @@ describe.each(TABLES)('verify on a live system, on %s', (_table, ddl) => {
     expect(lenient.junit).toMatch(
       /name="changes by the new app since the migration are the app's own" time="0"><system-out>3 users changed by the new app since their migration \(\+45 credits, \+5 credits used\)/,
     );
+    expect(lenient.junit).toContain('current_credits: written 1,450 + changed by the app 45 - deleted by the app 150 = 1,345, PostgreSQL holds 1,345');
     expect(lenient.markdown).toContain('## ✅ migrate-users verify');
     expect(lenient.markdown).toContain(
       '3 users changed by the new app since their migration (+45 credits, +5 credits used), 1 account deleted in the new app (150 credits when migrated): expected on a live system.',

@@ -100,7 +100,7 @@ describe('verify JUnit: each check lists only its own failures, in sentences', (
     await asTheToolsOwnWrite(db);
     const run = await verify(['--strict']);
     expect(run.code).toBe(1);
-    expect(run.junit).toContain('<testsuites name="migrate-users verify" tests="9" failures="4" errors="0" skipped="0">');
+    expect(run.junit).toContain('<testsuites name="migrate-users verify" tests="10" failures="5" errors="0" skipped="0">');
     expect(byName(run.cases, 'verification ran').failure).toBeUndefined();
     expect(byName(run.cases, 'every row holds what migrate would write').failure?.message).toBe(
       '1 user differs between Redis and PostgreSQL: user3@example.com (username: Redis none, PostgreSQL "Bo, the \\"second\\""; current_credits: Redis 103, PostgreSQL 5).',
@@ -176,7 +176,7 @@ describe('verify CI files: modes and samples', () => {
     const run = await runCli(['verify', '--match', keys.match, '--junit', junit, '--markdown', markdown], env());
     expect(run.code).toBe(0);
     expect(await mode(junit)).toBe(0o600);
-    expect(await readFile(junit, 'utf8')).toContain('<testsuites name="migrate-users verify" tests="9" failures="0"');
+    expect(await readFile(junit, 'utf8')).toContain('<testsuites name="migrate-users verify" tests="10" failures="0"');
     expect(await mode(markdown)).toBe(0o600);
   });
 

@@ -200,7 +200,7 @@ describe('verify', () => {
     expect(again.code).toBe(1);
     expect((await readFile(markdown, 'utf8')).match(/## ❌/g)).toHaveLength(2);
     const xml = await readFile(junit, 'utf8');
-    expect(xml).toContain('<testsuites name="migrate-users verify" tests="9" failures="1" errors="0" skipped="1">');
+    expect(xml).toContain('<testsuites name="migrate-users verify" tests="10" failures="1" errors="0" skipped="1">');
     expect(xml).toContain(
       '<failure message="1 user differs between Redis and PostgreSQL: user9@example.com (username: Redis none, PostgreSQL &quot;pipe | and newline&quot;).">',
     );
