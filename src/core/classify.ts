@@ -220,7 +220,9 @@ function recordCredits(entry: ClassifiedEntry): RecordCredits {
   // Both sides added up: PostgreSQL holds the combined row (a merged one stays a merge).
   if (entry.combined) {
     const postgres = { current: BigInt(entry.combined.current_credits), used: BigInt(entry.combined.total_credits_used) };
-    return { ...redis, postgres, ...(fact.merged ? { merged: {} } : {}) };
+    // The top-up counts where the balance holds one: granted before, or with this write.
+    const topup = fact.ledger?.granted || entry.topup !== undefined ? fact.topup : 0n;
+    return { ...redis, topup, postgres, ...(fact.merged ? { merged: {} } : {}) };
   }
   // A top-up granted onto the app's balance: PostgreSQL holds the app's balance plus the grant.
   if (entry.topup !== undefined && fact.actual) {
@@ -228,6 +230,7 @@ function recordCredits(entry: ClassifiedEntry): RecordCredits {
   }
   // A row merged before, or one the app changed, holds what it holds: PostgreSQL's balance is the user's.
   if (fact.merged && fact.actual) return { ...redis, postgres: held(fact.actual), merged: {} };
-  if (entry.outcome === 'kept_app_change' && fact.actual) return { ...redis, postgres: held(fact.actual) };
+  // The app's row holds a top-up only if one was granted to it; one the rule adds now is granted by grant_topup.
+  if (entry.outcome === 'kept_app_change' && fact.actual) return { ...redis, topup: fact.ledger?.granted ? fact.topup : 0n, postgres: held(fact.actual) };
   return redis;
 }

@@ -31,6 +31,8 @@ export interface Facts {
     readonly base?: Readonly<Record<string, CellValue>> | null;
     /** The Redis side's own balance and credits used at that write (null: written by an older version). */
     readonly source?: { readonly credits: bigint; readonly used: bigint } | null;
+    /** A whitelist top-up was granted to this user (it is never granted again). */
+    readonly granted?: boolean;
   } | null;
 }
 
@@ -90,6 +92,8 @@ export type Onto =
   | {
       readonly row: UserRow;
       readonly delta: { readonly current: bigint; readonly used: bigint };
+      /** A whitelist top-up granted with it (never granted before). */
+      readonly grant: bigint;
       readonly moneyOnly: boolean;
       readonly notRedisBalance: boolean;
     }
@@ -107,13 +111,26 @@ export function decide(facts: Facts, merge?: MergePolicy): Decision {
   // whose email the app changed, is the app's doing; whoever holds that email now is someone else's row.
   if (actual === null && ledger) {
     if (ledger.digest === facts.digest) return deletedByApp(facts, 'the tool wrote this user from this Redis record; the new app has deleted the row since');
-    return conflict('deleted_in_postgres', 'the tool wrote this user before; the app has since deleted the row, and the Redis record changed');
+    const onto: Onto | undefined = ledger.granted
+      ? { refused: 'the deleted row held a whitelist top-up: re-creating it from Redis would grant the top-up again; --take postgres keeps the deletion' }
+      : undefined;
+    return conflict('deleted_in_postgres', 'the tool wrote this user before; the app has since deleted the row, and the Redis record changed', [], onto);
   }
   // The app changed this user's email (in the row the tool wrote): whoever signed up with the old one since is someone else.
   const emailMovedByApp = actual !== null && ledger !== null && !ledger.untouched && actual.email !== expected.email;
   if (facts.emailOwner !== null && !emailMovedByApp) return emailTaken(facts, facts.emailOwner, merge);
   if (actual === null) return { action: 'insert' };
   const diffs = compareRows(expected, actual);
+  // Both sides moved the balance since the tool's last write and happen to agree now (each spent 50): two
+  // movements, not one; adding them up is --combine's (taking them as in sync would lose one).
+  if (diffs.length === 0 && ledger && !ledger.untouched && ledger.digest !== facts.digest && bothMovedMoney(facts, actual)) {
+    return conflict(
+      'changed_in_both',
+      'Redis and the app both moved the balance since the tool wrote it (to the same figures)',
+      [],
+      redisChangeOnto(facts, actual, false),
+    );
+  }
   if (diffs.length === 0) {
     return { action: 'unchanged', adopt: ledger?.digest !== facts.digest || !ledger.untouched, diffs };
   }
@@ -137,21 +154,25 @@ export function decide(facts: Facts, merge?: MergePolicy): Decision {
  */
 function keptAppChange(facts: Facts, actual: UserRow, diffs: readonly ColumnDiff[]): Decision {
   const { ledger } = facts;
+  const owed = topUpOwed(facts);
+  if (owed > 0n) {
+    const granted = (BigInt(actual.current_credits) + owed).toString();
+    return { action: 'grant_topup', amount: owed, diffs: [{ column: 'current_credits', expected: granted, actual: actual.current_credits }] };
+  }
   // An operator chose PostgreSQL's row (`reconcile --take postgres`): it stands as it is.
   if (!ledger?.base || ledger.postgresOwns) return { action: 'kept_app_change', diffs };
-  const base = ledger.base;
-  const sinceWrite = compareWithBase(base, facts.expected);
+  const sinceWrite = compareWithBase(ledger.base, facts.expected);
   if (sinceWrite.length === 0) return { action: 'kept_app_change', diffs };
-  const written = BigInt(String(base.current_credits ?? facts.expected.current_credits));
-  const owed = BigInt(facts.expected.current_credits) - written;
-  if ((facts.topup ?? 0n) > 0n && owed > 0n && sinceWrite.every((d) => d.column === 'current_credits')) {
-    return {
-      action: 'grant_topup',
-      amount: owed,
-      diffs: [{ column: 'current_credits', expected: (BigInt(actual.current_credits) + owed).toString(), actual: actual.current_credits }],
-    };
-  }
   return { action: 'kept_app_change', diffs, unexplained: sinceWrite };
+}
+
+/** The whitelist top-up the rule adds to this record and the tool never granted (granted once, never again). */
+function topUpOwed(facts: Facts): bigint {
+  const topup = facts.topup ?? 0n;
+  const base = facts.ledger?.base;
+  // A write that already held the level (a version before granted_credits was kept) granted it.
+  if (base && BigInt(String(base.current_credits ?? 0)) >= BigInt(facts.expected.current_credits)) return 0n;
+  return facts.ledger && !facts.ledger.granted && topup > 0n ? topup : 0n;
 }
 
 /** A record merged before: its row is the new app's now; only a Redis change needs a person. */
@@ -159,7 +180,9 @@ function decideMerged(facts: Facts, into: string): Decision {
   const { actual, ledger } = facts;
   if (actual === null) {
     if (ledger?.digest === facts.digest) return deletedByApp(facts, `merged into ${into}; the new app has deleted that row since`);
-    return conflict('deleted_in_postgres', `merged into ${into}; that row has since been deleted`);
+    return conflict('deleted_in_postgres', `merged into ${into}; that row has since been deleted`, [], {
+      refused: `it was merged into ${into}, which the app deleted: it is never re-created under its old user_id; --take postgres keeps the deletion`,
+    });
   }
   if (ledger?.digest !== facts.digest) {
     return conflict(
@@ -180,15 +203,19 @@ const MONEY: ReadonlySet<string> = new Set(['current_credits', 'total_credits_us
 function redisChangeOnto(facts: Facts, actual: UserRow, merged: boolean): Onto {
   const { ledger, expected } = facts;
   const base = ledger?.base;
-  if (!ledger?.source || !base || facts.sourceCredits === undefined) {
+  const source = redisAtLastWrite(facts);
+  if (!ledger || !base || !source || facts.sourceCredits === undefined) {
     return { refused: "the Redis side's balance at the tool's last write is not known (written by an older version): choose a side with --take" };
   }
-  const delta = { current: facts.sourceCredits - ledger.source.credits, used: BigInt(expected.total_credits_used) - ledger.source.used };
-  const current = BigInt(actual.current_credits) + delta.current;
+  const delta = { current: facts.sourceCredits - source.credits, used: BigInt(expected.total_credits_used) - source.used };
+  // A whitelist top-up the rule adds now and never granted is granted with it, once.
+  const grant = merged ? 0n : topUpOwed(facts);
+  const current = BigInt(actual.current_credits) + delta.current + grant;
   const used = BigInt(actual.total_credits_used) + delta.used;
   if (current < 0n || used < 0n)
     return { refused: `adding Redis's change (${signed(delta.current)} credits) leaves a negative balance: choose a side with --take` };
-  // A merged row holds the new app's other values by the merge rule; Redis's own are not known column by column.
+  // A merged row holds the new app's other values by the merge rule; Redis's own are not known column by column,
+  // so a merged user is never combined on request (--combine), only by --take redis, which says so.
   const others = merged ? [] : compareWithBase(base, expected).filter((d) => !MONEY.has(d.column));
   const changed = new Set(others.map((d) => d.column));
   const pick = <C extends keyof UserRow>(column: C): UserRow[C] => (changed.has(column) ? expected[column] : actual[column]);
@@ -204,8 +231,28 @@ function redisChangeOnto(facts: Facts, actual: UserRow, merged: boolean): Onto {
     current_credits: current.toString(),
     total_credits_used: used.toString(),
   };
-  const notRedisBalance = merged || String(base.current_credits) !== ledger.source.credits.toString();
-  return { row, delta, moneyOnly: others.length === 0, notRedisBalance };
+  return { row, delta, grant, moneyOnly: !merged && others.length === 0, notRedisBalance: merged || ledger.granted === true };
+}
+
+/**
+ * The Redis side's own balance and credits used at the tool's last write: recorded in the ledger; for a user
+ * written by an older version and never topped up, the base (then a copy of Redis's own).
+ */
+function redisAtLastWrite(facts: Facts): { credits: bigint; used: bigint } | null {
+  const { ledger } = facts;
+  if (ledger?.source) return ledger.source;
+  const base = ledger?.base;
+  if (!base || ledger.granted || facts.merged) return null;
+  return { credits: BigInt(String(base.current_credits ?? 0)), used: BigInt(String(base.total_credits_used ?? 0)) };
+}
+
+function bothMovedMoney(facts: Facts, actual: UserRow): boolean {
+  const source = redisAtLastWrite(facts);
+  const base = facts.ledger?.base;
+  if (!source || !base || facts.sourceCredits === undefined) return false;
+  const redisMoved = facts.sourceCredits !== source.credits || BigInt(facts.expected.total_credits_used) !== source.used;
+  const appMoved = actual.current_credits !== String(base.current_credits) || actual.total_credits_used !== String(base.total_credits_used);
+  return redisMoved && appMoved;
 }
 
 const signed = (n: bigint) => (n < 0n ? n.toString() : `+${n}`);
@@ -213,7 +260,8 @@ const signed = (n: bigint) => (n < 0n ? n.toString() : `+${n}`);
 /** The arithmetic of a combined balance, for reports: "PostgreSQL 450 + Redis's change +200 = 650 (credits used 50 + 0 = 50)". */
 export function describeOnto(actual: UserRow, onto: Extract<Onto, { row: UserRow }>): string {
   return (
-    `PostgreSQL ${actual.current_credits} ${signed(onto.delta.current)} (Redis's change since the tool's last write) = ${onto.row.current_credits} credits; ` +
+    `PostgreSQL ${actual.current_credits} ${signed(onto.delta.current)} (Redis's change since the tool's last write)` +
+    `${onto.grant > 0n ? ` +${onto.grant} (the whitelist top-up, granted once)` : ''} = ${onto.row.current_credits} credits; ` +
     `credits used ${actual.total_credits_used} ${signed(onto.delta.used)} = ${onto.row.total_credits_used}`
   );
 }

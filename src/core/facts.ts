@@ -30,6 +30,7 @@ interface FactRow extends Record<string, unknown> {
   postgres_owns: boolean | null;
   source_credits: string | null;
   source_used: string | null;
+  granted: boolean | null;
   base: string | Record<string, CellValue> | null;
   s_source_credits: string;
   topup: string;
@@ -64,7 +65,8 @@ export interface Pick {
  *   says insert;
  * - `same_current`: the row equals the record, and the ledger says the tool wrote it from this very Redis
  *   record and nobody changed it since: decide() says unchanged, nothing to write;
- * - `same`: the row equals the record (verify's "match"), whatever the ledger says.
+ * - `same`: the row equals the record (verify's "match"), unless both sides changed since the tool's write
+ *   (then decide() looks: both may have moved the balance).
  * Every other record goes through loadFacts and decide() / verifyRecord. A triage is a look taken once, at
  * the start of classification: writes stay guarded by the state they find (an insert by ON CONFLICT DO
  * NOTHING), and an insert that finds the row taken is decided again from fresh facts.
@@ -151,7 +153,9 @@ export async function triage(db: Kysely<unknown>, stage: string, afterSeq: numbe
             select 1 from ${sql.raw(emailsTable(stage))} o where o.email = s.email and o.user_id <> s.user_id)`
               : sql``
           } then
-            case when l.source_digest = s.digest and ${untouchedSql('u', 'l')} then 'same_current' else 'same' end
+            case when l.source_digest = s.digest and ${untouchedSql('u', 'l')} then 'same_current'
+              -- Both sides changed since the tool's write and agree now: decide() looks (both may have moved the balance).
+              when l.user_id is null or l.source_digest = s.digest or ${untouchedSql('u', 'l')} then 'same' end
         end as kind
       from ${sql.raw(stage)} s
       left join public.users u on u.user_id = s.user_id
@@ -243,7 +247,7 @@ export async function loadFacts(db: Kysely<unknown>, stage: string, afterSeq: nu
     select s.seq, s.key, s.digest, s.source_credits::text as s_source_credits, s.topup::text, u.xmin::text as a_xmin,
       ${canonicalColumns('s', 'e_')}, ${canonicalColumns('u', 'a_')},
       u.user_id is not null as has_row, l.user_id is not null as has_ledger, l.source_digest as ledger_digest, l.postgres_owns,
-      l.base, l.source_credits::text, l.source_used::text,
+      l.base, l.source_credits::text, l.source_used::text, l.granted_credits is not null as granted,
       coalesce(${untouchedSql('u', 'l')}, false) as untouched,
       m.user_id as merged_into, eo.email_owner,
       ${canonicalColumns('o', 'o_')}, o.xmin::text as o_xmin, ol.user_id is not null or om.user_id is not null as owner_written
@@ -276,6 +280,7 @@ export async function loadFacts(db: Kysely<unknown>, stage: string, afterSeq: nu
           untouched: row.untouched === true,
           postgresOwns: row.postgres_owns === true,
           base: parseBase(row.base),
+          granted: row.granted === true,
           source: row.source_credits === null || row.source_used === null ? null : { credits: BigInt(row.source_credits), used: BigInt(row.source_used) },
         }
       : null,

@@ -240,7 +240,8 @@ function plan(fact: RecordFacts, decision: Decision, take: Take | undefined, com
     if (take.side === 'postgres') return 'keep_postgres';
     // A merged row, or a balance holding a whitelist top-up: Redis's balance is not the user's, its change is
     // (taking Redis's balance would undo the merge, or grant the top-up again).
-    if (decision.reason === 'changed_after_merge' || (onto && 'row' in onto && onto.notRedisBalance)) {
+    const notRedisBalance = decision.reason === 'changed_after_merge' || Boolean(fact.merged) || fact.ledger?.granted === true;
+    if (notRedisBalance || (onto && 'row' in onto && onto.notRedisBalance)) {
       return onto && 'row' in onto ? 'combine_take' : 'onto_refused';
     }
     // Writing the Redis record would take an email another row holds now (someone signed up with it).
@@ -332,7 +333,15 @@ async function decideAndWrite(db: Kysely<unknown>, options: ChunkOptions, facts:
     const combined = planned.flatMap((p): RowWrite[] => {
       const onto = p.decision.action === 'conflict' ? p.decision.onto : undefined;
       if ((p.plan !== 'combine' && p.plan !== 'combine_take') || !onto || !('row' in onto)) return [];
-      return [{ seq: p.fact.seq, observed: p.fact.observedVersion, row: onto.row, merged: p.fact.merged !== null && p.fact.merged !== undefined }];
+      return [
+        {
+          seq: p.fact.seq,
+          observed: p.fact.observedVersion,
+          row: onto.row,
+          merged: p.fact.merged !== null && p.fact.merged !== undefined,
+          grant: onto.grant > 0n,
+        },
+      ];
     });
     if (combined.length > 0) steps.push(async (d) => collect(await writeCombined(d, stage, combined, runId)));
     if (merges.length > 0) steps.push(async (d) => collect(await mergeInto(d, stage, merges, runId)));
@@ -357,9 +366,11 @@ async function decideAndWrite(db: Kysely<unknown>, options: ChunkOptions, facts:
     const resolvedBy = p.startsWith('force') || p === 'combine_take' ? ('redis' as const) : p === 'keep_postgres' ? ('postgres' as const) : undefined;
     if (decision.action === 'conflict' && (p === 'combine' || p === 'combine_take') && decision.onto && 'row' in decision.onto && fact.actual) {
       const onto = decision.onto;
-      const detail = `combined: ${describeOnto(fact.actual, onto)}`;
+      const overMerge = fact.merged ? "; Redis's other columns are not applied over a merge (the merged row keeps the new app's)" : '';
+      const detail = `combined: ${describeOnto(fact.actual, onto)}${overMerge}`;
       if (written.has(fact.seq)) {
-        return { fact, outcome: 'updated', reason: null, detail, diffs, combined: onto.row, ...(resolvedBy ? { resolvedBy } : {}) };
+        const granted = onto.grant > 0n ? { topup: onto.grant } : {};
+        return { fact, outcome: 'updated', reason: null, detail, diffs, combined: onto.row, ...granted, ...(resolvedBy ? { resolvedBy } : {}) };
       }
       return {
         fact,

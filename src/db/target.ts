@@ -22,10 +22,28 @@ export interface Target {
   readonly checks: readonly { readonly name: string; readonly definition: string }[];
   readonly uniques: readonly { readonly name: string; readonly columns: readonly string[] }[];
   readonly triggers: readonly { readonly name: string; readonly definition: string }[];
+  /** Row level security and who else can read or write the table, as the connected role sees it. */
+  readonly access: TargetAccess;
   /** Why the tool cannot write this table (empty when it can). */
   readonly problems: readonly string[];
   /** Differences that matter but do not stop the tool. */
   readonly notes: readonly string[];
+}
+
+export interface TargetAccess {
+  /** The connected role (current_user). */
+  readonly role: string;
+  readonly owner: string;
+  readonly rls: boolean;
+  readonly forced: boolean;
+  /** Why the role sees every row whatever the policies (null: it does not). */
+  readonly bypass: 'superuser' | 'bypassrls' | 'owner' | null;
+  /** The role may write the table (INSERT or UPDATE granted): it needs every row for writing too. */
+  readonly writes: boolean;
+  /** Commands for which the policies do not give the role every row (under RLS, without a bypass). */
+  readonly blinded: readonly string[];
+  /** Roles other than the owner (and superusers) granted privileges on the table. */
+  readonly grantees: readonly string[];
 }
 
 /** The largest value each column can hold, as the mapper checks it before anything is written. */
@@ -105,7 +123,90 @@ export async function readTarget(pool: Pick<pg.Pool, 'query'>, { ledger = true }
     ]),
   );
   const uniqueList = uniques.rows.map((u) => ({ name: u.name, columns: u.columns }));
-  return { columns: byName, checks: checks.rows, uniques: uniqueList, triggers: triggers.rows, ...assess(byName, uniqueList) };
+  const access = await readAccess(pool, oid as number);
+  const assessed = assess(byName, uniqueList);
+  return {
+    columns: byName,
+    checks: checks.rows,
+    uniques: uniqueList,
+    triggers: triggers.rows,
+    access,
+    problems: [...assessed.problems, ...accessProblems(access)],
+    notes: [...assessed.notes, ...accessNotes(access)],
+  };
+}
+
+/**
+ * Row level security as it applies to the connected role (PostgreSQL's own rule: a superuser, a BYPASSRLS role
+ * and the table's owner, unless RLS is forced, see every row; anyone else only the rows a permissive policy with
+ * `true` and no restrictive one gives for each command). A role that sees no row would take every user for
+ * missing, so this is read before any work.
+ */
+async function readAccess(pool: Pick<pg.Pool, 'query'>, oid: number): Promise<TargetAccess> {
+  const { rows } = await pool.query<{
+    role: string;
+    owner: string;
+    rls: boolean;
+    forced: boolean;
+    superuser: boolean;
+    bypassrls: boolean;
+    owns: boolean;
+    writes: boolean;
+    grantees: string[];
+  }>(
+    `select current_user as role, pg_get_userbyid(c.relowner) as owner, c.relrowsecurity as rls, c.relforcerowsecurity as forced,
+       r.rolsuper as superuser, r.rolbypassrls as bypassrls, pg_has_role(current_user, c.relowner, 'USAGE') as owns,
+       has_table_privilege(c.oid, 'INSERT') or has_table_privilege(c.oid, 'UPDATE') as writes,
+       array(select distinct case when a.grantee = 0 then 'PUBLIC' else pg_get_userbyid(a.grantee)::text end
+             from aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+             left join pg_roles g on g.oid = a.grantee
+             where a.grantee <> c.relowner and not coalesce(g.rolsuper, false) order by 1)::text[] as grantees
+     from pg_class c join pg_roles r on r.rolname = current_user where c.oid = $1`,
+    [oid],
+  );
+  const a = rows[0];
+  if (!a) throw new Error('reading row level security of public.users: no row');
+  const bypass = a.superuser ? 'superuser' : a.bypassrls ? 'bypassrls' : a.owns && !a.forced ? 'owner' : null;
+  let blinded: string[] = [];
+  if (a.rls && bypass === null) {
+    const { rows: policies } = await pool.query<{ cmd: string; permissive: string; qual: string | null; with_check: string | null; applies: boolean }>(
+      `select p.cmd, p.permissive, p.qual, p.with_check,
+         exists (select 1 from unnest(p.roles) x where x = 'public' or pg_has_role(current_user, x, 'USAGE')) as applies
+       from pg_policies p where p.schemaname = 'public' and p.tablename = 'users'`,
+    );
+    const mine = policies.filter((p) => p.applies);
+    const every = (cmd: 'SELECT' | 'INSERT' | 'UPDATE') => {
+      const forCmd = mine.filter((p) => p.cmd === cmd || p.cmd === 'ALL');
+      const all = (text: string | null) => text === 'true';
+      const grants = forCmd.some(
+        (p) =>
+          p.permissive === 'PERMISSIVE' &&
+          (cmd === 'INSERT' ? all(p.with_check ?? p.qual) : all(p.qual) && (cmd === 'SELECT' || p.with_check === null || all(p.with_check))),
+      );
+      const narrowed = forCmd.some((p) => p.permissive === 'RESTRICTIVE' && !(all(p.qual ?? 'true') && all(p.with_check ?? 'true')));
+      return grants && !narrowed;
+    };
+    blinded = (a.writes ? (['SELECT', 'INSERT', 'UPDATE'] as const) : (['SELECT'] as const)).filter((cmd) => !every(cmd));
+  }
+  return { role: a.role, owner: a.owner, rls: a.rls, forced: a.forced, bypass, writes: a.writes, blinded, grantees: a.grantees };
+}
+
+function accessProblems(a: TargetAccess): string[] {
+  if (a.blinded.length === 0) return [];
+  return [
+    `row level security is ${a.forced ? 'forced' : 'enabled'} on public.users and role ${a.role} does not bypass it: its policies do not give it ` +
+      `every row for ${a.blinded.join(', ')}, so the tool would take the users it cannot see for missing and the rows it cannot write for the app's. ` +
+      `Connect as the table's owner (${a.owner}; on Supabase the project's postgres role, through the pooler), or give ${a.role} BYPASSRLS ` +
+      `(\`alter role ${a.role} bypassrls\`, which Supabase lets its postgres role grant); membership in service_role is not enough: role attributes are not inherited`,
+  ];
+}
+
+function accessNotes(a: TargetAccess): string[] {
+  if (a.rls || a.grantees.length === 0) return [];
+  return [
+    `public.users has no row level security and roles other than its owner may use it (${a.grantees.join(', ')}): it holds every password hash. ` +
+      "On Supabase anon and authenticated are the public API: `alter table public.users enable row level security` (and policies of the app team's)",
+  ];
 }
 
 /** What stops the tool, and what an operator should know, about a table. */
@@ -170,9 +271,12 @@ export function columnLimits(target: Target): ColumnLimits {
 
 /** Stops every command at once (exit 2) when the table cannot hold what the tool writes. */
 export function assertWritable(target: Target): void {
-  if (target.problems.length > 0) {
-    throw new UsageError(`public.users cannot hold what migrate-users writes: ${target.problems.join('; ')} (see \`migrate-users schema check\`)`);
+  const blind = accessProblems(target.access);
+  const shape = target.problems.filter((p) => !blind.includes(p));
+  if (shape.length > 0) {
+    throw new UsageError(`public.users cannot hold what migrate-users writes: ${shape.join('; ')} (see \`migrate-users schema check\`)`);
   }
+  if (blind.length > 0) throw new UsageError(blind.join('; '));
 }
 
 /** `schema check`: the table as it is, beside what the tool needs, in plain words. */
@@ -196,7 +300,11 @@ export function describeTarget(target: Target): string {
   const table = rows.map((r) => `  ${r[0].padEnd(widths[0] ?? 0)}  ${r[1].padEnd(widths[1] ?? 0)}  ${r[2]}`.trimEnd());
   const list = (title: string, items: readonly string[]) => (items.length > 0 ? ['', `  ${title}:`, ...items.map((i) => `    ${i}`)] : []);
   return [
-    target.problems.length === 0 ? 'public.users can hold what migrate-users writes.' : 'public.users CANNOT hold what migrate-users writes:',
+    target.problems.length === 0
+      ? 'public.users can hold what migrate-users writes.'
+      : target.problems.length === accessProblems(target.access).length
+        ? `public.users can hold what migrate-users writes, but role ${target.access.role} cannot use it:`
+        : 'public.users CANNOT hold what migrate-users writes:',
     ...target.problems.map((p) => `  - ${p}`),
     '',
     ...table,

@@ -138,7 +138,7 @@ function diffRow(d: Difference): string[] {
   const column = d.column ?? (d.kind === 'not_migratable' ? '(record)' : '(row)');
   const extra = d.kind === 'only_in_postgres' || d.kind === 'deleted_in_redis';
   // A row the tool wrote that is gone now (deleted by the app, or deleted while Redis changed).
-  const gone = d.column === null && (d.kind === 'deleted_by_app' || d.kind === 'conflict');
+  const gone = d.column === null && (d.kind === 'deleted_by_app' || d.reason === 'deleted_in_postgres');
   const expected = d.kind === 'missing' ? 'row present' : extra ? 'no row' : gone ? 'row (as written)' : d.expected;
   const actual = d.kind === 'missing' || gone ? 'no row' : extra ? 'row present' : d.actual;
   return [cell(d.user_id ?? d.key), cell(d.email), column, cell(expected), cell(actual)];

@@ -189,6 +189,8 @@ export interface RowWrite {
   readonly row: UserRow;
   /** The record was merged into this row before: the ledger keeps the row as written (its base) and its version. */
   readonly merged: boolean;
+  /** A whitelist top-up is granted with it: the ledger records the level (granted once). */
+  readonly grant: boolean;
 }
 
 /**
@@ -201,21 +203,22 @@ export interface RowWrite {
 export async function writeCombined(db: Kysely<unknown>, stage: string, writes: readonly RowWrite[], runId: string): Promise<Set<number>> {
   if (writes.length === 0) return new Set();
   const rows = JSON.stringify(writes.map((w) => w.row));
-  const meta = JSON.stringify(writes.map((w) => ({ seq: w.seq, user_id: w.row.user_id, observed: w.observed, merged: w.merged })));
+  const meta = JSON.stringify(writes.map((w) => ({ seq: w.seq, user_id: w.row.user_id, observed: w.observed, merged: w.merged, topped: w.grant })));
   const result = await sql<{ seq: string }>`
     with p as (select * from jsonb_populate_recordset(null::public.users, ${rows}::jsonb)),
-    v as (select * from jsonb_to_recordset(${meta}::jsonb) as v(seq bigint, user_id text, observed text, merged boolean)),
+    v as (select * from jsonb_to_recordset(${meta}::jsonb) as v(seq bigint, user_id text, observed text, merged boolean, topped boolean)),
     upd as (
       update public.users u set username = p.username, avatar = p.avatar, password_hash = p.password_hash,
         current_credits = p.current_credits, total_credits_used = p.total_credits_used,
         current_plan_id = p.current_plan_id, plan_renew_at = p.plan_renew_at, created_at = p.created_at, last_login = p.last_login
       from p join v on v.user_id = p.user_id
       where u.user_id = p.user_id and u.xmin = v.observed::xid
-      returning u.*, u.xmin as new_xmin, v.seq, v.merged
+      returning u.*, u.xmin as new_xmin, v.seq, v.merged, v.topped
     ),
     led as (
       update migrate_users.ledger l set source_digest = s.digest, run_id = ${runId}, written_at = now(), postgres_owns = false,
         source_credits = s.source_credits, source_used = s.total_credits_used,
+        granted_credits = case when upd.topped then greatest(l.granted_credits, s.current_credits) else l.granted_credits end,
         base = case when upd.merged then ${canonicalJson('upd')} else ${canonicalJson('s')} end,
         row_xmin = case when upd.merged then upd.new_xmin end,
         row_credits = case when upd.merged then upd.current_credits end,

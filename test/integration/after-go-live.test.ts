@@ -279,6 +279,80 @@ describe('after go-live: every state has a way out, and no credit is created or 
   });
 });
 
+describe('after go-live: what no command may do', () => {
+  it('a merged row the app deleted, then a Redis change: --take redis never re-creates the old user_id; --take postgres settles it', async () => {
+    await put('a@x.test', 'o1', 500);
+    await db.query("insert into users (user_id, email, current_credits, signup_bonus_granted) values ('n1', 'a@x.test', 100, true)");
+    expect((await reconcile('--apply', '--merge')).code).toBe(0);
+    await db.query("delete from users where user_id = 'n1'");
+    await put('a@x.test', 'o1', 700);
+    const refused = await reconcile('--apply', '--take', 'redis', '--users', await review(['o1']));
+    expect(refused.code).toBe(1);
+    expect(refused.rejected[0]?.detail).toContain('it is never re-created under its old user_id');
+    expect(await db.query('select user_id from users')).toEqual([]);
+    expect((await reconcile('--apply', '--take', 'postgres', '--users', await review(['o1']))).code).toBe(0);
+    expect(await db.query('select user_id from users')).toEqual([]);
+    expect((await verify()).code).toBe(0);
+  });
+
+  it('a deleted row that held a top-up is never re-created from Redis (the top-up would be granted twice)', async () => {
+    const env = { WHITELIST_EMAILS: 'v@x.test' };
+    await put('v@x.test', 'v1', 500);
+    expect((await cli([], env)).code).toBe(0);
+    await db.query("delete from users where user_id = 'v1'");
+    await put('v@x.test', 'v1', 700);
+    const refused = await cli(
+      ['reconcile', '--apply', '--take', 'redis', '--users', await reviewOf(dir, ['v1'], (c) => cli(['reconcile', '--conflicts', c], env))],
+      env,
+    );
+    expect(refused.code).toBe(1);
+    expect(refused.rejected[0]?.detail).toContain('would grant the top-up again');
+    expect(await credits('v1')).toBeUndefined();
+  });
+
+  it('both sides spent 50 and agree by chance: two movements, not one; --combine writes 400 / 100', async () => {
+    await put('a@x.test', 'u1', 500);
+    expect((await migrate()).code).toBe(0);
+    await db.query("update users set current_credits = 450, total_credits_used = 50 where user_id = 'u1'");
+    await put('a@x.test', 'u1', 450, 50);
+    const seen = await reconcile();
+    expect(seen.code).toBe(1);
+    expect(seen.report.classes?.changed_in_both?.users).toBe(1);
+    expect((await verify()).report.counts).toMatchObject({ conflict: 1 });
+    expect((await reconcile('--apply', '--combine')).code).toBe(0);
+    expect(await credits('u1')).toEqual({ c: 400, u: 100 });
+    expect((await verify()).code).toBe(0);
+  });
+
+  it('--combine on a user whitelisted after the app touched the row grants the top-up with it, once, and counts it', async () => {
+    await put('v@x.test', 'v1', 500);
+    expect((await migrate()).code).toBe(0);
+    await db.query("update users set current_credits = 450, total_credits_used = 50 where user_id = 'v1'");
+    await put('v@x.test', 'v1', 700);
+    const env = { WHITELIST_EMAILS: 'v@x.test' };
+    const combined = await cli(['reconcile', '--apply', '--combine'], env);
+    expect(combined.code, combined.stdout).toBe(0);
+    expect(await credits('v1')).toEqual({ c: 450 + 200 + 99_300, u: 50 });
+    expect(combined.report.counts).toMatchObject({ whitelist_topups: 1 });
+    expectReportAddsUp(combined.report);
+    expect((await cli([], env)).report.counts).toMatchObject({ updated: 0, conflicts: 0 });
+    expect(await credits('v1')).toEqual({ c: 99_950, u: 50 });
+    expect((await cli(['verify'], env)).code).toBe(0);
+    expect((await cli(['reconcile'], env)).code).toBe(0);
+  });
+
+  it("a merged user is never combined on request (Redis's other columns are not known), only by --take redis", async () => {
+    await put('a@x.test', 'o1', 500);
+    await db.query("insert into users (user_id, email, current_credits, signup_bonus_granted) values ('n1', 'a@x.test', 100, true)");
+    expect((await reconcile('--apply', '--merge')).code).toBe(0);
+    await put('a@x.test', 'o1', 700);
+    const combine = await reconcile('--apply', '--combine');
+    expect(combine.code).toBe(1);
+    expect(combine.rejected[0]?.detail).toContain('not combined');
+    expect(await credits('n1')).toEqual({ c: 500, u: 0 });
+  });
+});
+
 describe('days of operation after go-live', () => {
   it('migrate, app activity, old-app edits, catch-up, reconcile --apply / --merge / --combine / --take, verify: twice over, green, and the credits add up', async () => {
     for (let i = 0; i < 12; i++) await put(`u${i}@x.test`, `u${i}`, 1000 + i);

@@ -1,0 +1,128 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { runCli } from '../helpers/cli.js';
+import { createTestKeys, REDIS_URL, type TestKeys } from '../helpers/servers.js';
+import { createSupabaseLike, type SupabaseLike } from '../helpers/supabase.js';
+
+/*
+ * Supabase as it really is (issue 29): its postgres role is no superuser but owns what it creates and has
+ * BYPASSRLS; every new table in public is granted to the public API roles; tables made in the Table Editor have
+ * row level security on. Each test has a Supabase-like database and roles of its own (test/helpers/supabase.ts).
+ */
+
+let sb: SupabaseLike;
+let keys: TestKeys;
+
+beforeEach(async () => {
+  sb = await createSupabaseLike();
+  keys = await createTestKeys();
+  for (let i = 1; i <= 5; i++) await keys.putUser(`u${i}@x.test`, { user_id: `u${i}`, credits: i * 10, password_hash: `secret-${i}` });
+});
+
+afterEach(async () => {
+  await keys.cleanup();
+  await sb.drop();
+});
+
+const as = (role: string, args: string[], redisUrl = REDIS_URL) =>
+  runCli([...args, ...(args[0] === 'schema' ? [] : ['--match', keys.match, '--no-progress'])], { DATABASE_URL: sb.urlAs(role), REDIS_URL: redisUrl });
+
+describe('Supabase: schema apply, row level security, the roles to use', () => {
+  it('schema apply as the project owner creates public.users with RLS on (the API roles see nothing) and says so', async () => {
+    const applied = await as(sb.owner, ['schema', 'apply']);
+    expect(applied.code, applied.stderr).toBe(0);
+    expect(applied.stdout).toContain('Row level security is enabled on the new public.users, with no policy');
+    expect(applied.stdout).toContain(sb.anon);
+    const [t] = await sb.query<{ rls: boolean; anon: boolean }>(
+      `select c.relrowsecurity as rls, has_table_privilege($1, 'public.users', 'select') as anon from pg_class c where c.oid = 'public.users'::regclass`,
+      [sb.anon],
+    );
+    expect(t).toEqual({ rls: true, anon: true });
+    // The owner migrates (BYPASSRLS, not a superuser); the public API sees no row of it.
+    expect((await as(sb.owner, [])).code).toBe(0);
+    const seen = await sb.query<{ n: number }>(`select count(*)::int as n from public.users`);
+    expect(seen[0]?.n).toBe(5);
+    const client = await import('pg');
+    const c = new client.default.Client({ connectionString: sb.urlAs(sb.owner) });
+    await c.connect();
+    try {
+      await c.query('begin');
+      await c.query(`set local role ${sb.anon}`);
+      const { rows } = await c.query<{ n: number }>('select count(*)::int as n from public.users');
+      expect(rows[0]?.n).toBe(0);
+      await c.query('rollback');
+    } finally {
+      await c.end();
+    }
+    // The whole runbook as the owner: verify and reconcile green.
+    expect((await as(sb.owner, ['verify'])).code).toBe(0);
+    expect((await as(sb.owner, ['reconcile'])).code).toBe(0);
+  });
+
+  it('an existing table is never altered; schema check warns that roles other than the owner can use it without RLS', async () => {
+    await sb.query(`set role ${sb.owner}; create table public.users (user_id text primary key, email text unique not null, username text, avatar text,
+      password_hash text, current_credits bigint not null default 0, total_credits_used bigint not null default 0,
+      signup_bonus_granted boolean not null default false, current_plan_id text, plan_renew_at timestamptz, created_at timestamptz,
+      last_login timestamptz); reset role`);
+    const applied = await as(sb.owner, ['schema', 'apply']);
+    expect(applied.code, applied.stderr).toBe(0);
+    const [t] = await sb.query<{ rls: boolean }>(`select relrowsecurity as rls from pg_class where oid = 'public.users'::regclass`);
+    expect(t?.rls).toBe(false);
+    expect(applied.stdout).toContain('public.users has no row level security and roles other than its owner may use it');
+    expect(applied.stdout).toContain(sb.anon);
+    const check = await as(sb.owner, ['schema', 'check']);
+    expect(check.code).toBe(0);
+    expect(check.stdout).toContain('it holds every password hash');
+  });
+
+  it('a role that RLS blinds is refused before any work, naming the role and the fixes; BYPASSRLS works, membership in service_role does not', async () => {
+    expect((await as(sb.owner, ['schema', 'apply'])).code).toBe(0);
+    expect((await as(sb.owner, [])).code).toBe(0);
+    const runner = await sb.loginRole('runner');
+    const checker = await sb.loginRole('checker');
+    const member = await sb.loginRole('member', `in role ${sb.serviceRole}`);
+    await sb.grantTool(runner, 'writer');
+    await sb.grantTool(checker, 'reader');
+    await sb.grantTool(member, 'writer');
+    await keys.putUser('u6@x.test', { user_id: 'u6', credits: 60 });
+    const unreachable = 'redis://127.0.0.1:1';
+    for (const [role, args] of [
+      [runner, ['--dry-run']],
+      [runner, []],
+      [checker, ['verify']],
+      [member, ['reconcile']],
+    ] as const) {
+      // Refused before Redis is even connected to: the Redis URL here answers nothing.
+      const run = await as(role, [...args], unreachable);
+      expect(run.code, `${role} ${args.join(' ')}: ${run.stderr}`).toBe(2);
+      expect(run.stderr).toContain(`row level security is enabled on public.users and role ${role} does not bypass it`);
+      expect(run.stderr).toContain(`alter role ${role} bypassrls`);
+      expect(run.stderr).toContain('membership in service_role is not enough');
+    }
+    const check = await as(runner, ['schema', 'check']);
+    expect(check.code).toBe(2);
+    expect(check.stdout).toContain(`role ${runner} cannot use it`);
+    expect((await sb.query<{ n: number }>('select count(*)::int as n from public.users'))[0]?.n).toBe(5);
+
+    await sb.query(`alter role ${runner} bypassrls`);
+    const run = await as(runner, []);
+    expect(run.code, run.stderr).toBe(0);
+    expect((await sb.query<{ n: number }>('select count(*)::int as n from public.users'))[0]?.n).toBe(6);
+  });
+
+  it('policies: a select-all policy lets a reader verify; an update policy keyed on auth.uid() refuses a writer up front (never blamed on the app)', async () => {
+    expect((await as(sb.owner, ['schema', 'apply'])).code).toBe(0);
+    expect((await as(sb.owner, [])).code).toBe(0);
+    const runner = await sb.loginRole('runner');
+    const checker = await sb.loginRole('checker');
+    await sb.grantTool(runner, 'writer');
+    await sb.grantTool(checker, 'reader');
+    await sb.query(`create policy read_all on public.users for select using (true);
+      create policy insert_all on public.users for insert with check (true);
+      create policy own_row on public.users for update using (auth.uid() = user_id)`);
+    const verified = await as(checker, ['verify']);
+    expect(verified.code, verified.stderr).toBe(0);
+    const refused = await as(runner, []);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('every row for UPDATE');
+  });
+});
