@@ -13,6 +13,15 @@ import { conflictEntry, processChunk, type ClassifiedEntry } from './process-chu
  * and (unless dry-run) written; what each batch decided is counted, and the checkpoint follows the batches.
  */
 
+/** Runs `fn` in a transaction of its own with the statement timeout lifted, unless already in one (a dry-run). */
+async function whole<T>(db: Kysely<unknown>, inTransaction: boolean, fn: (db: Kysely<unknown>) => Promise<T>): Promise<T> {
+  if (inTransaction) return fn(db);
+  return db.transaction().execute(async (trx) => {
+    await sql`set local statement_timeout = 0`.execute(trx);
+    return fn(trx);
+  });
+}
+
 /** The session, plus `lanes - 1` connections of their own (released when `fn` is done). */
 export async function withLanes<T>(pool: pg.Pool, session: Session, lanes: number, log: Logger, fn: (dbs: Kysely<unknown>[]) => Promise<T>): Promise<T> {
   if (lanes <= 1) return fn([session.db]);
@@ -33,15 +42,17 @@ export async function classifyAll(
   const { stage, options, io, log, tally, presettled } = run;
   const [first] = dbs;
   if (!first) throw new Error('classifyAll needs a connection');
-  const { rows } = await sql<{ n: string }>`
-    select count(*)::text as n from ${sql.raw(stage)} where outcome is null and seq > ${range.from}`.execute(first);
+  // Stage-wide: the statement timeout is lifted for them (see unbounded in migrate.ts); the batches stay bounded.
+  const { rows } = await whole(first, options.dryRun, (db) =>
+    sql<{ n: string }>`select count(*)::text as n from ${sql.raw(stage)} where outcome is null and seq > ${range.from}`.execute(db),
+  );
   io.progress?.phase(options.dryRun ? 'comparing' : 'writing', Number(rows[0]?.n ?? 0));
   // What triage settled with nothing to write is counted for the whole stage in one pass; batches go only
   // to the ranges holding anything else. Reconcile, which lists every record, goes through every range.
   let starts: number[] = [];
   const settledRanges: { start: number; tally: Tally }[] = [];
   if (presettled.length > 0) {
-    const totals = await triagedTotals(first, stage, options.batchSize, presettled, range.from);
+    const totals = await whole(first, options.dryRun, (db) => triagedTotals(db, stage, options.batchSize, presettled, range.from));
     for (const [start, sums] of totals.byRange) {
       const settled = new Tally();
       for (const [kind, s] of sums) settled.addSums(kind === 'insert' ? 'inserted' : 'unchanged', s);

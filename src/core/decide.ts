@@ -67,8 +67,10 @@ export type Decision =
    * granted as the difference the rule adds, onto the app's balance; nothing else of the row is written.
    */
   | { readonly action: 'grant_topup'; readonly amount: bigint; readonly diffs: readonly ColumnDiff[] }
-  /** The tool wrote the row from this very Redis record and the app deleted it since: the app's decision. */
-  /** `written`: the balance the tool's write left (the ledger's base), which the deletion took away. */
+  /**
+   * The tool wrote the row from this very Redis record and the app deleted it since: the app's decision.
+   * `written`: the balance the tool's write left (the ledger's base), which the deletion took away.
+   */
   | { readonly action: 'deleted_by_app'; readonly detail: string; readonly written: { readonly current: bigint; readonly used: bigint } }
   /** An early login: the Redis account goes into the new app's row (see mergeRows). */
   | { readonly action: 'merge'; readonly into: string; readonly row: UserRow; readonly withheld: bigint; readonly diffs: readonly ColumnDiff[] }

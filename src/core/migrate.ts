@@ -120,6 +120,10 @@ async function runOnce(given: MigrateOptions, io: MigrateIo, retries: RetryCount
     let checkpoint = { lastSeq: 0, savedAt: Date.now(), committed: new Tally() };
     try {
       const interrupted = () => io.signal?.aborted === true;
+      // A writing run's stage-wide statements run in a transaction of their own with the statement timeout
+      // lifted (SET LOCAL): a role's statement_timeout (Supabase sets them) is for the app's queries, and would
+      // cut them on every resume alike. A dry-run is one such transaction already.
+      const unbounded = <T>(fn: () => Promise<T>): Promise<T> => (options.dryRun ? fn() : inOneTransaction(session, fn));
       let lastSeq: number;
       let resumed: Resumable | undefined;
       if (options.dryRun) {
@@ -167,9 +171,9 @@ async function runOnce(given: MigrateOptions, io: MigrateIo, retries: RetryCount
         io.progress?.step(resumed ? 'preparing' : 'indexing, triage');
         const prepared = options.dryRun ? await ready() : await inOneTransaction(session, ready);
         log.info({ grantsKept: prepared.grantsKept, unnormalisedEmails: prepared.unnormalisedEmails }, 'triage done');
-        base.whitelist = await whitelistInfo(session.db, options, prepared.grantsKept, done.table);
+        base.whitelist = await unbounded(() => whitelistInfo(session.db, options, prepared.grantsKept, done.table));
         base.unnormalisedEmails = prepared.unnormalisedEmails;
-        if (stage.persistent && !resumed) await recordStage(session.db, runId, { rows: await stageRows(session.db, stage.table) });
+        if (stage.persistent && !resumed) await recordStage(session.db, runId, { rows: await unbounded(() => stageRows(session.db, done.table)) });
         if (options.dryRun) {
           // From here on PostgreSQL itself refuses any write except to the TEMP stage.
           await sql`set transaction read only`.execute(session.db);
@@ -188,10 +192,11 @@ async function runOnce(given: MigrateOptions, io: MigrateIo, retries: RetryCount
         };
         await withLanes(io.pool, session, lanes, log, (dbs) => classifyAll(dbs, run, { from: checkpoint.lastSeq, to: lastSeq, save, lock }));
       }
-      if (!interrupted()) await io.withStage?.(session.db, stage.table, runId);
-      await listUnmigrated(session, stage.table, io.rejects, runId);
+      const table = stage.table;
+      if (!interrupted()) await unbounded(async () => io.withStage?.(session.db, table, runId));
+      await unbounded(() => listUnmigrated(session, table, io.rejects, runId));
       base.status = interrupted() ? 'interrupted' : 'finished';
-      const report = await summarise(session.db, stage.table, base, tally);
+      const report = await unbounded(() => summarise(session.db, table, base, tally));
       if (!options.dryRun) {
         await saveCheckpointNow(session.db, runId, checkpoint);
         await recordRunEnd(session, runId, report.status, report.counts);

@@ -36,8 +36,8 @@ export interface VerifyIo {
 }
 
 /**
- * Read-only on both sides: stages Redis the way migrate does (same mapping, same whitelist rule), then
- * compares each expected row with PostgreSQL using the same comparison.
+ * Read-only on both sides: stages Redis the way migrate does (same mapping, same whitelist rule), then takes
+ * each record's outcome from the decision migrate and reconcile take (decide, verifyOutcome) and adds it up.
  */
 export async function verify(given: VerifyOptions, io: VerifyIo): Promise<{ report: VerifyReport }> {
   const started = new Date();

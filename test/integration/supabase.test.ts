@@ -125,4 +125,19 @@ describe('Supabase: schema apply, row level security, the roles to use', () => {
     expect(refused.code).toBe(2);
     expect(refused.stderr).toContain('every row for UPDATE');
   });
+
+  it("a role's statement_timeout (Supabase sets them) never cuts the tool's stage-wide statements: the run completes, and so does a resume", async () => {
+    expect((await as(sb.owner, ['schema', 'apply'])).code).toBe(0);
+    const runner = await sb.loginRole('runner', 'bypassrls');
+    await sb.grantTool(runner, 'writer');
+    await sb.query(`alter role ${runner} in database ${sb.name} set statement_timeout = '40ms'`);
+    const seeded = await runCli(['seed', '--count', '60000', '--match', keys.match, '--force'], { REDIS_URL });
+    expect(seeded.code, seeded.stderr).toBe(0);
+    const run = await as(runner, ['--log-level', 'error']);
+    expect(run.code, run.stderr).toBeLessThanOrEqual(1);
+    expect(run.stdout).toContain('inserted');
+    expect((await sb.query<{ n: number }>('select count(*)::int as n from public.users'))[0]?.n).toBeGreaterThan(59_000);
+    const again = await as(runner, ['--log-level', 'error']);
+    expect(again.code, again.stderr).toBeLessThanOrEqual(1);
+  }, 120_000);
 });
