@@ -1,6 +1,6 @@
 import { sql, type Kysely } from 'kysely';
 import type pg from 'pg';
-import { withSession, type HeldLock, type Session } from '../db/database.js';
+import { PIN_TRANSACTION, withSession, type HeldLock, type Session } from '../db/database.js';
 import type { Logger } from '../log.js';
 import type { UserRow } from '../map/user-row.js';
 import { Tally, type RecordCredits } from '../report/report.js';
@@ -13,11 +13,11 @@ import { conflictEntry, processChunk, type ClassifiedEntry } from './process-chu
  * and (unless dry-run) written; what each batch decided is counted, and the checkpoint follows the batches.
  */
 
-/** Runs `fn` in a transaction of its own with the statement timeout lifted, unless already in one (a dry-run). */
+/** Runs `fn` in a transaction of its own with the role's timeouts lifted, unless already in one (a dry-run). */
 async function whole<T>(db: Kysely<unknown>, inTransaction: boolean, fn: (db: Kysely<unknown>) => Promise<T>): Promise<T> {
   if (inTransaction) return fn(db);
   return db.transaction().execute(async (trx) => {
-    await sql`set local statement_timeout = 0`.execute(trx);
+    await sql.raw(`set local statement_timeout = 0; ${PIN_TRANSACTION}`).execute(trx);
     return fn(trx);
   });
 }

@@ -92,6 +92,8 @@ export interface ChunkOptions {
   readonly merge?: MergePolicy | undefined;
   /** `reconcile --combine`: balances changed on both sides are added up (see decide: Onto). */
   readonly combine?: boolean | undefined;
+  /** Writes in a transaction even when one statement would do: the role's lock_timeout is lifted there. */
+  readonly waitForLocks?: boolean | undefined;
 }
 
 /** Triage kinds whose decision is known without comparing columns: insert, and unchanged with nothing to record. */
@@ -134,11 +136,20 @@ export function isRefusal(error: unknown): boolean {
  */
 export async function processChunk(db: Kysely<unknown>, options: ChunkOptions): Promise<ChunkResult> {
   let size = options.size;
+  let lockWait = false;
   for (let attempt = 1; ; attempt++) {
     try {
-      return await classifyAndWrite(db, { ...options, size });
+      return await classifyAndWrite(db, { ...options, size, waitForLocks: lockWait });
     } catch (error) {
       const code = pgCode(error);
+      // A role's lock_timeout ended a single-statement batch's wait behind an app's row lock: it goes again in
+      // a transaction of its own, where the tool lifts lock_timeout (see PIN_TRANSACTION), and waits its turn.
+      if (code === '55P03' && !lockWait) {
+        lockWait = true;
+        options.log.info({ afterSeq: options.afterSeq }, "a batch waited on an app's row lock longer than the role's lock_timeout; waiting in a transaction");
+        attempt--;
+        continue;
+      }
       // A server-side statement_timeout (Supabase sets them per role) cut a batch: nothing of it was
       // written; smaller batches go on, and only a single record that still times out fails the run.
       if (code === '57014' && size > 1) {
@@ -195,9 +206,9 @@ function serverMessage(error: Error): string {
  * a single statement is atomic on its own; several share one transaction. Over a slow link every round
  * trip counts, and a batch that only inserts (a fresh run) needs just this one.
  */
-async function inTransactionIfNeeded(db: Kysely<unknown>, steps: readonly ((db: Kysely<unknown>) => Promise<void>)[]): Promise<void> {
+async function inTransactionIfNeeded(db: Kysely<unknown>, steps: readonly ((db: Kysely<unknown>) => Promise<void>)[], always = false): Promise<void> {
   const [only] = steps;
-  if (steps.length === 1 && only) return only(db);
+  if (steps.length === 1 && only && !always) return only(db);
   if (steps.length === 0) return;
   await db.transaction().execute(async (trx) => {
     await sql.raw(PIN_TRANSACTION).execute(trx);
@@ -354,7 +365,7 @@ async function decideAndWrite(db: Kysely<unknown>, options: ChunkOptions, facts:
           runId,
         ),
       );
-    await inTransactionIfNeeded(db, steps);
+    await inTransactionIfNeeded(db, steps, options.waitForLocks);
     written = done;
   }
 

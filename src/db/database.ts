@@ -28,8 +28,15 @@ export interface PoolOptions {
  */
 const SETTINGS = [`timezone = 'UTC'`, `datestyle = 'ISO, MDY'`, `intervalstyle = 'postgres'`, `extra_float_digits = 3`];
 const PIN_SESSION = SETTINGS.map((s) => `set ${s}`).join('; ');
-/** SET LOCAL of the settings above: the first statement of every transaction the tool opens. */
-export const PIN_TRANSACTION = SETTINGS.map((s) => `set local ${s}`).join('; ');
+/**
+ * A role's waits meant for the app's queries (Supabase and teams set them per role), lifted for the tool's own
+ * transactions: lock_timeout would fail a batch behind an app's row lock held a moment longer, and
+ * idle_in_transaction_session_timeout would end the session between two statements of a transaction the tool
+ * keeps open while it reads Redis or decides a batch. (statement_timeout: see inOneTransaction and processChunk.)
+ */
+const WAITS = ['lock_timeout = 0', 'idle_in_transaction_session_timeout = 0'];
+/** SET LOCAL of the settings and waits above: the first statement of every transaction the tool opens. */
+export const PIN_TRANSACTION = [...SETTINGS, ...WAITS].map((s) => `set local ${s}`).join('; ');
 
 /** A pg Client whose session is pinned (see SETTINGS) before the pool hands it out. */
 class PinnedClient extends pg.Client {
@@ -168,7 +175,7 @@ export async function tryAdvisoryLock(pool: pg.Pool, key: string, log: Logger): 
   };
   client.on('error', onError);
   try {
-    await client.query('begin; set local idle_in_transaction_session_timeout = 0');
+    await client.query(`begin; ${PIN_TRANSACTION}`);
     const { rows } = await client.query<{ locked: boolean }>(`select pg_try_advisory_xact_lock(${key}) as locked`);
     if (!rows[0]?.locked) {
       await client.query('rollback');

@@ -24,6 +24,8 @@ export interface Target {
   readonly triggers: readonly { readonly name: string; readonly definition: string }[];
   /** Row level security and who else can read or write the table, as the connected role sees it. */
   readonly access: TargetAccess;
+  /** The connected role's timeouts (see timeoutNotes). */
+  readonly timeouts: RoleTimeouts;
   /** Why the tool cannot write this table (empty when it can). */
   readonly problems: readonly string[];
   /** Differences that matter but do not stop the tool. */
@@ -44,6 +46,13 @@ export interface TargetAccess {
   readonly blinded: readonly string[];
   /** Roles other than the owner (and superusers) granted privileges on the table. */
   readonly grantees: readonly string[];
+}
+
+/** As `current_setting` prints them ('0' when unset): what the role or database sets for every session. */
+export interface RoleTimeouts {
+  readonly statement_timeout: string;
+  readonly lock_timeout: string;
+  readonly idle_in_transaction_session_timeout: string;
 }
 
 /** The largest value each column can hold, as the mapper checks it before anything is written. */
@@ -123,7 +132,7 @@ export async function readTarget(pool: Pick<pg.Pool, 'query'>, { ledger = true }
     ]),
   );
   const uniqueList = uniques.rows.map((u) => ({ name: u.name, columns: u.columns }));
-  const access = await readAccess(pool, oid as number);
+  const [access, timeouts] = await Promise.all([readAccess(pool, oid as number), readTimeouts(pool)]);
   const assessed = assess(byName, uniqueList);
   return {
     columns: byName,
@@ -131,9 +140,35 @@ export async function readTarget(pool: Pick<pg.Pool, 'query'>, { ledger = true }
     uniques: uniqueList,
     triggers: triggers.rows,
     access,
+    timeouts,
     problems: [...assessed.problems, ...accessProblems(access)],
-    notes: [...assessed.notes, ...accessNotes(access)],
+    notes: [...assessed.notes, ...accessNotes(access), ...timeoutNotes(access.role, timeouts)],
   };
+}
+
+async function readTimeouts(pool: Pick<pg.Pool, 'query'>): Promise<RoleTimeouts> {
+  const { rows } = await pool.query<RoleTimeouts>(
+    `select current_setting('statement_timeout') as statement_timeout, current_setting('lock_timeout') as lock_timeout,
+       current_setting('idle_in_transaction_session_timeout') as idle_in_transaction_session_timeout`,
+  );
+  const t = rows[0];
+  if (!t) throw new Error('reading the role timeouts: no row');
+  return t;
+}
+
+/**
+ * A role's timeouts are meant for the app's queries (Supabase sets 3 s / 8 s on its API roles): the tool lifts
+ * them with SET LOCAL in each transaction it opens, which every pooler allows, so they never end a run; only
+ * a batch keeps statement_timeout, and is split into smaller batches when it hits it.
+ */
+function timeoutNotes(role: string, timeouts: RoleTimeouts): string[] {
+  const set = (Object.entries(timeouts) as [string, string][]).filter(([, value]) => value !== '0');
+  if (set.length === 0) return [];
+  return [
+    `role ${role} has ${set.map(([name, value]) => `${name} = ${value}`).join(', ')}: meant for the app's queries, never the end of a run. ` +
+      'The tool lifts lock_timeout and idle_in_transaction_session_timeout (SET LOCAL) in every transaction it opens, and statement_timeout ' +
+      'for its stage-wide statements; a batch that hits statement_timeout is split into smaller batches',
+  ];
 }
 
 /**
@@ -276,7 +311,8 @@ export function assertWritable(target: Target): void {
   if (shape.length > 0) {
     throw new UsageError(`public.users cannot hold what migrate-users writes: ${shape.join('; ')} (see \`migrate-users schema check\`)`);
   }
-  if (blind.length > 0) throw new UsageError(blind.join('; '));
+  // Everything else pre-flight found about the role, so one refusal names all there is to fix or know.
+  if (blind.length > 0) throw new UsageError([...blind, ...timeoutNotes(target.access.role, target.timeouts)].join('; '));
 }
 
 /** `schema check`: the table as it is, beside what the tool needs, in plain words. */

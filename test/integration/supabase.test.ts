@@ -1,3 +1,4 @@
+import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/cli.js';
 import { createTestKeys, REDIS_URL, type TestKeys } from '../helpers/servers.js';
@@ -83,6 +84,8 @@ describe('Supabase: schema apply, row level security, the roles to use', () => {
     await sb.grantTool(runner, 'writer');
     await sb.grantTool(checker, 'reader');
     await sb.grantTool(member, 'writer');
+    // The refusal names everything else pre-flight found about the role, its timeouts too.
+    await sb.query(`alter role ${runner} in database ${sb.name} set statement_timeout = '40ms'`);
     await keys.putUser('u6@x.test', { user_id: 'u6', credits: 60 });
     const unreachable = 'redis://127.0.0.1:1';
     for (const [role, args] of [
@@ -97,6 +100,7 @@ describe('Supabase: schema apply, row level security, the roles to use', () => {
       expect(run.stderr).toContain(`row level security is enabled on public.users and role ${role} does not bypass it`);
       expect(run.stderr).toContain(`alter role ${role} bypassrls`);
       expect(run.stderr).toContain('membership in service_role is not enough');
+      if (role === runner) expect(run.stderr).toContain(`role ${runner} has statement_timeout = 40ms: meant for the app's queries`);
     }
     const check = await as(runner, ['schema', 'check']);
     expect(check.code).toBe(2);
@@ -139,5 +143,42 @@ describe('Supabase: schema apply, row level security, the roles to use', () => {
     expect((await sb.query<{ n: number }>('select count(*)::int as n from public.users'))[0]?.n).toBeGreaterThan(59_000);
     const again = await as(runner, ['--log-level', 'error']);
     expect(again.code, again.stderr).toBeLessThanOrEqual(1);
+  }, 120_000);
+
+  it("a role's lock_timeout and idle_in_transaction_session_timeout never end a run: every command completes, and a batch waits behind an app's row lock", async () => {
+    expect((await as(sb.owner, ['schema', 'apply'])).code).toBe(0);
+    const runner = await sb.loginRole('runner', 'bypassrls');
+    await sb.grantTool(runner, 'writer');
+    for (const setting of [`idle_in_transaction_session_timeout = '5ms'`, `lock_timeout = '100ms'`, `statement_timeout = '2s'`]) {
+      await sb.query(`alter role ${runner} in database ${sb.name} set ${setting}`);
+    }
+    const seeded = await runCli(['seed', '--count', '20000', '--match', keys.match, '--force'], { REDIS_URL });
+    expect(seeded.code, seeded.stderr).toBe(0);
+    const check = await as(runner, ['schema', 'check']);
+    expect(check.code, check.stderr).toBe(0);
+    expect(check.stdout).toContain(`role ${runner} has statement_timeout = 2s, lock_timeout = 100ms, idle_in_transaction_session_timeout = 5ms: meant for the app's queries`);
+    for (const args of [['--dry-run'], [], ['verify'], ['reconcile']]) {
+      const run = await as(runner, [...args, '--log-level', 'error']);
+      expect(run.code, `${args.join(' ')}: ${run.stderr}\n${run.stdout}`).toBeLessThanOrEqual(1);
+    }
+    // The old app changes a user; the new app holds that row locked for a while (a long request).
+    await keys.putUser('u3@x.test', { user_id: 'u3', credits: 333, password_hash: 'secret-3' });
+    const client = new pg.Client({ connectionString: sb.urlAs(sb.owner) });
+    await client.connect();
+    try {
+      await client.query('begin');
+      await client.query(`select 1 from public.users where user_id = 'u3' for update`);
+      const started = Date.now();
+      const running = as(runner, ['--log-level', 'error']);
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      await client.query('commit');
+      const run = await running;
+      expect(run.code, run.stderr).toBeLessThanOrEqual(1);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1500);
+      expect(run.stdout).toMatch(/updated\s+1\b/);
+    } finally {
+      await client.end();
+    }
+    expect((await sb.query<{ c: string }>(`select current_credits::text as c from public.users where user_id = 'u3'`))[0]?.c).toBe('333');
   }, 120_000);
 });
