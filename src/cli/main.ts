@@ -6,7 +6,7 @@ import type { CliContext } from './context.js';
 import { addLogOptions, addPostgresOptions, addRedisOptions } from './context.js';
 import { terminal } from './progress.js';
 import { addMigrateOptions, runMigrate } from './migrate-command.js';
-import { runSchemaApply, runSchemaCheck } from './schema-command.js';
+import { runSchemaApply, runSchemaCheck, runSchemaClean } from './schema-command.js';
 import { runSeed } from './seed-command.js';
 import { addVerifyCommand } from './verify-command.js';
 import { addReconcileCommand } from './reconcile-command.js';
@@ -75,6 +75,17 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   )
     .exitOverride()
     .action(run(runSchemaCheck));
+  help(
+    addLogOptions(
+      addPostgresOptions(
+        schema.command('clean').description('remove the stages of unfinished runs (their records, password hashes included); the next run reads Redis afresh'),
+      ),
+    ),
+    ['migrate-users schema clean'],
+    '0 no stage holds records any more; 1 a stage another role owns still does (its owner is named: run it as that role); 2 bad flags or URL; 3 a writing run is in progress, or PostgreSQL went away',
+  )
+    .exitOverride()
+    .action(run(runSchemaClean));
 
   addVerifyCommand(program, run);
   addReconcileCommand(program, run);

@@ -1,4 +1,9 @@
-import { withPool } from '../db/database.js';
+import type pg from 'pg';
+import { unboundedTransaction, withPool, withSession } from '../db/database.js';
+import type { Logger } from '../log.js';
+import { takeWriteLock } from '../core/runs.js';
+import { dropStage, listStages, type StageTable } from '../stage/stage.js';
+import { sql } from 'kysely';
 import { applySchema } from '../db/schema.js';
 import { describeTarget, readTarget } from '../db/target.js';
 import { EXIT } from '../errors.js';
@@ -36,7 +41,78 @@ export async function runSchemaCheck(flags: ConnectionFlags, ctx: CliContext): P
   const problems = new Problems();
   const { conn, log } = setup(flags, ctx, problems);
   problems.throwIfAny();
-  const target = await withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: 1, log }, (pool) => readTarget(pool, { ledger: false }));
-  ctx.out(describeTarget(target));
-  return target.problems.length === 0 ? EXIT.ok : EXIT.usage;
+  return withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: 1, log }, async (pool) => {
+    const target = await readTarget(pool, { ledger: false });
+    const stages = await stagesIn(pool, log);
+    ctx.out(describeTarget(target) + describeStages(stages));
+    return target.problems.length === 0 ? EXIT.ok : EXIT.usage;
+  });
+}
+
+/**
+ * `schema clean`: under the write lock (no writing run is alive), drops every stage in migrate_users the role
+ * may drop. An interrupted run's stage goes with the rest: its next run reads Redis afresh (what it wrote stays).
+ */
+export async function runSchemaClean(flags: ConnectionFlags, ctx: CliContext): Promise<number> {
+  const problems = new Problems();
+  const { conn, log } = setup(flags, ctx, problems);
+  problems.throwIfAny();
+  return withPool({ url: conn.databaseUrl, ssl: conn.databaseSsl, max: 2, log }, async (pool) => {
+    await readTarget(pool);
+    const lock = await takeWriteLock(pool, log);
+    try {
+      const left = await withSession(
+        pool,
+        async (session) => {
+          const kept: StageTable[] = [];
+          for (const stage of await listStages(session.db)) {
+            if (!stage.mayDrop) {
+              kept.push(stage);
+              continue;
+            }
+            await unboundedTransaction(session.db, async (trx) => {
+              await dropStage(trx, stage.table);
+              await sql`update migrate_users.runs set stage_table = null where stage_table = ${stage.table}`.execute(trx);
+            });
+            ctx.out(`removed ${stage.table}${stage.holdsRecords ? ` (${runOf(stage)}, with its records)` : ' (empty)'}\n`);
+          }
+          return kept;
+        },
+        log,
+      );
+      for (const stage of left) {
+        ctx.out(
+          `left ${stage.table}${stage.holdsRecords ? ` (${runOf(stage)}, with its records)` : ' (empty)'}: owned by ${stage.owner}, run this as ${stage.owner}\n`,
+        );
+      }
+      if (left.length === 0) ctx.out('No stage is left in migrate_users.\n');
+      return left.some((s) => s.holdsRecords) ? EXIT.differences : EXIT.ok;
+    } finally {
+      await lock.release();
+    }
+  });
+}
+
+/** The stages of migrate_users, when the bookkeeping schema is there (schema check may come before apply). */
+async function stagesIn(pool: pg.Pool, log: Logger): Promise<StageTable[]> {
+  const { rows } = await pool.query<{ runs: string | null }>(`select to_regclass('migrate_users.runs')::text as runs`);
+  if (!rows[0]?.runs) return [];
+  return withSession(pool, (session) => listStages(session.db), log);
+}
+
+function runOf(stage: StageTable): string {
+  const run = stage.run;
+  return run ? `run ${run.id}, ${run.status}, started ${run.startedAt.toISOString()}` : 'no run recorded';
+}
+
+/** The stages `schema check` lists: records of unfinished runs (password hashes with them) are never out of sight. */
+function describeStages(stages: readonly StageTable[]): string {
+  const held = stages.filter((s) => s.holdsRecords);
+  if (held.length === 0) return '';
+  return [
+    '  stages holding records (each with its password hash) of runs that did not finish:',
+    ...held.map((s) => `    ${s.table}: ${runOf(s)}, owned by ${s.owner}`),
+    '    the next writing run of a role that may drop them removes them, or resumes its own; `migrate-users schema clean` removes them now',
+    '',
+  ].join('\n');
 }

@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
-import { dropStage } from '../stage/stage.js';
+import type { Logger } from '../log.js';
+import { unboundedTransaction, type Session } from '../db/database.js';
+import { createStage, dropStage, emptyStage, listStages, reuseStage, STAGE_FORMAT, type Stage } from '../stage/stage.js';
 import type { Take } from './process-chunk.js';
 import type { ReadOptions } from './stage-source.js';
 import { Tally } from '../report/report.js';
@@ -20,9 +22,6 @@ export interface Resumable {
   /** Where its stage was read. */
   readonly source: SourceInfo | null;
 }
-
-/** Bumped whenever the stage table's columns or meaning change: an older stage is never resumed. */
-const STAGE_FORMAT = 2;
 
 /**
  * What a resumable stage must have been made with: the same command and mapping, and the same source (a
@@ -102,15 +101,53 @@ export async function findResumable(db: Kysely<unknown>, digest: string): Promis
   return { ...resumable, lastSeq, jobTally: run.job_tally };
 }
 
-/** Stage tables no run can resume from any more (another configuration, or --restart). */
-export async function dropLeftoverStages(db: Kysely<unknown>): Promise<void> {
-  const { rows } = await sql<{ t: string }>`
-    select 'migrate_users.' || tablename as t from pg_tables
-    where schemaname = 'migrate_users' and tablename like 'stage\\_%' and tableowner = current_user`.execute(db);
-  for (const { t } of rows) {
-    await dropStage(db, t);
-    await sql`update migrate_users.runs set stage_table = null where stage_table = ${t}`.execute(db);
+/**
+ * The stage of a writing run that resumes nothing (called under the write lock: no other writing run is
+ * alive). A stage of this role's no run can resume any more is emptied and reused, so a run sends the API no
+ * schema reload (see createStage); only the role's first run creates one. Every other leftover stage the role
+ * may drop goes (a failed run's records, password hashes included, do not stay); one it may not, holding
+ * records, is named in the log with the way to remove it.
+ */
+export async function stageForRun(session: Session, runId: string, log: Logger): Promise<Stage> {
+  const stage = (await unboundedTransaction(session.db, reuseStage)) ?? (await createStage(session, runId));
+  for (const left of await listStages(session.db)) {
+    if (left.table === stage.table) continue;
+    if (left.mayDrop) {
+      await unboundedTransaction(session.db, async (trx) => {
+        await dropStage(trx, left.table);
+        await sql`update migrate_users.runs set stage_table = null where stage_table = ${left.table}`.execute(trx);
+      });
+      log.info({ stage: left.table, owner: left.owner, run: left.run?.id }, 'removed the stage of a run that can no longer be resumed');
+    } else if (left.holdsRecords) {
+      log.warn(
+        { stage: left.table, owner: left.owner, run: left.run?.id },
+        `the stage of an unfinished run of role ${left.owner} holds its records (password hashes included), and this role may not remove it: ` +
+          `run \`migrate-users schema clean\` as ${left.owner}`,
+      );
+    }
   }
+  await sql`update migrate_users.runs set stage_table = null where stage_table = ${stage.table}`.execute(session.db);
+  return stage;
+}
+
+/**
+ * What a writing run leaves of its stage. Nothing to resume (`resumableAfter` undefined: it finished, or there
+ * is nothing to continue): the stage is emptied, and kept for the role's next run. Otherwise its records stay
+ * for the run that resumes it, but not the password hash of one the checkpoint has passed (written, or found
+ * in sync): a resume needs only the rest.
+ */
+export async function leaveStage(db: Kysely<unknown>, table: string, runId: string, resumableAfter?: number): Promise<void> {
+  await unboundedTransaction(db, async (trx) => {
+    if (resumableAfter === undefined) {
+      await emptyStage(trx, table);
+      await sql`update migrate_users.runs set stage_table = null where run_id = ${runId}`.execute(trx);
+      return;
+    }
+    // Conflicts keep theirs: the run that resumes lists them as the run before found them.
+    await sql`
+      update ${sql.raw(table)} set password_hash = null
+      where seq <= ${resumableAfter} and outcome is null and password_hash is not null`.execute(trx);
+  });
 }
 
 export async function recordStage(db: Kysely<unknown>, runId: string, values: { table?: string; rows?: number; lastSeq?: number; resumedFrom?: string }) {

@@ -1,6 +1,6 @@
 import { sql, type Kysely } from 'kysely';
 import type pg from 'pg';
-import { PIN_TRANSACTION, withSession, type HeldLock, type Session } from '../db/database.js';
+import { unboundedTransaction, withSession, type HeldLock, type Session } from '../db/database.js';
 import type { Logger } from '../log.js';
 import type { UserRow } from '../map/user-row.js';
 import { Tally, type RecordCredits } from '../report/report.js';
@@ -15,11 +15,7 @@ import { conflictEntry, processChunk, type ClassifiedEntry } from './process-chu
 
 /** Runs `fn` in a transaction of its own with the role's timeouts lifted, unless already in one (a dry-run). */
 async function whole<T>(db: Kysely<unknown>, inTransaction: boolean, fn: (db: Kysely<unknown>) => Promise<T>): Promise<T> {
-  if (inTransaction) return fn(db);
-  return db.transaction().execute(async (trx) => {
-    await sql.raw(`set local statement_timeout = 0; ${PIN_TRANSACTION}`).execute(trx);
-    return fn(trx);
-  });
+  return inTransaction ? fn(db) : unboundedTransaction(db, fn);
 }
 
 /** The session, plus `lanes - 1` connections of their own (released when `fn` is done). */

@@ -2,7 +2,7 @@ import { sql, type Kysely } from 'kysely';
 import { canonicalColumns, readBase, sameRow } from '../db/canonical.js';
 import { publicRow, rowFromRecord, type CellValue } from '../compare/compare-rows.js';
 import type { Facts } from './decide.js';
-import { emailsTable, STAGE_TABLE, triageKind, triageTable } from '../stage/stage.js';
+import { emailsTable, triageKind, triageTable } from '../stage/stage.js';
 import { addSums, sumsSelect, toSums, untouchedSql } from '../sink/apply-chunk.js';
 import type { Sums } from '../results/sums.js';
 
@@ -92,11 +92,11 @@ export async function prepareFacts(db: Kysely<unknown>, stage: string): Promise<
     from migrate_users.ledger l
     where l.user_id = s.user_id and s.valid and l.granted_credits is not null and l.granted_credits > s.current_credits`.execute(db);
   const emails = sql.raw(emailsTable(stage));
-  const temp = stage === STAGE_TABLE;
-  await sql`drop table if exists ${emails}`.execute(db);
+  // Made with the stage (see createStage); a resumed run fills it afresh.
+  await sql`truncate ${emails}`.execute(db);
   // The normalisation of normaliseEmail (map-record.ts): trim, NFC, lower-case.
   await sql`
-    create ${sql.raw(temp ? 'temp' : 'unlogged')} table ${emails} ${sql.raw(temp ? 'on commit drop' : '')} as
+    insert into ${emails} (user_id, email)
     select user_id, n.email from (
       -- Lower-case ASCII letters, digits and . _ @ + - alone (spelled out: no range a regex reads by locale) are normalised already (no upper case, no
       -- space, nothing NFC would change): only other emails are normalised. OFFSET 0 keeps this test first:
@@ -106,7 +106,7 @@ export async function prepareFacts(db: Kysely<unknown>, stage: string): Promise<
       where u.email::text collate "C" ~ '[^abcdefghijklmnopqrstuvwxyz0123456789._@+-]' offset 0
     ) u, lateral (select lower(normalize(regexp_replace(u.email, '^[[:space:]]+|[[:space:]]+$', '', 'g'), NFC)) as email) n
     where u.email is distinct from n.email`.execute(db);
-  await sql`create index on ${emails} (email)`.execute(db);
+  await sql`analyze ${emails}`.execute(db);
   const { rows } = await sql<{ n: number }>`select count(*)::int as n from ${emails}`.execute(db);
   return { grantsKept: Number(grants.numAffectedRows ?? 0n), unnormalisedEmails: rows[0]?.n ?? 0 };
 }
@@ -124,16 +124,16 @@ function emailOwner(stage: string, email: string, userId?: string) {
 
 /**
  * Builds the stage's triage with hash joins over users and the ledger: about 1-2 µs a record, where the
- * per-batch facts query pays three index probes per record. TEMP (dropped at commit) for a TEMP stage.
+ * per-batch facts query pays three index probes per record.
  */
 export async function triage(db: Kysely<unknown>, stage: string, afterSeq: number, prepared?: Prepared): Promise<void> {
   // Most tables hold no unnormalised email: then the per-record probe of that list is left out.
   const odd = prepared?.unnormalisedEmails !== 0;
   const table = sql.raw(triageTable(stage));
-  const temp = stage === STAGE_TABLE;
-  await sql`drop table if exists ${table}`.execute(db);
+  // Made with the stage (see createStage); a resumed run builds it afresh.
+  await sql`truncate ${table}`.execute(db);
   await sql`
-    create ${sql.raw(temp ? 'temp' : 'unlogged')} table ${table} ${sql.raw(temp ? 'on commit drop' : '')} as
+    insert into ${table} (seq, kind)
     select seq, kind from (
       select s.seq,
         case
@@ -164,7 +164,6 @@ export async function triage(db: Kysely<unknown>, stage: string, afterSeq: numbe
       where s.valid and s.outcome is null and s.seq > ${afterSeq}
     ) k
     where kind is not null`.execute(db);
-  await sql`alter table ${table} add primary key (seq)`.execute(db);
   // Fresh tables have no statistics: without them the batches' CTEs are planned as one row each, and
   // joined with nested loops (quadratic in the batch size).
   await sql`analyze ${table}`.execute(db);

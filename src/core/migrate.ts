@@ -4,8 +4,8 @@ import type pg from 'pg';
 import { inOneTransaction, withSession, type HeldLock, type Session } from '../db/database.js';
 import type { Logger } from '../log.js';
 import type { RedisSource } from '../source/redis-reader.js';
-import { createStage, dropStage, finishStage, type Stage } from '../stage/stage.js';
-import { configDigest, dropLeftoverStages, findResumable, recordStage, takeOverStage, type Resumable } from './checkpoint.js';
+import { createStage, finishStage, type Stage } from '../stage/stage.js';
+import { configDigest, findResumable, leaveStage, recordStage, stageForRun, takeOverStage, type Resumable } from './checkpoint.js';
 import { partialReport, summarise, Tally, type ReportBase } from '../report/report.js';
 import type { MigrateReport, Mode, SourceInfo } from '../results/migrate-report.js';
 import type { RecordSink } from '../report/ndjson-file.js';
@@ -147,8 +147,7 @@ async function runOnce(given: MigrateOptions, io: MigrateIo, retries: RetryCount
           base.source = resumed.source ?? base.source;
           log.info({ resumedFrom: resumed.runId, afterSeq: resumed.lastSeq }, 'resuming an unfinished run: Redis is not read again');
         } else {
-          await dropLeftoverStages(session.db);
-          stage = await createStage(session, runId);
+          stage = await stageForRun(session, runId, log);
           await recordStage(session.db, runId, { table: stage.table });
           const into = stage;
           lastSeq = await inOneTransaction(session, () => stageSource(session, into, options, { ...io, log, retries }));
@@ -200,22 +199,17 @@ async function runOnce(given: MigrateOptions, io: MigrateIo, retries: RetryCount
       if (!options.dryRun) {
         await saveCheckpointNow(session.db, runId, checkpoint);
         await recordRunEnd(session, runId, report.status, report.counts);
-        // A finished run needs no checkpoint: its stage goes. An interrupted one keeps it for the next run.
-        if (report.status === 'finished' && stage.persistent) {
-          await dropStage(session.db, stage.table);
-          await sql`update migrate_users.runs set stage_table = null where run_id = ${runId}`.execute(session.db);
-        }
+        if (stage.persistent) await leaveStage(session.db, stage.table, runId, report.status === 'finished' ? undefined : checkpoint.lastSeq);
       }
       log.info({ status: report.status, counts: report.counts }, 'run ended');
       return report;
     } catch (error) {
       // On a fresh connection: the session may be the thing that died.
       if (!options.dryRun) await recordRunFailed(io.pool, runId, tally.counts(), checkpoint).catch(() => undefined);
-      if (error instanceof UsageError && stage?.persistent && !options.dryRun) {
-        // Nothing to resume from (an empty source): no stage table is left behind.
-        await dropStage(session.db, stage.table).catch(() => undefined);
-        await sql`update migrate_users.runs set stage_table = null where run_id = ${runId}`.execute(session.db).catch(() => undefined);
-      }
+      const left = stage?.persistent && !options.dryRun ? stage.table : undefined;
+      // A usage error leaves nothing to resume (an empty source, a refused snapshot).
+      const resumable = error instanceof UsageError ? undefined : checkpoint.lastSeq;
+      if (left) await withSession(io.pool, (s) => leaveStage(s.db, left, runId, resumable)).catch(() => undefined);
       if (error instanceof RunFailedError || error instanceof UsageError) throw error;
       base.status = 'failed';
       const partial = partialReport(base, tally);

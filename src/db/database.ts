@@ -1,6 +1,6 @@
 import type { ConnectionOptions } from 'node:tls';
 import pg from 'pg';
-import { Kysely, PostgresDialect, type PostgresPool } from 'kysely';
+import { Kysely, PostgresDialect, sql, type PostgresPool } from 'kysely';
 import type { Logger } from '../log.js';
 import { connectFailure, describe, pgCode, tlsFailure } from '../errors.js';
 import { redactUrl } from '../redact.js';
@@ -151,6 +151,17 @@ export async function inOneTransaction<T>(session: Session, fn: () => Promise<T>
     await session.client.query('rollback').catch(() => undefined);
     throw error;
   }
+}
+
+/**
+ * Runs `fn` in a transaction of its own on `db` with the role's timeouts lifted (SET LOCAL, see inOneTransaction):
+ * for the tool's own statements over a whole stage, outside the run's one transaction.
+ */
+export async function unboundedTransaction<T>(db: Kysely<unknown>, fn: (trx: Kysely<unknown>) => Promise<T>): Promise<T> {
+  return db.transaction().execute(async (trx) => {
+    await sql.raw(`set local statement_timeout = 0; ${PIN_TRANSACTION}`).execute(trx);
+    return fn(trx);
+  });
 }
 
 /** A transaction-level advisory lock, held by an open transaction on a connection of its own. */

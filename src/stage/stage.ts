@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { sql, type Kysely } from 'kysely';
 import { from as copyFrom } from 'pg-copy-streams';
-import type { Session } from '../db/database.js';
+import { unboundedTransaction, type Session } from '../db/database.js';
 import type { UserRow } from '../map/user-row.js';
 import { USER_COLUMNS } from '../map/user-row.js';
 
@@ -35,10 +35,18 @@ export function emailsTable(stage: string): string {
 }
 
 export interface Stage {
-  /** mu_stage (TEMP), or migrate_users.stage_<run>. */
+  /** mu_stage (TEMP), or migrate_users.stage_f<format>_<run>. */
   readonly table: string;
   readonly persistent: boolean;
 }
+
+/**
+ * Bumped whenever the stage tables' columns or meaning change: an older stage is never resumed or reused (a
+ * persistent stage's name carries it, and so does the digest a resume must match, see core/checkpoint.ts).
+ */
+export const STAGE_FORMAT = 2;
+const PERSISTENT = /^migrate_users\.stage_[a-z0-9_]+$/;
+const REUSABLE = `stage_f${STAGE_FORMAT}_`;
 
 export interface StagedRecord {
   readonly seq: number;
@@ -52,41 +60,121 @@ export interface StagedRecord {
 
 const STAGE_COLUMNS = ['seq', 'key', 'valid', 'outcome', 'reason', 'detail', ...USER_COLUMNS, 'source_credits', 'topup', 'digest'] as const;
 
-/** A TEMP stage (dry-run, verify), or a persistent one named after the run (writing runs). */
+/**
+ * A TEMP stage (dry-run, verify), or a persistent one named after the run (writing runs), each with its triage
+ * and emails tables (see core/facts.ts), all made in one transaction: on Supabase every CREATE TABLE outside
+ * pg_temp sends the API a `NOTIFY pgrst, 'reload schema'`, so a persistent stage is made once (one reload) and
+ * then reused, emptied, by the role's later runs (see reuseStage).
+ */
 export async function createStage(session: Session, persistentFor?: string): Promise<Stage> {
-  const table = persistentFor ? `migrate_users.stage_${persistentFor.replace(/[^a-z0-9_]/g, '')}` : STAGE_TABLE;
-  await sql`
-    create ${sql.raw(persistentFor ? 'unlogged' : 'temp')} table ${sql.raw(table)} (
-      seq bigint primary key,
-      key text not null,
-      valid boolean not null,
-      outcome text,
-      reason text,
-      detail text,
-      user_id text,
-      email text,
-      username text,
-      avatar text,
-      password_hash text,
-      current_credits bigint,
-      total_credits_used bigint,
-      signup_bonus_granted boolean,
-      current_plan_id text,
-      plan_renew_at timestamptz,
-      created_at timestamptz,
-      last_login timestamptz,
-      source_credits bigint,
-      topup bigint,
-      digest text,
-      -- The run that recorded a conflict (a resumed run lists those the runs before it found).
-      decided_by text
-    ) ${sql.raw(persistentFor ? '' : 'on commit drop')}`.execute(session.db);
+  const table = persistentFor ? `migrate_users.${REUSABLE}${persistentFor.replace(/[^a-z0-9_]/g, '')}` : STAGE_TABLE;
+  const kind = sql.raw(persistentFor ? 'unlogged' : 'temp');
+  const drop = sql.raw(persistentFor ? '' : 'on commit drop');
+  const create = async (db: Kysely<unknown>) => {
+    await sql`
+      create ${kind} table ${sql.raw(table)} (
+        seq bigint primary key,
+        key text not null,
+        valid boolean not null,
+        outcome text,
+        reason text,
+        detail text,
+        user_id text,
+        email text,
+        username text,
+        avatar text,
+        password_hash text,
+        current_credits bigint,
+        total_credits_used bigint,
+        signup_bonus_granted boolean,
+        current_plan_id text,
+        plan_renew_at timestamptz,
+        created_at timestamptz,
+        last_login timestamptz,
+        source_credits bigint,
+        topup bigint,
+        digest text,
+        -- The run that recorded a conflict (a resumed run lists those the runs before it found).
+        decided_by text
+      ) ${drop}`.execute(db);
+    await sql`create ${kind} table ${sql.raw(triageTable(table))} (seq bigint primary key, kind text not null) ${drop}`.execute(db);
+    await sql`create ${kind} table ${sql.raw(emailsTable(table))} (user_id text not null, email text not null) ${drop}`.execute(db);
+    await sql`create index on ${sql.raw(emailsTable(table))} (email)`.execute(db);
+  };
+  // A TEMP stage lives in the caller's one transaction; a persistent one commits its three tables together.
+  if (persistentFor) await unboundedTransaction(session.db, create);
+  else await create(session.db);
   return { table, persistent: persistentFor !== undefined };
 }
 
+/**
+ * A persistent stage of this role's, of this format, that no run can resume any more (the caller holds the
+ * write lock and found nothing to resume): emptied for the run at hand, with no DDL the API would reload for.
+ */
+export async function reuseStage(db: Kysely<unknown>): Promise<Stage | undefined> {
+  const { rows } = await sql<{ t: string }>`
+    select 'migrate_users.' || s.tablename as t from pg_tables s
+    where s.schemaname = 'migrate_users' and s.tableowner = current_user and s.tablename like ${`${REUSABLE.replace(/_/g, '\\_')}%`}
+      and s.tablename not like '%\\_triage' and s.tablename not like '%\\_emails'
+      and exists (select 1 from pg_tables x where x.schemaname = 'migrate_users' and x.tablename = s.tablename || '_triage' and x.tableowner = current_user)
+      and exists (select 1 from pg_tables x where x.schemaname = 'migrate_users' and x.tablename = s.tablename || '_emails' and x.tableowner = current_user)
+    order by 1 limit 1`.execute(db);
+  const table = rows[0]?.t;
+  if (!table) return undefined;
+  await emptyStage(db, table);
+  // The user_id index only reconcile wants (see finishStage): a migrate's COPY would pay for it.
+  await sql`drop index if exists ${sql.raw(userIdIndex(table))}`.execute(db);
+  return { table, persistent: true };
+}
+
+/** Empties a persistent stage (TRUNCATE is no DDL the API reloads for): no record, no password hash stays. */
+export async function emptyStage(db: Kysely<unknown>, table: string): Promise<void> {
+  if (!PERSISTENT.test(table)) throw new Error(`refusing to empty ${table}: not a stage table`);
+  await sql`truncate ${sql.raw(table)}, ${sql.raw(triageTable(table))}, ${sql.raw(emailsTable(table))}`.execute(db);
+}
+
 export async function dropStage(db: Kysely<unknown>, table: string): Promise<void> {
-  if (!/^migrate_users\.stage_[a-z0-9_]+$/.test(table)) throw new Error(`refusing to drop ${table}: not a stage table`);
+  if (!PERSISTENT.test(table)) throw new Error(`refusing to drop ${table}: not a stage table`);
   await sql`drop table if exists ${sql.raw(table)}, ${sql.raw(triageTable(table))}, ${sql.raw(emailsTable(table))}`.execute(db);
+}
+
+export interface StageTable {
+  readonly table: string;
+  readonly owner: string;
+  /** The connected role may drop it (it owns it, or is a member of its owner, or a superuser). */
+  readonly mayDrop: boolean;
+  /** It holds records (every one with its password hash): an unfinished run's, or one failed too early to empty it. */
+  readonly holdsRecords: boolean;
+  /** Of this version's format: a later run of its owner may resume or reuse it. */
+  readonly current: boolean;
+  /** The run recorded with it, if any. */
+  readonly run: { readonly id: string; readonly status: string; readonly startedAt: Date } | null;
+}
+
+/** Every persistent stage in migrate_users, whoever owns it (sizes need no privilege on the table). */
+export async function listStages(db: Kysely<unknown>): Promise<StageTable[]> {
+  const { rows } = await sql<{ t: string; owner: string; may: boolean; holds: boolean; run_id: string | null; status: string | null; started_at: Date | null }>`
+    select 'migrate_users.' || s.tablename as t, s.tableowner::text as owner,
+      pg_has_role(current_user, s.tableowner, 'MEMBER') or (select rolsuper from pg_roles where rolname = current_user) as may,
+      pg_relation_size(('migrate_users.' || quote_ident(s.tablename))::regclass) > 0 as holds,
+      r.run_id, r.status, r.started_at
+    from pg_tables s
+    left join lateral (select run_id, status, started_at from migrate_users.runs where stage_table = 'migrate_users.' || s.tablename
+                       order by started_at desc limit 1) r on true
+    where s.schemaname = 'migrate_users' and s.tablename like 'stage\\_%' and s.tablename not like '%\\_triage' and s.tablename not like '%\\_emails'
+    order by 1`.execute(db);
+  return rows.map((r) => ({
+    table: r.t,
+    owner: r.owner,
+    mayDrop: r.may,
+    holdsRecords: r.holds,
+    current: r.t.startsWith(`migrate_users.${REUSABLE}`),
+    run: r.run_id && r.status && r.started_at ? { id: r.run_id, status: r.status, startedAt: r.started_at } : null,
+  }));
+}
+
+function userIdIndex(table: string): string {
+  return `${table}_user_id`;
 }
 
 /** Streams records into the stage with COPY, honouring backpressure so memory stays bounded. */
@@ -203,7 +291,10 @@ export async function finishStage(session: Session, stage: Stage, options: { rea
     where s.valid and s.user_id = d.user_id and s.outcome is null`.execute(db);
   // Paged anti-joins on user_id (verify and reconcile list rows only in PostgreSQL) want this index; batches
   // walk the primary key and triage hashes, so migrate and dry-run do without it (1 µs a record).
-  if (options.userIdIndex) await sql`create index on ${t} (user_id)`.execute(db);
+  if (options.userIdIndex) {
+    const name = stage.persistent ? userIdIndex(stage.table).replace(/^migrate_users\./, '') : 'mu_stage_user_id';
+    await sql`create index if not exists ${sql.raw(name)} on ${t} (user_id)`.execute(db);
+  }
   // Statistics only for what queries filter, join or group on: sampling every column cost twice as much.
   await sql`analyze ${t} (seq, valid, outcome, user_id, email)`.execute(db);
   return { scanDuplicates: Number(removed.numAffectedRows ?? 0n) };

@@ -123,3 +123,21 @@ export async function asTheToolsOwnWrite(db: TestDatabase): Promise<void> {
     from public.users u where u.user_id = l.user_id`);
   await db.query('delete from migrate_users.ledger l where not exists (select 1 from public.users u where u.user_id = l.user_id)');
 }
+
+/**
+ * The records left in the persistent stages of migrate_users (each one's password hash with it), per stage
+ * table: a finished run's stage stays, emptied, for its role's next run (see createStage).
+ */
+export async function stageRecords(db: Pick<TestDatabase, 'query'>): Promise<Record<string, number>> {
+  const tables = await db.query<{ t: string }>(
+    `select 'migrate_users.' || tablename as t from pg_tables where schemaname = 'migrate_users' and tablename like 'stage%' order by 1`,
+  );
+  const counts: Record<string, number> = {};
+  for (const { t } of tables) counts[t] = (await db.query<{ n: number }>(`select count(*)::int as n from ${t}`))[0]?.n ?? 0;
+  return counts;
+}
+
+/** True when no persistent stage table holds a record. */
+export async function noStageRecords(db: Pick<TestDatabase, 'query'>): Promise<boolean> {
+  return Object.values(await stageRecords(db)).every((n) => n === 0);
+}

@@ -9,7 +9,8 @@ import { adminQuery, databaseUrl, uniqueName } from './servers.js';
  * - `anon`, `authenticated` (NOLOGIN, statement_timeout 3 s / 8 s) and `serviceRole` (NOLOGIN, BYPASSRLS): every
  *   table the owner creates in `public` is granted ALL to the three (the public API);
  * - `auth.uid()` reads the request's JWT claim: NULL on a plain connection;
- * - an event trigger that sends `NOTIFY pgrst, 'reload schema'` on every DDL command, as PostgREST's does.
+ * - the event triggers that send PostgREST `NOTIFY pgrst, 'reload schema'` on DDL, with the filters of Supabase's
+ *   (supabase/postgres migration 20260923021047): CREATE/ALTER TABLE and the like, and drops, outside pg_temp.
  * Every role name carries a suffix of its own, so tests run side by side.
  */
 export interface SupabaseLike {
@@ -57,8 +58,31 @@ export async function createSupabaseLike(): Promise<SupabaseLike> {
     create schema auth authorization ${owner};
     create function auth.uid() returns text language sql stable as $$ select nullif(current_setting('request.jwt.claim.sub', true), '') $$;
     grant usage on schema auth to ${anon}, ${authenticated}, ${serviceRole};
-    create function public.pgrst_ddl_watch_${suffix}() returns event_trigger language plpgsql as $$ begin notify pgrst, 'reload schema'; end $$;
-    create event trigger pgrst_ddl_watch_${suffix} on ddl_command_end execute procedure public.pgrst_ddl_watch_${suffix}()`);
+    create function public.pgrst_ddl_watch_${suffix}() returns event_trigger language plpgsql as $$
+    declare cmd record;
+    begin
+      for cmd in select * from pg_event_trigger_ddl_commands() loop
+        if cmd.command_tag in ('CREATE SCHEMA', 'ALTER SCHEMA', 'CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE',
+            'CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE', 'CREATE VIEW', 'ALTER VIEW', 'CREATE MATERIALIZED VIEW', 'ALTER MATERIALIZED VIEW',
+            'CREATE FUNCTION', 'ALTER FUNCTION', 'CREATE TYPE', 'ALTER TYPE', 'CREATE RULE', 'COMMENT')
+          and coalesce(cmd.schema_name, '') not in ('pg_temp', 'auth')
+          or (cmd.command_tag = 'CREATE TRIGGER' and cmd.object_identity not like '% pg\\_temp.%') then
+          notify pgrst, 'reload schema';
+        end if;
+      end loop;
+    end $$;
+    create function public.pgrst_drop_watch_${suffix}() returns event_trigger language plpgsql as $$
+    declare obj record;
+    begin
+      for obj in select * from pg_event_trigger_dropped_objects() loop
+        if obj.object_type in ('schema', 'table', 'foreign table', 'view', 'materialized view', 'function', 'type', 'rule')
+          and obj.is_temporary is false and coalesce(obj.schema_name, '') not in ('auth') then
+          notify pgrst, 'reload schema';
+        end if;
+      end loop;
+    end $$;
+    create event trigger pgrst_ddl_watch_${suffix} on ddl_command_end execute procedure public.pgrst_ddl_watch_${suffix}();
+    create event trigger pgrst_drop_watch_${suffix} on sql_drop execute procedure public.pgrst_drop_watch_${suffix}()`);
   const urlAs = (role: string) => {
     const url = new URL(databaseUrl(name));
     url.username = role;

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { runCli } from '../helpers/cli.js';
-import { createTestKeys, REDIS_URL, type TestKeys } from '../helpers/servers.js';
+import { runCli, startCli } from '../helpers/cli.js';
+import { createTestKeys, REDIS_URL, stageRecords, type TestKeys } from '../helpers/servers.js';
 import { createSupabaseLike, type SupabaseLike } from '../helpers/supabase.js';
 
 /*
@@ -156,7 +156,9 @@ describe('Supabase: schema apply, row level security, the roles to use', () => {
     expect(seeded.code, seeded.stderr).toBe(0);
     const check = await as(runner, ['schema', 'check']);
     expect(check.code, check.stderr).toBe(0);
-    expect(check.stdout).toContain(`role ${runner} has statement_timeout = 2s, lock_timeout = 100ms, idle_in_transaction_session_timeout = 5ms: meant for the app's queries`);
+    expect(check.stdout).toContain(
+      `role ${runner} has statement_timeout = 2s, lock_timeout = 100ms, idle_in_transaction_session_timeout = 5ms: meant for the app's queries`,
+    );
     for (const args of [['--dry-run'], [], ['verify'], ['reconcile']]) {
       const run = await as(runner, [...args, '--log-level', 'error']);
       expect(run.code, `${args.join(' ')}: ${run.stderr}\n${run.stdout}`).toBeLessThanOrEqual(1);
@@ -180,5 +182,119 @@ describe('Supabase: schema apply, row level security, the roles to use', () => {
       await client.end();
     }
     expect((await sb.query<{ c: string }>(`select current_credits::text as c from public.users where user_id = 'u3'`))[0]?.c).toBe('333');
+  }, 120_000);
+});
+
+describe('Supabase: what a run leaves behind, and the schema reloads it costs the API', () => {
+  /** Counts PostgREST's `NOTIFY pgrst` (the schema reloads of the project's API) while `fn` runs. */
+  async function reloadsDuring(fn: () => Promise<unknown>): Promise<number> {
+    const listener = new pg.Client({ connectionString: sb.urlAs(sb.owner) });
+    await listener.connect();
+    let n = 0;
+    listener.on('notification', (m) => {
+      if (m.channel === 'pgrst') n++;
+    });
+    try {
+      await listener.query('listen pgrst');
+      await fn();
+      // Notifications are delivered at commit; give the last one a moment to arrive.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      return n;
+    } finally {
+      await listener.end();
+    }
+  }
+
+  it("a writing run makes its stage once and reuses it: one schema reload for the role's first run, none after; dry-run, verify and reconcile none", async () => {
+    expect((await as(sb.owner, ['schema', 'apply'])).code).toBe(0);
+    const runner = await sb.loginRole('runner', 'bypassrls');
+    await sb.grantTool(runner, 'writer');
+    expect(await reloadsDuring(async () => expect((await as(runner, [])).code).toBe(0))).toBe(1);
+    await keys.putUser('u2@x.test', { user_id: 'u2', credits: 25, password_hash: 'secret-2' });
+    for (const args of [[], ['--dry-run'], ['verify'], ['reconcile'], ['reconcile', '--apply'], []]) {
+      const reloads = await reloadsDuring(async () => expect((await as(runner, args)).code).toBe(0));
+      expect(reloads, args.join(' ')).toBe(0);
+    }
+    // One stage, emptied: no record, no password hash, is left in it.
+    const left = await stageRecords(sb);
+    expect(Object.keys(left)).toHaveLength(3);
+    expect(Object.values(left)).toEqual([0, 0, 0]);
+    expect((await sb.query<{ c: string }>(`select current_credits::text as c from public.users where user_id = 'u2'`))[0]?.c).toBe('25');
+  }, 60_000);
+
+  it("an unfinished run's stage: schema check lists it; a role that may not drop it is told whose it is; a member of its owner removes it; so does schema clean as the owner", async () => {
+    expect((await as(sb.owner, ['schema', 'apply'])).code).toBe(0);
+    const runner = await sb.loginRole('runner', 'bypassrls');
+    const member = await sb.loginRole('member', `bypassrls in role ${runner}`);
+    await sb.grantTool(runner, 'writer');
+    await sb.grantTool(member, 'writer');
+    const seeded = await runCli(['seed', '--count', '20000', '--match', keys.match, '--force'], { REDIS_URL });
+    expect(seeded.code, seeded.stderr).toBe(0);
+    const interrupted = async () => {
+      const run = startCli(['--match', keys.match, '--no-progress', '--batch-size', '10'], { DATABASE_URL: sb.urlAs(runner), REDIS_URL, LOG_LEVEL: 'info' });
+      for (const started = Date.now(); !run.stderr.includes('triage done');) {
+        if (Date.now() - started > 30_000) throw new Error(`the run never reached its writing phase:\n${run.output()}`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      // Some batches in: the checkpoint has passed records that were written.
+      const written = async () =>
+        (
+          await sb.query<{ n: number }>(
+            `select count(*)::int as n from migrate_users.ledger l join migrate_users.runs r on r.run_id = l.run_id where r.status = 'running'`,
+          )
+        )[0]?.n ?? 0;
+      for (const started = Date.now(); (await written()) < 50;) {
+        if (Date.now() - started > 30_000 || run.child.exitCode !== null) throw new Error(`the run wrote no batch:\n${run.output()}`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      run.child.kill('SIGINT');
+      expect(await run.exit, run.output()).toBe(130);
+      const held = Object.entries(await stageRecords(sb)).filter(([t, n]) => n > 0 && !/_(triage|emails)$/.test(t));
+      expect(held).toHaveLength(1);
+      const table = held[0]?.[0] ?? '';
+      // Kept for the resume, but no password hash of a record the checkpoint passed: only the rest need theirs.
+      const [hashes] = await sb.query<{ passed: number; passed_hashes: number; rest_hashes: number }>(
+        `select count(*) filter (where s.seq <= r.last_seq and s.outcome is null)::int as passed,
+           count(s.password_hash) filter (where s.seq <= r.last_seq and s.outcome is null)::int as passed_hashes,
+           count(s.password_hash) filter (where s.seq > r.last_seq)::int as rest_hashes
+         from ${table} s, migrate_users.runs r where r.stage_table = '${table}'`,
+      );
+      expect(hashes?.passed).toBeGreaterThan(0);
+      expect(hashes?.passed_hashes).toBe(0);
+      expect(hashes?.rest_hashes).toBeGreaterThan(0);
+      return table;
+    };
+
+    const stage = await interrupted();
+    const check = await as(runner, ['schema', 'check']);
+    expect(check.code, check.stderr).toBe(0);
+    expect(check.stdout).toContain('stages holding records (each with its password hash) of runs that did not finish:');
+    expect(check.stdout).toMatch(new RegExp(`${stage.replace(/\./g, '\\.')}: run run_\\w+, interrupted, started .*, owned by ${runner}`));
+
+    // The project's owner is no member of the runner's role: it may not drop the stage, and says whose it is.
+    const owners = await as(sb.owner, []);
+    expect(owners.code, owners.stderr).toBeLessThanOrEqual(1);
+    expect(owners.stderr).toContain(
+      `the stage of an unfinished run of role ${runner} holds its records (password hashes included), and this role may not remove it`,
+    );
+    const refused = await as(sb.owner, ['schema', 'clean']);
+    expect(refused.code, refused.stderr).toBe(1);
+    expect(refused.stdout).toContain(`left ${stage} (run `);
+    expect(refused.stdout).toContain(`owned by ${runner}, run this as ${runner}`);
+    expect((await stageRecords(sb))[stage]).toBeGreaterThan(0);
+
+    const cleaned = await as(runner, ['schema', 'clean']);
+    expect(cleaned.code, cleaned.stderr).toBe(0);
+    expect(cleaned.stdout).toContain(`removed ${stage} (run `);
+    expect((await stageRecords(sb))[stage]).toBeUndefined();
+    expect((await sb.query<{ n: number }>(`select count(*)::int as n from migrate_users.runs where stage_table is not null`))[0]?.n).toBe(0);
+
+    // A member of the owning role removes such a stage on its next writing run (on a target emptied again, so
+    // that the runner has batches to write when it is stopped).
+    await sb.query('delete from public.users; delete from migrate_users.ledger');
+    const again = await interrupted();
+    const members = await as(member, []);
+    expect(members.code, members.stderr).toBeLessThanOrEqual(1);
+    expect((await stageRecords(sb))[again]).toBeUndefined();
   }, 120_000);
 });

@@ -103,7 +103,7 @@ it('finds the app rows whose email is not normalised on a text column and on a c
         await finishStage(session, stage, { userIdIndex: false });
         const prepared = await prepareFacts(session.db, stage.table);
         const rows = await db.query(`select user_id, email from ${stage.table}_emails order by user_id`);
-        await db.query(`drop table ${stage.table}, ${stage.table}_emails`);
+        await db.query(`drop table ${stage.table}, ${stage.table}_emails, ${stage.table}_triage`);
         return { n: prepared.unnormalisedEmails, rows };
       },
       log,
