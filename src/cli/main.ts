@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { EXIT, InterruptedError, UnfinishedError, UsageError, describe, isConnectionFailure, lostServer, pgCode, tlsFailure } from '../errors.js';
-import { Scrubber } from '../redact.js';
+import { scrub } from '../redact.js';
 import type { CliContext } from './context.js';
 import { addLogOptions, addPostgresOptions, addRedisOptions } from './context.js';
 import { terminal } from './progress.js';
@@ -11,25 +11,19 @@ import { runSeed } from './seed-command.js';
 import { addVerifyCommand } from './verify-command.js';
 import { addReconcileCommand } from './reconcile-command.js';
 
-/**
- * The one place that turns errors into exit codes and messages. Returns the exit code; never exits.
- */
-/** Scrubs the URLs main() saw; used by `crashed` too. */
-const scrubber = new Scrubber();
-
 /** Last resort for an error no handler caught: report it without secrets and exit 3, never 0 or 1. */
 export function crashed(error: unknown): never {
-  process.stderr.write(`migrate-users: could not finish (internal error): ${scrubber.scrub(describe(error))}\n`);
-  if (error instanceof Error && error.stack) process.stderr.write(`${scrubber.scrub(error.stack)}\n`);
+  process.stderr.write(`migrate-users: could not finish (internal error): ${scrub(describe(error))}\n`);
+  if (error instanceof Error && error.stack) process.stderr.write(`${scrub(error.stack)}\n`);
   process.exit(EXIT.unfinished);
 }
 
+/** The one place that turns errors into exit codes and messages. Returns the exit code; never exits. */
 export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const interrupt = onSignals();
   const ctx: CliContext = {
     env,
     out: (text) => process.stdout.write(text),
-    scrubber,
     signal: interrupt.signal,
     interruptedExitCode: interrupt.exitCode,
   };
@@ -148,9 +142,9 @@ function onSignals() {
 function report(error: unknown, ctx: CliContext): number {
   terminal.close();
   const say = (message: string) => {
-    process.stderr.write(`migrate-users: ${ctx.scrubber.scrub(message)}\n`);
+    process.stderr.write(`migrate-users: ${scrub(message)}\n`);
     // Expected errors are one line; --log-level debug adds where it came from.
-    if (ctx.debug && error instanceof Error && error.stack) process.stderr.write(`${ctx.scrubber.scrub(error.stack)}\n`);
+    if (ctx.debug && error instanceof Error && error.stack) process.stderr.write(`${scrub(error.stack)}\n`);
   };
   if (error instanceof CommanderError) {
     // commander has already printed its message (or the help text).
@@ -188,7 +182,7 @@ function report(error: unknown, ctx: CliContext): number {
     return EXIT.unfinished;
   }
   say(`could not finish: ${describe(error)}`);
-  if (!ctx.debug && error instanceof Error && error.stack) process.stderr.write(`${ctx.scrubber.scrub(error.stack)}\n`);
+  if (!ctx.debug && error instanceof Error && error.stack) process.stderr.write(`${scrub(error.stack)}\n`);
   return EXIT.unfinished;
 }
 
