@@ -1,9 +1,25 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort, startRedis } from '../../src/bench/servers.js';
 import { runCli } from '../helpers/cli.js';
-import { adminQuery, createTestDatabase, createTestKeys, REDIS_URL, uniqueName, type TestDatabase, type TestKeys } from '../helpers/servers.js';
+import {
+  ADMIN_DATABASE_URL,
+  adminQuery,
+  createTestDatabase,
+  createTestKeys,
+  databaseUrl,
+  REDIS_URL,
+  uniqueName,
+  type TestDatabase,
+  type TestKeys,
+} from '../helpers/servers.js';
 
 /** Command-line manners (issue 31): the real CLI as a child process, its exit code and its words. */
 
@@ -88,6 +104,105 @@ describe('a password that is an ordinary word is redacted where it stands, not w
     } finally {
       await bare.drop();
       await adminQuery(`drop role ${role}`);
+    }
+  });
+});
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+/** A shell command with a bare environment plus `env`; stdout, stderr and the exit code. */
+async function shell(command: string, env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn('bash', ['-c', command], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const [code] = (await once(child, 'close')) as [number | null];
+  return { code, stdout, stderr };
+}
+
+/** The demo's clean-up line, split into its PostgreSQL and Redis commands. */
+function cleanUp(demoOutput: string): { dropdb: string; redis: string } {
+  const line = /^demo: to remove it afterwards: (.*)$/m.exec(demoOutput)?.[1] ?? '';
+  const [dropdb = '', redis = ''] = line.split(/; (?=redis-cli )/);
+  return { dropdb, redis };
+}
+
+const DEMO_MATCH = 'demo:user:email:*';
+
+describe("the demo's clean-up command names the servers the demo used", () => {
+  it('DEMO_REDIS_URL on another port and database: both redis-cli calls name it, and the command removes the demo keys there', async () => {
+    const redis = await startRedis();
+    try {
+      const url = `${redis.url}/2`;
+      const seeded = await runCli(['seed', '--match', DEMO_MATCH, '--count', '30'], { REDIS_URL: url });
+      expect(seeded.code, seeded.stderr).toBe(0);
+      const client = new Redis(url);
+      await client.set('other:key', 'stays');
+      // PostgreSQL on a closed port: the demo prints where it writes, then stops before it writes anything.
+      const pgUrl = `postgres://postgres@127.0.0.1:${await freePort()}/mu_demo`;
+      const demo = await shell('bash bin/demo.sh', { DEMO_DATABASE_URL: pgUrl, DEMO_REDIS_URL: url });
+      expect(demo.code, demo.stdout + demo.stderr).toBe(3);
+      const { dropdb, redis: redisPart } = cleanUp(demo.stdout);
+      expect(dropdb).toBe(`dropdb --maintenance-db='${pgUrl.replace(/mu_demo$/, 'postgres')}' 'mu_demo'`);
+      // Checked before it is run: the old line would have deleted demo keys on 127.0.0.1:6379.
+      expect(redisPart).toBe(`redis-cli -u '${url}' --scan --pattern '${DEMO_MATCH}' | xargs -r redis-cli -u '${url}' del`);
+      const removed = await shell(redisPart, {});
+      expect(removed.code, removed.stderr).toBe(0);
+      expect(await client.keys('*')).toEqual(['other:key']);
+      client.disconnect();
+    } finally {
+      await redis.stop();
+    }
+  });
+
+  it('a password in DEMO_REDIS_URL is not printed: the command reads it from the variable', async () => {
+    const redis = await startRedis({ password: 'Demo-Pw-31' });
+    try {
+      const seeded = await runCli(['seed', '--match', DEMO_MATCH, '--count', '30'], { REDIS_URL: redis.url });
+      expect(seeded.code, seeded.stderr).toBe(0);
+      const pgUrl = `postgres://postgres@127.0.0.1:${await freePort()}/mu_demo`;
+      const demo = await shell('bash bin/demo.sh', { DEMO_DATABASE_URL: pgUrl, DEMO_REDIS_URL: redis.url });
+      expect(demo.stdout + demo.stderr).not.toContain('Demo-Pw-31');
+      const { redis: redisPart } = cleanUp(demo.stdout);
+      expect(redisPart).toBe(`redis-cli -u "$DEMO_REDIS_URL" --scan --pattern '${DEMO_MATCH}' | xargs -r redis-cli -u "$DEMO_REDIS_URL" del`);
+      expect(demo.stdout).toContain('no password is printed: that command reads it from DEMO_REDIS_URL');
+      const removed = await shell(redisPart, { DEMO_REDIS_URL: redis.url });
+      expect(removed.code, removed.stderr).toBe(0);
+      const client = new Redis(redis.url);
+      expect(await client.dbsize()).toBe(0);
+      client.disconnect();
+    } finally {
+      await redis.stop();
+    }
+  });
+
+  it('dropdb names the PostgreSQL server of DEMO_DATABASE_URL, and drops the demo database there', async () => {
+    const name = uniqueName('mu_demo');
+    await adminQuery(`create database ${name}`);
+    try {
+      // Redis on a closed port: the demo applies the schema, then stops at the seed.
+      const env = { DEMO_DATABASE_URL: databaseUrl(name), DEMO_REDIS_URL: `redis://127.0.0.1:${await freePort()}`, DEMO_ALLOW_REMOTE: '1' };
+      const demo = await shell('bash bin/demo.sh', env);
+      expect(demo.code, demo.stdout + demo.stderr).toBe(2);
+      const { dropdb } = cleanUp(demo.stdout);
+      expect(dropdb).toMatch(/^dropdb --maintenance-db=/);
+      if (new URL(ADMIN_DATABASE_URL).password === '') expect(dropdb).toContain(`'${databaseUrl('postgres')}'`);
+      const dropped = await shell(dropdb, env);
+      expect(dropped.code, dropped.stderr).toBe(0);
+      const admin = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
+      await admin.connect();
+      try {
+        expect((await admin.query('select 1 from pg_database where datname = $1', [name])).rows).toEqual([]);
+      } finally {
+        await admin.end();
+      }
+    } finally {
+      await adminQuery(`drop database if exists ${name} with (force)`);
     }
   });
 });
