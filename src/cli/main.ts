@@ -5,6 +5,7 @@ import { scrub } from '../redact.js';
 import type { CliContext } from './context.js';
 import { addLogOptions, addPostgresOptions, addRedisOptions } from './context.js';
 import { terminal } from './progress.js';
+import { RunFailedError } from '../core/migrate.js';
 import { addMigrateOptions, runMigrate } from './migrate-command.js';
 import { runSchemaApply, runSchemaCheck } from './schema-command.js';
 import { runSeed } from './seed-command.js';
@@ -174,9 +175,11 @@ function report(error: unknown, ctx: CliContext): number {
   }
   if (error instanceof UnfinishedError || isConnectionFailure(error)) {
     const server = lostServer(error);
+    // Only a writing run whose stage was complete resumes; one that was still reading Redis starts over.
+    const next = error instanceof RunFailedError ? (error.partial.resumable ? ': it resumes' : ': it reads Redis again from the start') : '';
     say(
       server
-        ? `could not finish: lost the connection to ${server} mid-run (${describe(error)}); run the same command again when it is back: it resumes`
+        ? `could not finish: lost the connection to ${server} mid-run (${describe(error)}); run the same command again when it is back${next}`
         : `could not finish: ${describe(error)}`,
     );
     return EXIT.unfinished;
@@ -192,8 +195,8 @@ const MIGRATE_EXAMPLES = [
 ];
 const MIGRATE_EXITS =
   '0 every record migrated or unchanged; 1 some records rejected or in conflict (see --rejects); 2 bad flags, ' +
-  'files, URLs, table, or a server that cannot be reached; 3 a server went away mid-run (run it again to resume); ' +
-  '130 / 143 interrupted (run it again to resume)';
+  'files, URLs, table, or a server that cannot be reached; 3 a server went away mid-run; 130 / 143 interrupted. ' +
+  'After 3 or 130 / 143 run it again: it resumes, or, if it was still reading Redis (nothing written), reads Redis again from the start';
 const SCHEMA_EXITS = '0 done, the table can hold what the tool writes; 2 it cannot (the column is named), or bad flags or URL; 3 PostgreSQL went away';
 const VERIFY_EXAMPLES = [
   'migrate-users verify --whitelist-file vip.txt --junit verify.xml --markdown "$GITHUB_STEP_SUMMARY"',

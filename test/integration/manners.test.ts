@@ -3,12 +3,13 @@ import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, startRedis } from '../../src/bench/servers.js';
-import { runCli } from '../helpers/cli.js';
+import { runCli, startCli } from '../helpers/cli.js';
 import {
   ADMIN_DATABASE_URL,
   adminQuery,
@@ -203,6 +204,90 @@ describe("the demo's clean-up command names the servers the demo used", () => {
       }
     } finally {
       await adminQuery(`drop database if exists ${name} with (force)`);
+    }
+  });
+});
+
+/** Until `test` holds (polled), or fail naming `what`. */
+async function until(test: () => Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await test())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+/** n users under a match of their own (a pipeline: one round trip). */
+async function putUsers(redis: Redis, prefix: string, n: number): Promise<void> {
+  const pipe = redis.pipeline();
+  for (let i = 0; i < n; i++) pipe.set(`${prefix}user:email:r${i}@read.test`, JSON.stringify({ user_id: `usr_r${i}`, current_credits: i }));
+  await pipe.exec();
+}
+
+/** A writing run has recorded its stage table: it is reading Redis into it now (a slow read takes seconds). */
+const readingInto = (database: TestDatabase) => async () =>
+  (await database.query(`select 1 from migrate_users.runs where stage_table is not null and stage_rows is null`)).length > 0;
+
+describe('a run stopped while still reading Redis says what the next run will do', () => {
+  it('SIGTERM while reading: "nothing was written; the next run reads Redis again from the start", and it does', { timeout: 120_000 }, async () => {
+    const target = await createTestDatabase();
+    const source = await createTestKeys();
+    try {
+      await putUsers(source.redis, source.prefix, 3000);
+      const env = { DATABASE_URL: target.url, REDIS_URL, LOG_LEVEL: 'info' };
+      const reportPath = join(dir, 'interrupted-read.json');
+      const run = startCli(['--match', source.match, '--no-progress', '--max-rate', '500', '--report', reportPath], env);
+      await until(readingInto(target), 'the run to read Redis');
+      await sleep(500);
+      run.child.kill('SIGTERM');
+      expect(await run.exit, run.output()).toBe(143);
+      expect(run.stderr).not.toContain('read every key');
+      expect(run.stdout).not.toContain('resume');
+      const report = JSON.parse(readFileSync(reportPath, 'utf8')) as { status: string; resumable: boolean; counts: { scanned: number } };
+      expect(report.counts.scanned).toBeLessThan(3000);
+      expect(run.stdout).toContain(
+        `INTERRUPTED while reading Redis (${report.counts.scanned.toLocaleString('en-US')} keys read): nothing was written; the next run reads Redis again from the start.`,
+      );
+      expect(report).toMatchObject({ status: 'interrupted', resumable: false });
+      expect(await target.query('select 1 from users')).toEqual([]);
+
+      const next = await runCli(['--match', source.match, '--no-progress', '--report', join(dir, 'after-read.json')], env);
+      expect(next.code, next.stderr).toBe(0);
+      expect(next.stderr).not.toContain('resuming an unfinished run');
+      const after = JSON.parse(readFileSync(join(dir, 'after-read.json'), 'utf8')) as {
+        resumed_from: string | null;
+        counts: { scanned: number; inserted: number };
+      };
+      expect(after).toMatchObject({ resumed_from: null, counts: { scanned: 3000, inserted: 3000 } });
+    } finally {
+      await source.cleanup();
+      await target.drop();
+    }
+  });
+
+  it('Redis lost while reading (retries spent, exit 3): "it reads Redis again from the start", not "it resumes"', { timeout: 120_000 }, async () => {
+    const target = await createTestDatabase();
+    const redis = await startRedis();
+    try {
+      const client = new Redis(redis.url);
+      await putUsers(client, '', 3000);
+      client.disconnect();
+      const reportPath = join(dir, 'lost-read.json');
+      const run = startCli(['--match', 'user:email:*', '--no-progress', '--max-rate', '500', '--retries', '0', '--report', reportPath], {
+        DATABASE_URL: target.url,
+        REDIS_URL: redis.url,
+      });
+      await until(readingInto(target), 'the run to read Redis');
+      await sleep(500);
+      await redis.stop();
+      expect(await run.exit, run.output()).toBe(3);
+      expect(run.stderr).toContain('lost the connection to Redis mid-run');
+      expect(run.stderr).toContain('run the same command again when it is back: it reads Redis again from the start');
+      expect(run.stderr).not.toContain('it resumes');
+      expect(JSON.parse(readFileSync(reportPath, 'utf8'))).toMatchObject({ status: 'failed', resumable: false });
+    } finally {
+      await redis.stop();
+      await target.drop();
     }
   });
 });
