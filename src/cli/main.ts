@@ -77,7 +77,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   help(
     addLogOptions(addRedisOptions(program.command('seed').description('load synthetic demo users (old record format) into Redis'))),
     ['migrate-users seed --redis-url redis://127.0.0.1:6379 --count 5000'],
-    '0 seeded; 2 bad flags or keys already there (--force); 3 Redis could not be reached or was lost',
+    '0 seeded; 2 bad flags, keys already there (see --force), a Redis Cluster, or a Redis that cannot be reached; 3 Redis was lost mid-run',
   )
     .addOption(new Option('--count <n>', 'how many users (default 1000)'))
     .addOption(new Option('--seed <n>', 'random seed (default 1)'))
@@ -197,7 +197,8 @@ const MIGRATE_EXITS =
   '0 every record migrated or unchanged; 1 some records rejected or in conflict (see --rejects); 2 bad flags, ' +
   'files, URLs, table, or a server that cannot be reached; 3 a server went away mid-run; 130 / 143 interrupted. ' +
   'After 3 or 130 / 143 run it again: it resumes, or, if it was still reading Redis (nothing written), reads Redis again from the start';
-const SCHEMA_EXITS = '0 done, the table can hold what the tool writes; 2 it cannot (the column is named), or bad flags or URL; 3 PostgreSQL went away';
+const SCHEMA_EXITS =
+  '0 done, the table can hold what the tool writes; 2 it cannot (the column is named), bad flags or URL, or a PostgreSQL that cannot be reached; 3 PostgreSQL went away';
 const VERIFY_EXAMPLES = [
   'migrate-users verify --whitelist-file vip.txt --junit verify.xml --markdown "$GITHUB_STEP_SUMMARY"',
   'migrate-users verify --sample 10000',

@@ -291,3 +291,32 @@ describe('a run stopped while still reading Redis says what the next run will do
     }
   });
 });
+
+/** The exit code a command's --help gives for `words` (its "Exit codes:" sentence, entries split at "; "). */
+function helpExitCode(help: string, words: string): number | undefined {
+  const exits = /^Exit codes: (.*)$/m.exec(help)?.[1] ?? '';
+  const entry = exits.split('; ').find((e) => e.includes(words));
+  return entry === undefined ? undefined : Number(/^\d+/.exec(entry)?.[0]);
+}
+
+describe('--help and behaviour agree on the exit code of a server that cannot be reached', () => {
+  it.each([
+    [['--dry-run', '--match', 'x:*'], 'postgres'],
+    [['verify', '--match', 'x:*'], 'postgres'],
+    [['reconcile', '--match', 'x:*'], 'postgres'],
+    [['schema', 'apply'], 'postgres'],
+    [['schema', 'check'], 'postgres'],
+    [['seed', '--match', 'x:*'], 'redis'],
+  ])('%j (%s not reachable)', async (args, server) => {
+    const port = await freePort();
+    const command = args.filter((a) => !a.startsWith('-') && a !== 'x:*');
+    const help = await runCli([...command, '--help']);
+    expect(help.code).toBe(0);
+    const said = helpExitCode(help.stdout, 'be reached');
+    const env = server === 'postgres' ? { DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/x` } : { REDIS_URL: `redis://127.0.0.1:${port}` };
+    const run = await runCli(args, env);
+    expect(run.stderr).toContain('connection refused');
+    expect(said, help.stdout).toBe(run.code);
+    expect(run.code).toBe(2);
+  });
+});
