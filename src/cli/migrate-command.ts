@@ -24,7 +24,9 @@ interface MigrateFlags extends ConnectionFlags, ReadFlags, SnapshotFlags {
 }
 
 export function addMigrateOptions(command: Command): Command {
-  return addReadOptions(addConnectionOptions(command).option('--dry-run', 'read, validate, map and compare everything; write nothing to PostgreSQL'))
+  return addReadOptions(addConnectionOptions(command).option('--dry-run', 'read, validate, map and compare everything; write nothing to PostgreSQL'), {
+    writes: true,
+  })
     .option('--restart', 'ignore the checkpoint of an interrupted run: read Redis afresh')
     .addOption(
       new Option(

@@ -38,6 +38,7 @@ const CONFLICT_CLASSES: ReadonlySet<ReconcileClass> = new Set(['changed_in_both'
 export function addReconcileCommand(program: Command, run: (fn: typeof runReconcile) => (...args: unknown[]) => Promise<void>): void {
   addReadOptions(
     addConnectionOptions(program.command('reconcile').description('after the cut-over: what drifted on which side; --apply brings across only what is safe')),
+    { writes: true },
   )
     .option('--apply', 'write the "changed only in Redis" and "only in Redis" users (nothing else)')
     .addOption(new Option('--report <path>', 'JSON report (migrate\'s format plus "classes" and "remaining")'))

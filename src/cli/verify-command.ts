@@ -28,7 +28,9 @@ interface VerifyFlags extends ConnectionFlags, ReadFlags, SnapshotFlags {
 }
 
 export function addVerifyCommand(program: Command, run: (fn: typeof runVerify) => (...args: unknown[]) => Promise<void>): void {
-  addReadOptions(addConnectionOptions(program.command('verify').description('prove PostgreSQL holds exactly what migrate would write (read-only)')))
+  addReadOptions(addConnectionOptions(program.command('verify').description('prove PostgreSQL holds exactly what migrate would write (read-only)')), {
+    writes: false,
+  })
     .option('--strict', 'rows only in PostgreSQL (new-app signups) fail verification too')
     .addOption(new Option('--sample <n>', 'check a uniform random sample of n keys (exact per user)'))
     .addOption(new Option('--show <n>', 'differences listed in the summary, and records in each JUnit check (default 20)'))

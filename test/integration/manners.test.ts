@@ -320,3 +320,15 @@ describe('--help and behaviour agree on the exit code of a server that cannot be
     expect(run.code).toBe(2);
   });
 });
+
+describe('each command offers only the options it uses', () => {
+  it('verify (which never writes) has no --allow-older-snapshot; migrate and reconcile (which can write from a snapshot) do', async () => {
+    const verifyHelp = await runCli(['verify', '--help']);
+    expect(verifyHelp.stdout).toContain('--rdb <path>');
+    expect(verifyHelp.stdout).not.toContain('--allow-older-snapshot');
+    for (const command of [[], ['migrate'], ['reconcile']]) expect((await runCli([...command, '--help'])).stdout).toContain('--allow-older-snapshot');
+    const given = await runCli(['verify', '--allow-older-snapshot'], { DATABASE_URL: `postgres://postgres@127.0.0.1:${await freePort()}/x` });
+    expect(given.code).toBe(2);
+    expect(given.stderr).toContain("unknown option '--allow-older-snapshot'");
+  });
+});
