@@ -11,6 +11,7 @@ import { runSchemaApply, runSchemaCheck } from './schema-command.js';
 import { runSeed } from './seed-command.js';
 import { addVerifyCommand } from './verify-command.js';
 import { addReconcileCommand } from './reconcile-command.js';
+import { addHelpCommand, unknownCommand } from './help.js';
 
 /** Last resort for an error no handler caught: report it without secrets and exit 3, never 0 or 1. */
 export function crashed(error: unknown): never {
@@ -41,8 +42,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     .enablePositionalOptions()
     .exitOverride()
     .configureOutput({ writeErr: (text) => process.stderr.write(text) })
-    .showSuggestionAfterError()
-    .helpCommand('help [command]', 'show the help of a command');
+    .showSuggestionAfterError();
   const migrateCommand = (command: Command) =>
     help(addMigrateOptions(command), MIGRATE_EXAMPLES, MIGRATE_EXITS).action(async (...args: unknown[]) => {
       const cmd = args[args.length - 1] as Command;
@@ -70,6 +70,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   )
     .exitOverride()
     .action(run(runSchemaCheck));
+  addHelpCommand(schema);
 
   addVerifyCommand(program, run);
   addReconcileCommand(program, run);
@@ -84,6 +85,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     .option('--force', 'write even where keys matching --match exist: first removes what an earlier seed wrote there, leaves other keys alone')
     .exitOverride()
     .action(run(runSeed));
+  addHelpCommand(program);
   for (const command of [program.commands.find((c) => c.name() === 'verify'), program.commands.find((c) => c.name() === 'reconcile')]) {
     if (command)
       help(command, command.name() === 'verify' ? VERIFY_EXAMPLES : RECONCILE_EXAMPLES, command.name() === 'verify' ? VERIFY_EXITS : RECONCILE_EXITS);
@@ -215,31 +217,4 @@ const RECONCILE_EXITS =
 /** Examples and exit codes below a command's flags. */
 function help(command: Command, examples: readonly string[], exits: string): Command {
   return command.addHelpText('after', `\nExamples:\n${examples.map((e) => `  $ ${e}`).join('\n')}\n\nExit codes: ${exits}.\n`);
-}
-
-/** "unknown command 'verfy' (did you mean verify?)": the default command takes no words. */
-function unknownCommand(word: string, program: Command): UsageError {
-  const names = program.commands.map((c) => c.name()).concat('help');
-  if (names.includes(word)) {
-    return new UsageError(`'${word}' is a command of its own: \`migrate-users ${word} …\`, not \`migrate-users migrate ${word}\``);
-  }
-  const close = names
-    .map((name) => ({ name, distance: editDistance(word.toLowerCase(), name) }))
-    .filter((c) => c.distance <= Math.max(1, Math.floor(c.name.length / 3)))
-    .sort((a, b) => a.distance - b.distance)[0];
-  const hint = close ? ` (did you mean ${close.name}?)` : '';
-  return new UsageError(`unknown command '${word}'${hint}; the commands are ${names.join(', ')}: \`migrate-users help\` lists them`);
-}
-
-function editDistance(a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    const current = [i];
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      current[j] = Math.min((previous[j] as number) + 1, (current[j - 1] as number) + 1, (previous[j - 1] as number) + cost);
-    }
-    previous = current;
-  }
-  return previous[b.length] as number;
 }

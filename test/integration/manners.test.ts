@@ -332,3 +332,32 @@ describe('each command offers only the options it uses', () => {
     expect(given.stderr).toContain("unknown option '--allow-older-snapshot'");
   });
 });
+
+describe('help <command>', () => {
+  it('a typo is named with the nearest command, exit 2, as at top level; a real command (or subcommand) shows its help', async () => {
+    const typo = await runCli(['help', 'verfy']);
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toContain("unknown command 'verfy' (did you mean verify?)");
+    expect(typo.stderr).not.toContain('Usage:');
+    expect(typo.stdout).toBe('');
+    const top = await runCli(['verfy']);
+    expect(typo.stderr).toBe(top.stderr);
+
+    const nested = await runCli(['help', 'schema', 'aply']);
+    expect(nested.code).toBe(2);
+    expect(nested.stderr).toContain("unknown command 'aply' (did you mean apply?)");
+    expect(nested.stderr).toContain('`migrate-users help schema` lists them');
+
+    const verify = await runCli(['help', 'verify']);
+    expect(verify.code).toBe(0);
+    expect(verify.stdout).toMatch(/^Usage: migrate-users verify \[options\]/);
+    expect(verify.stdout).toContain('Exit codes: 0 PostgreSQL holds exactly');
+    const apply = await runCli(['help', 'schema', 'apply']);
+    expect(apply.code).toBe(0);
+    expect(apply.stdout).toMatch(/^Usage: migrate-users schema apply \[options\]/);
+    const all = await runCli(['help']);
+    expect(all.code).toBe(0);
+    expect(all.stdout).toMatch(/^Usage: migrate-users \[options\] \[command\]/);
+    expect(all.stdout).toContain('help [command]');
+  });
+});
