@@ -25,6 +25,52 @@ export function addHelpCommand(parent: Command): void {
     });
 }
 
+/**
+ * An unknown option is answered from every command's options, not only the one given: `verify --apply` says
+ * that --apply is reconcile's (commander's own guess, by likeness of letters, was --sample); a typo of one of
+ * the command's own options gets the nearest (`--dryrun`: --dry-run); anything else, no guess. Set on every
+ * command once all exist (commander prints the error through the command's outputError).
+ */
+export function explainUnknownOptions(root: Command): void {
+  for (const command of everyCommand(root)) {
+    command.configureOutput({ outputError: (text, write) => write(unknownOptionMessage(text, command, root) ?? text) });
+  }
+}
+
+function unknownOptionMessage(text: string, command: Command, root: Command): string | undefined {
+  const given = /^error: unknown option '([^']+)'(?:\n\(Did you mean [^\n]*\))?\n$/.exec(text)?.[1];
+  if (given === undefined) return undefined;
+  const flag = given.split('=')[0] ?? given;
+  const owners = everyCommand(root).filter((c) => c !== command && longFlags(c).includes(flag));
+  const names = owners.map((c) => (c === root ? 'migrate-users' : commandPath(c).trim()));
+  // The default command's options are the migrate command's too: one name for both.
+  const shown = names.includes('migrate') ? names.filter((n) => n !== 'migrate-users') : names;
+  let hint = '';
+  if (shown.length > 0) {
+    hint = `(${flag} is an option of ${words(shown)}, not of ${command === root ? 'migrate' : commandPath(command).trim()})`;
+  } else if (flag.startsWith('--')) {
+    const near = closest(
+      flag.slice(2),
+      longFlags(command).map((f) => f.slice(2)),
+    );
+    if (near !== undefined) hint = `(Did you mean --${near}?)`;
+  }
+  return `error: unknown option '${given}'${hint ? `\n${hint}` : ''}\n`;
+}
+
+function everyCommand(root: Command): Command[] {
+  return [root, ...root.commands.flatMap((c) => everyCommand(c))];
+}
+
+function longFlags(command: Command): string[] {
+  return command.options.flatMap((o) => (o.long === undefined ? [] : [o.long]));
+}
+
+/** "a", "a and b", "a, b and c". */
+function words(list: readonly string[]): string {
+  return list.length <= 1 ? (list[0] ?? '') : `${list.slice(0, -1).join(', ')} and ${list[list.length - 1] ?? ''}`;
+}
+
 /** "unknown command 'verfy' (did you mean verify?)": for the default command's words and for `help <word>`. */
 export function unknownCommand(word: string, parent: Command): UsageError {
   const names = [...new Set(parent.commands.map((c) => c.name()).concat('help'))];

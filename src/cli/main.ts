@@ -11,7 +11,7 @@ import { runSchemaApply, runSchemaCheck } from './schema-command.js';
 import { runSeed } from './seed-command.js';
 import { addVerifyCommand } from './verify-command.js';
 import { addReconcileCommand } from './reconcile-command.js';
-import { addHelpCommand, unknownCommand } from './help.js';
+import { addHelpCommand, explainUnknownOptions, unknownCommand } from './help.js';
 
 /** Last resort for an error no handler caught: report it without secrets and exit 3, never 0 or 1. */
 export function crashed(error: unknown): never {
@@ -90,6 +90,8 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     if (command)
       help(command, command.name() === 'verify' ? VERIFY_EXAMPLES : RECONCILE_EXAMPLES, command.name() === 'verify' ? VERIFY_EXITS : RECONCILE_EXITS);
   }
+
+  explainUnknownOptions(program);
 
   // The default command takes no arguments: a word there is a mistyped command, answered in its action.
   // Set last: subcommands copy their parent's settings when made, and must refuse extra words (a stray

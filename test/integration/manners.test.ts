@@ -361,3 +361,23 @@ describe('help <command>', () => {
     expect(all.stdout).toContain('help [command]');
   });
 });
+
+describe('an unknown option', () => {
+  it("of another command is named as that command's (no look-alike guess); a typo of one of its own gets the nearest", async () => {
+    const apply = await runCli(['verify', '--apply']);
+    expect(apply.code).toBe(2);
+    expect(apply.stderr).toBe("error: unknown option '--apply'\n(--apply is an option of reconcile, not of verify)\n");
+    const dry = await runCli(['verify', '--dry-run']);
+    expect(dry.stderr).toContain('(--dry-run is an option of migrate, not of verify)');
+    const strict = await runCli(['reconcile', '--strict']);
+    expect(strict.stderr).toContain('(--strict is an option of verify, not of reconcile)');
+    const typo = await runCli(['verify', '--sampel']);
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toContain('(Did you mean --sample?)');
+    const own = await runCli(['--dryrun']);
+    expect(own.stderr).toContain('(Did you mean --dry-run?)');
+    const nothing = await runCli(['seed', '--frobnicate']);
+    expect(nothing.code).toBe(2);
+    expect(nothing.stderr).toBe("error: unknown option '--frobnicate'\n");
+  });
+});
