@@ -11,7 +11,7 @@ import { CONFLICT_CSV_HEADER, conflictCsvLines, formatReconcileText } from '../r
 import { csvRow } from '../report/csv.js';
 import { TextFile } from '../report/text-file.js';
 import { parseReview } from '../core/take-review.js';
-import { Problems } from './config.js';
+import { Problems, unreadable } from './config.js';
 import { withServers } from './connect.js';
 import { snapshotPlan, type SnapshotFlags } from './snapshot-options.js';
 import { addConnectionOptions, setup, type CliContext, type ConnectionFlags } from './context.js';
@@ -128,7 +128,7 @@ function parseTake(flags: ReconcileFlags, problems: Problems): Take | undefined 
   try {
     text = readFileSync(flags.users, 'utf8');
   } catch (error) {
-    problems.add(`cannot read --users ${flags.users}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+    problems.add(unreadable('review file', flags.users, '--users', error));
     return undefined;
   }
   const review = parseReview(text, flags.users);

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -379,5 +379,39 @@ describe('an unknown option', () => {
     const nothing = await runCli(['seed', '--frobnicate']);
     expect(nothing.code).toBe(2);
     expect(nothing.stderr).toBe("error: unknown option '--frobnicate'\n");
+  });
+});
+
+describe('files that cannot be used are named in plain words, before any work (exit 2)', () => {
+  // Servers on a closed port: a problem with a file is said before anything is connected to.
+  const nowhere = async () => ({ DATABASE_URL: `postgres://postgres@127.0.0.1:${await freePort()}/x`, REDIS_URL: `redis://127.0.0.1:${await freePort()}` });
+
+  it('an output folder that takes no new file (/proc), does not exist, or is a file', async () => {
+    const env = await nowhere();
+    const proc = await runCli(['--dry-run', '--report', '/proc/x.json'], env);
+    expect(proc.code).toBe(2);
+    expect(proc.stderr).toBe('migrate-users: error: --report /proc/x.json: the folder /proc cannot take a new file (creating one there fails with ENOENT)\n');
+    const missing = await runCli(['--dry-run', '--rejects', join(dir, 'nodir', 'r.ndjson')], env);
+    expect(missing.stderr).toBe(`migrate-users: error: --rejects ${join(dir, 'nodir', 'r.ndjson')}: the folder ${join(dir, 'nodir')} does not exist\n`);
+    const file = join(dir, 'a-file');
+    writeFileSync(file, '');
+    const notFolder = await runCli(['verify', '--junit', join(file, 'j.xml')], env);
+    expect(notFolder.code).toBe(2);
+    expect(notFolder.stderr).toBe(`migrate-users: error: --junit ${join(file, 'j.xml')}: ${file} is not a folder\n`);
+  });
+
+  it('a missing --whitelist-file, --database-ca or --users: "<what> <path> not found"', async () => {
+    const env = await nowhere();
+    const whitelist = await runCli(['--dry-run', '--whitelist-file', '/nonexistent/vip.txt'], env);
+    expect(whitelist.code).toBe(2);
+    expect(whitelist.stderr).toBe('migrate-users: error: whitelist file /nonexistent/vip.txt not found (--whitelist-file)\n');
+    const folder = await runCli(['verify', '--whitelist-file', dir], env);
+    expect(folder.stderr).toBe(`migrate-users: error: whitelist file ${dir} is a folder, not a file (--whitelist-file)\n`);
+    const ca = await runCli(['schema', 'check', '--database-ca', '/nonexistent/ca.pem'], env);
+    expect(ca.code).toBe(2);
+    expect(ca.stderr).toBe('migrate-users: error: CA file /nonexistent/ca.pem not found (--database-ca / DATABASE_CA)\n');
+    const users = await runCli(['reconcile', '--apply', '--take', 'redis', '--users', '/nonexistent/review.ndjson'], env);
+    expect(users.code).toBe(2);
+    expect(users.stderr).toBe('migrate-users: error: review file /nonexistent/review.ndjson not found (--users)\n');
   });
 });

@@ -100,7 +100,7 @@ describe('mistakes in the command line and the URLs', () => {
   it('an output path whose folder takes no new file is refused before any work', async () => {
     const result = await runCli(['--dry-run', '--database-url', db.url, '--match', keys.match, '--report', '/proc/mu-report.json'], { REDIS_URL });
     expect(result.code).toBe(2);
-    expect(result.stderr).toContain('--report /proc/mu-report.json: the folder /proc takes no new file');
+    expect(result.stderr).toContain('--report /proc/mu-report.json: the folder /proc cannot take a new file (creating one there fails with ');
   });
 });
 
