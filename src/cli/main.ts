@@ -22,6 +22,7 @@ export function crashed(error: unknown): never {
 
 /** The one place that turns errors into exit codes and messages. Returns the exit code; never exits. */
 export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  quietOnClosedPipes();
   const interrupt = onSignals();
   const ctx: CliContext = {
     env,
@@ -104,6 +105,24 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     return report(error, ctx);
   } finally {
     interrupt.dispose();
+  }
+}
+
+let pipesWatched = false;
+
+/**
+ * `migrate-users help | head -1`: the reader has gone, and Node reports the next write to stdout as an
+ * 'error' event (EPIPE), which nothing handled: "internal error", a stack trace, exit 3. A reader that
+ * stops reading wants no more output, which is no failure: the rest is dropped, and the command ends with
+ * its own exit code (0 for help; a verify that found differences still exits 1).
+ */
+function quietOnClosedPipes(): void {
+  if (pipesWatched) return;
+  pipesWatched = true;
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EPIPE') crashed(error);
+    });
   }
 }
 

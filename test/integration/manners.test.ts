@@ -9,7 +9,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, startRedis } from '../../src/bench/servers.js';
-import { runCli, startCli } from '../helpers/cli.js';
+import { BIN, runCli, startCli } from '../helpers/cli.js';
 import {
   ADMIN_DATABASE_URL,
   adminQuery,
@@ -413,5 +413,55 @@ describe('files that cannot be used are named in plain words, before any work (e
     const users = await runCli(['reconcile', '--apply', '--take', 'redis', '--users', '/nonexistent/review.ndjson'], env);
     expect(users.code).toBe(2);
     expect(users.stderr).toBe('migrate-users: error: review file /nonexistent/review.ndjson not found (--users)\n');
+  });
+});
+
+/**
+ * The CLI with its stdout read by a reader that goes away: at once (`after: 0`, before anything is written,
+ * so the first write fails), or after the first chunk of a text longer than a pipe holds.
+ */
+async function withClosedStdout(
+  args: readonly string[],
+  env: Record<string, string>,
+  after: 0 | 1,
+): Promise<{ code: number | null; stderr: string; read: number }> {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let read = 0;
+  if (after === 0) child.stdout.destroy();
+  else
+    child.stdout.once('data', (chunk: Buffer) => {
+      read = chunk.length;
+      child.stdout.destroy();
+    });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const [code] = (await once(child, 'close')) as [number | null];
+  return { code, stderr, read };
+}
+
+describe('a reader that closes stdout early ends the output, quietly', () => {
+  it.each([[['help']], [['seed', '--help']], [['help', 'verify']], [['--version']]])('%j: exit 0, nothing on stderr', async (args) => {
+    const result = await withClosedStdout(args, {}, 0);
+    expect(result).toEqual({ code: 0, stderr: '', read: 0 });
+  });
+
+  it('verify with more differences than a pipe holds, its reader gone after the first chunk: still exit 1 (the verdict), no stack trace', async () => {
+    const source = await createTestKeys();
+    const target = await createTestDatabase();
+    try {
+      // About 1 MB of differences listed: far more than the pipe and the reader's buffer hold.
+      await putUsers(source.redis, source.prefix, 20_000);
+      const args = ['verify', '--match', source.match, '--no-progress', '--show', '20000'];
+      const result = await withClosedStdout(args, { DATABASE_URL: target.url, REDIS_URL }, 1);
+      expect(result.read).toBeGreaterThan(0);
+      expect(result.stderr).not.toMatch(/EPIPE|^\s+at /m);
+      expect(result.code).toBe(1);
+      const whole = await runCli(args, { DATABASE_URL: target.url, REDIS_URL });
+      expect(whole.code).toBe(1);
+      expect(whole.stdout.length).toBeGreaterThan(16 * 65_536);
+    } finally {
+      await source.cleanup();
+      await target.drop();
+    }
   });
 });
