@@ -16,6 +16,7 @@ MATCH='demo:user:email:*'
 COUNT="${DEMO_USERS:-5000}"
 
 host_of() { node -e 'try { const u = new URL(process.argv[1]); console.log(u.hostname.replace(/^\[|\]$/g, "")) } catch { console.log("?") }' "$1"; }
+has_password() { node -e 'try { process.exit(new URL(process.argv[1]).password ? 0 : 1) } catch { process.exit(1) }' "$1"; }
 is_local() { case "$1" in 127.*|localhost|::1) return 0 ;; *) return 1 ;; esac; }
 for url in "$DATABASE_URL" "$REDIS_URL"; do
   host=$(host_of "$url")
@@ -26,8 +27,17 @@ for url in "$DATABASE_URL" "$REDIS_URL"; do
 done
 db_name="${DATABASE_URL##*/}"
 db_name="${db_name%%\?*}"
+admin_url="${DATABASE_URL%/*}/postgres"
 echo "demo: PostgreSQL database \"$db_name\" on $(host_of "$DATABASE_URL"), Redis keys $MATCH on $(host_of "$REDIS_URL")"
-echo "demo: to remove it afterwards: dropdb $db_name; redis-cli --scan --pattern '$MATCH' | xargs -r redis-cli del"
+# The clean-up names the servers this demo used (not the local defaults): by URL, or, for a URL holding a
+# password, by the variable that holds it, so that no password is printed.
+pg_server="'$admin_url'"
+redis_server="'$REDIS_URL'"
+secret=""
+if has_password "$admin_url"; then pg_server='"${DEMO_DATABASE_URL%/*}/postgres"'; secret="DEMO_DATABASE_URL"; fi
+if has_password "$REDIS_URL"; then redis_server='"$DEMO_REDIS_URL"'; secret="${secret:+$secret and }DEMO_REDIS_URL"; fi
+echo "demo: to remove it afterwards: dropdb --maintenance-db=$pg_server '$db_name'; redis-cli -u $redis_server --scan --pattern '$MATCH' | xargs -r redis-cli -u $redis_server del"
+if [ -n "$secret" ]; then echo "demo: (no password is printed: that command reads it from $secret, exported as you gave it to this demo)"; fi
 
 # Every step is shown with its exit code. Setup steps must succeed; the migration steps exit 1 by design
 # (the seed has 9 bad records), so the demo stops only at an exit code above 1.
@@ -38,7 +48,6 @@ step() {
   if [ "$code" -gt "${ALLOWED:-0}" ]; then echo "demo: stopped: that step failed with exit code $code" >&2; exit "$code"; fi
 }
 
-admin_url="${DATABASE_URL%/*}/postgres"
 if ! psql "$admin_url" -tAc "select 1 from pg_database where datname = '$db_name'" | grep -q 1; then
   psql "$admin_url" -qc "create database $db_name" || exit 3
 fi

@@ -1,6 +1,6 @@
 import { openSync } from 'node:fs';
 import { pino, type DestinationStream, type Level, type Logger, type StreamEntry } from 'pino';
-import type { Scrubber } from './redact.js';
+import { scrub, scrubValue } from './redact.js';
 
 export type { Logger };
 
@@ -17,7 +17,6 @@ export interface LogOptions {
   readonly format: LogFormat;
   /** --log-file: every line at the level, as JSON, appended here; stderr then shows warnings and errors. */
   readonly file?: string | undefined;
-  readonly scrubber: Scrubber;
   /** stderr; a file descriptor for tests. */
   readonly screen?: LogScreen | number | undefined;
 }
@@ -27,7 +26,6 @@ export interface LogOptions {
  * a terminal, warnings and errors as plain sentences. Error text is scrubbed of secrets either way.
  */
 export function createLogger(options: LogOptions): Logger {
-  const { scrubber } = options;
   const asked = options.level;
   const streams: StreamEntry[] = [];
   if (options.file) {
@@ -44,20 +42,15 @@ export function createLogger(options: LogOptions): Logger {
       redact: { paths: ['password', '*.password', 'password_hash', '*.password_hash'], censor: '***' },
       serializers: {
         err: (err: unknown) => {
-          const serialized = pino.stdSerializers.err(err as Error) as unknown as Record<string, unknown>;
-          return JSON.parse(scrubber.scrub(JSON.stringify(serialized))) as unknown;
+          const serialized = pino.stdSerializers.err(err as Error) as unknown;
+          // Through JSON: pino's serialized error is no plain object (scrubValue walks only those).
+          return serialized === undefined ? serialized : scrubValue(JSON.parse(JSON.stringify(serialized)));
         },
       },
       hooks: {
-        // Strings, and string fields of logged objects (e.g. `{ err: describe(error) }`), lose any secret.
+        // Strings, and the strings in logged objects (e.g. `{ err: describe(error) }`), lose any secret.
         logMethod(args, method) {
-          const clean = args.map((a) => {
-            if (typeof a === 'string') return scrubber.scrub(a);
-            if (a && typeof a === 'object' && !(a instanceof Error)) {
-              return Object.fromEntries(Object.entries(a).map(([k, v]) => [k, typeof v === 'string' ? scrubber.scrub(v) : v]));
-            }
-            return a;
-          });
+          const clean = args.map((a) => (typeof a === 'string' ? scrub(a) : a instanceof Error ? a : scrubValue(a)));
           method.apply(this, clean as Parameters<typeof method>);
         },
       },

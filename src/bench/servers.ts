@@ -25,14 +25,17 @@ export interface ThrowawayRedis {
 
 /**
  * A throwaway redis-server on a free loopback port. With `persist`, it keeps an append-only file in its
- * own temp folder so its data survives `restart()`; otherwise nothing touches the disk.
+ * own temp folder so its data survives `restart()`; otherwise nothing touches the disk. With `password`,
+ * it asks for one (requirepass), and `url` carries it.
  */
-export async function startRedis(options: { persist?: boolean } = {}): Promise<ThrowawayRedis> {
+export async function startRedis(options: { persist?: boolean; password?: string } = {}): Promise<ThrowawayRedis> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'mu-redis-'));
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--dir', dir];
   args.push('--appendonly', options.persist ? 'yes' : 'no', ...(options.persist ? ['--appendfsync', 'always'] : []));
-  const url = `redis://127.0.0.1:${port}`;
+  if (options.password !== undefined) args.push('--requirepass', options.password);
+  const auth = options.password === undefined ? '' : `default:${encodeURIComponent(options.password)}@`;
+  const url = `redis://${auth}127.0.0.1:${port}`;
   let child: ChildProcess = await launch(args, url);
   return {
     url,

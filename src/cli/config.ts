@@ -50,7 +50,7 @@ export class Problems {
     if (path === undefined) return undefined;
     const full = resolve(path);
     const dir = dirname(full);
-    let subject = `the folder ${dir}`;
+    let step: 'folder' | 'file' | 'create' = 'folder';
     try {
       if (statSync(full, { throwIfNoEntry: false })?.isDirectory()) {
         this.add(`${name} ${path} is a directory: give a file name`);
@@ -61,24 +61,15 @@ export class Problems {
       // The file is written beside its path and renamed over it: a file there must be ours to replace,
       // and the folder must take a new file (root passes access checks, not a read-only mount or /proc).
       if (existsSync(full)) {
-        subject = 'the file';
+        step = 'file';
         accessSync(full, constants.W_OK);
-        subject = `the folder ${dir}`;
       }
-      subject = `the folder ${dir} takes no new file:`;
+      step = 'create';
       const probe = join(dir, `.migrate-users-probe-${process.pid}`);
       closeSync(openSync(probe, 'wx', 0o600));
       unlinkSync(probe);
     } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      const why = subject.endsWith(':')
-        ? `(${String(code ?? error)})`
-        : code === 'ENOENT' || code === 'ENOTDIR'
-          ? 'does not exist'
-          : code === 'EACCES' || code === 'EPERM' || code === 'EROFS'
-            ? 'is not writable'
-            : String(code ?? error);
-      this.add(`${name} ${path}: ${subject} ${why}`);
+      this.add(`${name} ${path}: ${unwritable(step, dir, error)}`);
     }
     return path;
   }
@@ -93,6 +84,34 @@ export class Problems {
     }
     return value;
   }
+}
+
+/** Why an output file cannot be written, in words: `step` is how far the checks got. */
+function unwritable(step: 'folder' | 'file' | 'create', dir: string, error: unknown): string {
+  const code = String((error as NodeJS.ErrnoException).code ?? error);
+  const denied = code === 'EACCES' || code === 'EPERM';
+  if (step === 'file') return denied || code === 'EROFS' ? 'the file is not writable' : `the file cannot be replaced (${code})`;
+  if (code === 'EROFS') return `the folder ${dir} is on a read-only file system`;
+  if (denied) return `the folder ${dir} is not writable`;
+  if (step === 'folder')
+    return code === 'ENOENT'
+      ? `the folder ${dir} does not exist`
+      : code === 'ENOTDIR'
+        ? `${dir} is not a folder`
+        : `the folder ${dir} cannot be used (${code})`;
+  // The folder is there and writable, yet refuses a new file: /proc, /sys, a full disk.
+  if (code === 'ENOSPC') return `the folder ${dir} cannot take a new file: its file system is full`;
+  if (code === 'EDQUOT') return `the folder ${dir} cannot take a new file: the disk quota is used up`;
+  return `the folder ${dir} cannot take a new file (creating one there fails with ${code})`;
+}
+
+/** Why an input file cannot be read, in words naming it and the flag that gave it. */
+export function unreadable(what: string, path: string, flag: string, error: unknown): string {
+  const code = String((error as NodeJS.ErrnoException).code ?? error);
+  if (code === 'ENOENT') return `${what} ${path} not found (${flag})`;
+  if (code === 'EACCES' || code === 'EPERM') return `${what} ${path} is not readable: permission denied (${flag})`;
+  if (code === 'EISDIR') return `${what} ${path} is a folder, not a file (${flag})`;
+  return `${what} ${path} cannot be read (${code}) (${flag})`;
 }
 
 export function connectionConfig(
@@ -143,7 +162,7 @@ function readCa(name: string, path: string, problems: Problems): string | undefi
     if (!text.includes('-----BEGIN CERTIFICATE-----')) problems.add(`${name} ${path} holds no PEM certificate`);
     return text;
   } catch (error) {
-    problems.add(`cannot read ${name} ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+    problems.add(unreadable('CA file', path, name, error));
     return undefined;
   }
 }
@@ -223,7 +242,7 @@ export function loadWhitelist(file: string | undefined, envList: string | undefi
     try {
       text = readFileSync(file, 'utf8');
     } catch (error) {
-      problems.add(`cannot read --whitelist-file ${file}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+      problems.add(unreadable('whitelist file', file, '--whitelist-file', error));
     }
     text?.split(/\r?\n/).forEach((line, i) => {
       const content = line.trim().startsWith('#') ? '' : line.replace(/\s#.*$/, '');

@@ -1,5 +1,4 @@
 import { Command, Option } from 'commander';
-import { Scrubber } from '../redact.js';
 import { createLogger, type Logger } from '../log.js';
 import { connectionConfig, logSettings, Problems, type ConnectionConfig } from './config.js';
 import { terminal } from './progress.js';
@@ -8,7 +7,6 @@ import { terminal } from './progress.js';
 export interface CliContext {
   readonly env: NodeJS.ProcessEnv;
   readonly out: (text: string) => void;
-  readonly scrubber: Scrubber;
   /** Aborted by the first SIGINT / SIGTERM. */
   readonly signal: AbortSignal;
   /** 130 after SIGINT, 143 after SIGTERM. */
@@ -66,15 +64,13 @@ export function addConnectionOptions(command: Command): Command {
   return addLogOptions(addRedisOptions(addPostgresOptions(command)));
 }
 
-/** Validates the shared flags and builds the logger; secrets in the URLs are registered for scrubbing. */
+/** Validates the shared flags and builds the logger. */
 export function setup(flags: ConnectionFlags, ctx: CliContext, problems: Problems): { conn: ConnectionConfig; log: Logger } {
   const conn = connectionConfig(flags, ctx.env, problems);
   const logs = logSettings(flags, ctx.env, terminal.interactive, problems);
-  // REDIS_URL too when --rdb leaves it unread: a password it holds is still never printed.
-  for (const url of [conn.redisUrl, conn.databaseUrl, ctx.env.REDIS_URL, flags.redisUrl]) if (url !== undefined) ctx.scrubber.addUrl(url);
   ctx.debug = logs.level === 'debug' || logs.level === 'trace';
   // --log-file is opened only when every flag so far is good: the run stops at throwIfAny() otherwise.
-  const log = createLogger({ ...logs, file: problems.none ? logs.file : undefined, scrubber: ctx.scrubber, screen: terminal });
+  const log = createLogger({ ...logs, file: problems.none ? logs.file : undefined, screen: terminal });
   for (const [flag, url] of [
     ['--database-url', flags.databaseUrl],
     ['--redis-url', flags.redisUrl],

@@ -1,35 +1,32 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { EXIT, InterruptedError, UnfinishedError, UsageError, describe, isConnectionFailure, lostServer, pgCode, tlsFailure } from '../errors.js';
-import { Scrubber } from '../redact.js';
+import { scrub } from '../redact.js';
 import type { CliContext } from './context.js';
 import { addLogOptions, addPostgresOptions, addRedisOptions } from './context.js';
 import { terminal } from './progress.js';
+import { RunFailedError } from '../core/migrate.js';
 import { addMigrateOptions, runMigrate } from './migrate-command.js';
 import { runSchemaApply, runSchemaCheck, runSchemaClean } from './schema-command.js';
 import { runSeed } from './seed-command.js';
 import { addVerifyCommand } from './verify-command.js';
 import { addReconcileCommand } from './reconcile-command.js';
-
-/**
- * The one place that turns errors into exit codes and messages. Returns the exit code; never exits.
- */
-/** Scrubs the URLs main() saw; used by `crashed` too. */
-const scrubber = new Scrubber();
+import { addHelpCommand, explainUnknownOptions, unknownCommand } from './help.js';
 
 /** Last resort for an error no handler caught: report it without secrets and exit 3, never 0 or 1. */
 export function crashed(error: unknown): never {
-  process.stderr.write(`migrate-users: could not finish (internal error): ${scrubber.scrub(describe(error))}\n`);
-  if (error instanceof Error && error.stack) process.stderr.write(`${scrubber.scrub(error.stack)}\n`);
+  process.stderr.write(`migrate-users: could not finish (internal error): ${scrub(describe(error))}\n`);
+  if (error instanceof Error && error.stack) process.stderr.write(`${scrub(error.stack)}\n`);
   process.exit(EXIT.unfinished);
 }
 
+/** The one place that turns errors into exit codes and messages. Returns the exit code; never exits. */
 export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  quietOnClosedPipes();
   const interrupt = onSignals();
   const ctx: CliContext = {
     env,
     out: (text) => process.stdout.write(text),
-    scrubber,
     signal: interrupt.signal,
     interruptedExitCode: interrupt.exitCode,
   };
@@ -46,8 +43,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     .enablePositionalOptions()
     .exitOverride()
     .configureOutput({ writeErr: (text) => process.stderr.write(text) })
-    .showSuggestionAfterError()
-    .helpCommand('help [command]', 'show the help of a command');
+    .showSuggestionAfterError();
   const migrateCommand = (command: Command) =>
     help(addMigrateOptions(command), MIGRATE_EXAMPLES, MIGRATE_EXITS).action(async (...args: unknown[]) => {
       const cmd = args[args.length - 1] as Command;
@@ -86,6 +82,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   )
     .exitOverride()
     .action(run(runSchemaClean));
+  addHelpCommand(schema);
 
   addVerifyCommand(program, run);
   addReconcileCommand(program, run);
@@ -93,17 +90,20 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   help(
     addLogOptions(addRedisOptions(program.command('seed').description('load synthetic demo users (old record format) into Redis'))),
     ['migrate-users seed --redis-url redis://127.0.0.1:6379 --count 5000'],
-    '0 seeded; 2 bad flags or keys already there (--force); 3 Redis could not be reached or was lost',
+    '0 seeded; 2 bad flags, keys already there (see --force), a Redis Cluster, or a Redis that cannot be reached; 3 Redis was lost mid-run',
   )
     .addOption(new Option('--count <n>', 'how many users (default 1000)'))
     .addOption(new Option('--seed <n>', 'random seed (default 1)'))
     .option('--force', 'write even where keys matching --match exist: first removes what an earlier seed wrote there, leaves other keys alone')
     .exitOverride()
     .action(run(runSeed));
+  addHelpCommand(program);
   for (const command of [program.commands.find((c) => c.name() === 'verify'), program.commands.find((c) => c.name() === 'reconcile')]) {
     if (command)
       help(command, command.name() === 'verify' ? VERIFY_EXAMPLES : RECONCILE_EXAMPLES, command.name() === 'verify' ? VERIFY_EXITS : RECONCILE_EXITS);
   }
+
+  explainUnknownOptions(program);
 
   // The default command takes no arguments: a word there is a mistyped command, answered in its action.
   // Set last: subcommands copy their parent's settings when made, and must refuse extra words (a stray
@@ -116,6 +116,24 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     return report(error, ctx);
   } finally {
     interrupt.dispose();
+  }
+}
+
+let pipesWatched = false;
+
+/**
+ * `migrate-users help | head -1`: the reader has gone, and Node reports the next write to stdout as an
+ * 'error' event (EPIPE), which nothing handled: "internal error", a stack trace, exit 3. A reader that
+ * stops reading wants no more output, which is no failure: the rest is dropped, and the command ends with
+ * its own exit code (0 for help; a verify that found differences still exits 1).
+ */
+function quietOnClosedPipes(): void {
+  if (pipesWatched) return;
+  pipesWatched = true;
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EPIPE') crashed(error);
+    });
   }
 }
 
@@ -159,9 +177,9 @@ function onSignals() {
 function report(error: unknown, ctx: CliContext): number {
   terminal.close();
   const say = (message: string) => {
-    process.stderr.write(`migrate-users: ${ctx.scrubber.scrub(message)}\n`);
+    process.stderr.write(`migrate-users: ${scrub(message)}\n`);
     // Expected errors are one line; --log-level debug adds where it came from.
-    if (ctx.debug && error instanceof Error && error.stack) process.stderr.write(`${ctx.scrubber.scrub(error.stack)}\n`);
+    if (ctx.debug && error instanceof Error && error.stack) process.stderr.write(`${scrub(error.stack)}\n`);
   };
   if (error instanceof CommanderError) {
     // commander has already printed its message (or the help text).
@@ -191,15 +209,17 @@ function report(error: unknown, ctx: CliContext): number {
   }
   if (error instanceof UnfinishedError || isConnectionFailure(error)) {
     const server = lostServer(error);
+    // Only a writing run whose stage was complete resumes; one that was still reading Redis starts over.
+    const next = error instanceof RunFailedError ? (error.partial.resumable ? ': it resumes' : ': it reads Redis again from the start') : '';
     say(
       server
-        ? `could not finish: lost the connection to ${server} mid-run (${describe(error)}); run the same command again when it is back: it resumes`
+        ? `could not finish: lost the connection to ${server} mid-run (${describe(error)}); run the same command again when it is back${next}`
         : `could not finish: ${describe(error)}`,
     );
     return EXIT.unfinished;
   }
   say(`could not finish: ${describe(error)}`);
-  if (!ctx.debug && error instanceof Error && error.stack) process.stderr.write(`${ctx.scrubber.scrub(error.stack)}\n`);
+  if (!ctx.debug && error instanceof Error && error.stack) process.stderr.write(`${scrub(error.stack)}\n`);
   return EXIT.unfinished;
 }
 
@@ -209,9 +229,10 @@ const MIGRATE_EXAMPLES = [
 ];
 const MIGRATE_EXITS =
   '0 every record migrated or unchanged; 1 some records rejected or in conflict (see --rejects); 2 bad flags, ' +
-  'files, URLs, table, or a server that cannot be reached; 3 a server went away mid-run (run it again to resume); ' +
-  '130 / 143 interrupted (run it again to resume)';
-const SCHEMA_EXITS = '0 done, the table can hold what the tool writes; 2 it cannot (the column is named), or bad flags or URL; 3 PostgreSQL went away';
+  'files, URLs, table, or a server that cannot be reached; 3 a server went away mid-run; 130 / 143 interrupted. ' +
+  'After 3 or 130 / 143 run it again: it resumes, or, if it was still reading Redis (nothing written), reads Redis again from the start';
+const SCHEMA_EXITS =
+  '0 done, the table can hold what the tool writes; 2 it cannot (the column is named), bad flags or URL, or a PostgreSQL that cannot be reached; 3 PostgreSQL went away';
 const VERIFY_EXAMPLES = [
   'migrate-users verify --whitelist-file vip.txt --junit verify.xml --markdown "$GITHUB_STEP_SUMMARY"',
   'migrate-users verify --sample 10000',
@@ -228,31 +249,4 @@ const RECONCILE_EXITS =
 /** Examples and exit codes below a command's flags. */
 function help(command: Command, examples: readonly string[], exits: string): Command {
   return command.addHelpText('after', `\nExamples:\n${examples.map((e) => `  $ ${e}`).join('\n')}\n\nExit codes: ${exits}.\n`);
-}
-
-/** "unknown command 'verfy' (did you mean verify?)": the default command takes no words. */
-function unknownCommand(word: string, program: Command): UsageError {
-  const names = program.commands.map((c) => c.name()).concat('help');
-  if (names.includes(word)) {
-    return new UsageError(`'${word}' is a command of its own: \`migrate-users ${word} …\`, not \`migrate-users migrate ${word}\``);
-  }
-  const close = names
-    .map((name) => ({ name, distance: editDistance(word.toLowerCase(), name) }))
-    .filter((c) => c.distance <= Math.max(1, Math.floor(c.name.length / 3)))
-    .sort((a, b) => a.distance - b.distance)[0];
-  const hint = close ? ` (did you mean ${close.name}?)` : '';
-  return new UsageError(`unknown command '${word}'${hint}; the commands are ${names.join(', ')}: \`migrate-users help\` lists them`);
-}
-
-function editDistance(a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    const current = [i];
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      current[j] = Math.min((previous[j] as number) + 1, (current[j - 1] as number) + 1, (previous[j - 1] as number) + cost);
-    }
-    previous = current;
-  }
-  return previous[b.length] as number;
 }

@@ -1,6 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
 import { EXIT } from '../errors.js';
+import { scrub } from '../redact.js';
 import { migrate, RunFailedError } from '../core/migrate.js';
 import { refuseOlderSnapshot } from '../core/runs.js';
 import type { MigrateReport } from '../results/migrate-report.js';
@@ -23,7 +24,9 @@ interface MigrateFlags extends ConnectionFlags, ReadFlags, SnapshotFlags {
 }
 
 export function addMigrateOptions(command: Command): Command {
-  return addReadOptions(addConnectionOptions(command).option('--dry-run', 'read, validate, map and compare everything; write nothing to PostgreSQL'))
+  return addReadOptions(addConnectionOptions(command).option('--dry-run', 'read, validate, map and compare everything; write nothing to PostgreSQL'), {
+    writes: true,
+  })
     .option('--restart', 'ignore the checkpoint of an interrupted run: read Redis afresh')
     .addOption(
       new Option(
@@ -53,7 +56,7 @@ export async function runMigrate(flags: MigrateFlags, ctx: CliContext): Promise<
   const rejects = flags.rejects ? await NdjsonFile.open(flags.rejects) : undefined;
   let reported = false;
   const writeReport = async (report: MigrateReport) => {
-    if (flags.report) await writeFile(flags.report, `${ctx.scrubber.scrub(JSON.stringify(report, null, 2))}\n`, { mode: 0o600 });
+    if (flags.report) await writeFile(flags.report, `${scrub(JSON.stringify(report, null, 2))}\n`, { mode: 0o600 });
     reported = true;
   };
   try {

@@ -21,9 +21,12 @@ export interface ReadFlags {
   allowEmpty?: boolean;
 }
 
-/** Flags that decide what is read and how it is mapped: identical for migrate, dry-run, verify and reconcile. */
-export function addReadOptions(command: Command): Command {
-  return addSnapshotOptions(command)
+/**
+ * Flags that decide what is read and how it is mapped: identical for migrate, dry-run, verify and reconcile
+ * (`writes`: see addSnapshotOptions).
+ */
+export function addReadOptions(command: Command, options: { readonly writes: boolean }): Command {
+  return addSnapshotOptions(command, options.writes)
     .addOption(
       new Option('--batch-size <n>', `records per batch: one Redis read; PostgreSQL writes per batch, each statement atomic (default ${DEFAULTS.batchSize})`),
     )

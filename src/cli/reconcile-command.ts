@@ -11,7 +11,7 @@ import { CONFLICT_CSV_HEADER, conflictCsvLines, formatReconcileText } from '../r
 import { csvRow } from '../report/csv.js';
 import { TextFile } from '../report/text-file.js';
 import { parseReview } from '../core/take-review.js';
-import { Problems } from './config.js';
+import { Problems, unreadable } from './config.js';
 import { withServers } from './connect.js';
 import { snapshotPlan, type SnapshotFlags } from './snapshot-options.js';
 import { addConnectionOptions, setup, type CliContext, type ConnectionFlags } from './context.js';
@@ -38,6 +38,7 @@ const CONFLICT_CLASSES: ReadonlySet<ReconcileClass> = new Set(['changed_in_both'
 export function addReconcileCommand(program: Command, run: (fn: typeof runReconcile) => (...args: unknown[]) => Promise<void>): void {
   addReadOptions(
     addConnectionOptions(program.command('reconcile').description('after the cut-over: what drifted on which side; --apply brings across only what is safe')),
+    { writes: true },
   )
     .option('--apply', 'write the "changed only in Redis" and "only in Redis" users (nothing else)')
     .addOption(new Option('--report <path>', 'JSON report (migrate\'s format plus "classes" and "remaining")'))
@@ -127,7 +128,7 @@ function parseTake(flags: ReconcileFlags, problems: Problems): Take | undefined 
   try {
     text = readFileSync(flags.users, 'utf8');
   } catch (error) {
-    problems.add(`cannot read --users ${flags.users}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+    problems.add(unreadable('review file', flags.users, '--users', error));
     return undefined;
   }
   const review = parseReview(text, flags.users);

@@ -15,17 +15,22 @@ export interface SnapshotFlags {
   allowOlderSnapshot?: boolean;
 }
 
-/** For the commands that read the source (migrate, dry-run, verify, reconcile). */
-export function addSnapshotOptions(command: Command): Command {
-  return command
+/**
+ * For the commands that read the source (migrate, dry-run, verify, reconcile); `writes`: a command that can
+ * write from the snapshot (migrate, reconcile --apply) also takes --allow-older-snapshot. verify never
+ * writes, so it has no such option (commander then calls it unknown there).
+ */
+export function addSnapshotOptions(command: Command, writes: boolean): Command {
+  command
     .addOption(
       new Option(
         '--rdb <path>',
         'read this RDB snapshot (dump.rdb) through a throwaway local redis-server instead of a live Redis: production gets no command; repeat for a cluster, one file per master',
       ).argParser((value: string, previous: string[] | undefined) => [...(previous ?? []), value]),
     )
-    .addOption(new Option('--redis-server <path>', 'the redis-server binary --rdb starts (default: redis-server on PATH)'))
-    .option('--allow-older-snapshot', 'write from a snapshot older than what an earlier writing run read (which puts back older balances)');
+    .addOption(new Option('--redis-server <path>', 'the redis-server binary --rdb starts (default: redis-server on PATH)'));
+  if (writes) command.option('--allow-older-snapshot', 'write from a snapshot older than what an earlier writing run read (which puts back older balances)');
+  return command;
 }
 
 /**

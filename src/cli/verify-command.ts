@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander';
 import { EXIT, describe } from '../errors.js';
+import { scrub } from '../redact.js';
 import { verify } from '../core/verify.js';
 import { JsonObjectStream } from '../report/json-stream.js';
 import { appendPrivateFile, writePrivateFile } from '../report/text-file.js';
@@ -27,7 +28,9 @@ interface VerifyFlags extends ConnectionFlags, ReadFlags, SnapshotFlags {
 }
 
 export function addVerifyCommand(program: Command, run: (fn: typeof runVerify) => (...args: unknown[]) => Promise<void>): void {
-  addReadOptions(addConnectionOptions(program.command('verify').description('prove PostgreSQL holds exactly what migrate would write (read-only)')))
+  addReadOptions(addConnectionOptions(program.command('verify').description('prove PostgreSQL holds exactly what migrate would write (read-only)')), {
+    writes: false,
+  })
     .option('--strict', 'rows only in PostgreSQL (new-app signups) fail verification too')
     .addOption(new Option('--sample <n>', 'check a uniform random sample of n keys (exact per user)'))
     .addOption(new Option('--show <n>', 'differences listed in the summary, and records in each JUnit check (default 20)'))
@@ -95,10 +98,8 @@ export async function runVerify(flags: VerifyFlags, ctx: CliContext): Promise<nu
     await report?.field('ok', false).catch(() => undefined);
     await report?.field('error', 'verification did not finish: see the exit code and stderr').catch(() => undefined);
     // CI shows the JUnit and the step summary, not stderr: they say in words why there is no verdict.
-    const message = `verify could not finish: ${ctx.scrubber.scrub(describe(error))}`;
-    await writeCiFailure(flags, message, sample !== undefined).catch((err: unknown) =>
-      log.warn({ err: ctx.scrubber.scrub(describe(err)) }, 'writing the CI files failed'),
-    );
+    const message = `verify could not finish: ${scrub(describe(error))}`;
+    await writeCiFailure(flags, message, sample !== undefined).catch((err: unknown) => log.warn({ err: scrub(describe(err)) }, 'writing the CI files failed'));
     throw error;
   } finally {
     await report?.close();

@@ -26,6 +26,8 @@ export interface MigrateOptions extends ReadOptions {
   readonly command?: string;
   /** Ignore the checkpoint of an unfinished run and read Redis afresh. */
   readonly restart?: boolean | undefined;
+  /** reconcile: every run classifies every user itself, so no run resumes another's stage (implies restart). */
+  readonly neverResumes?: boolean | undefined;
   /**
    * Batches written side by side, each on a PostgreSQL connection of its own (default 1). Only a writing
    * migrate uses more than one: a dry-run's TEMP stage lives in one session, and reconcile lists in order.
@@ -95,6 +97,7 @@ async function runOnce(given: MigrateOptions, io: MigrateIo, retries: RetryCount
     status: 'failed',
     resumedFrom: null,
     resumedSkipped: 0,
+    resumable: false,
     source: options.source ?? null,
     whitelist: null,
     unnormalisedEmails: null,
@@ -133,7 +136,7 @@ async function runOnce(given: MigrateOptions, io: MigrateIo, retries: RetryCount
         const command = options.command ?? 'migrate';
         const digest = configDigest({ ...options, command });
         await markAbandoned(session.db);
-        resumed = options.restart ? undefined : await findResumable(session.db, digest);
+        resumed = options.restart || options.neverResumes ? undefined : await findResumable(session.db, digest);
         await recordRunStart(session, runId, command, digest, options);
         if (resumed) {
           stage = { table: resumed.stageTable, persistent: true };
@@ -143,6 +146,7 @@ async function runOnce(given: MigrateOptions, io: MigrateIo, retries: RetryCount
           checkpoint = { lastSeq: resumed.lastSeq, savedAt: Date.now(), committed: Tally.fromJSON(resumed.jobTally) };
           lastSeq = resumed.maxSeq;
           base.resumedFrom = resumed.runId;
+          base.resumable = true;
           base.resumedSkipped = tally.count;
           base.source = resumed.source ?? base.source;
           log.info({ resumedFrom: resumed.runId, afterSeq: resumed.lastSeq }, 'resuming an unfinished run: Redis is not read again');
@@ -172,7 +176,11 @@ async function runOnce(given: MigrateOptions, io: MigrateIo, retries: RetryCount
         log.info({ grantsKept: prepared.grantsKept, unnormalisedEmails: prepared.unnormalisedEmails }, 'triage done');
         base.whitelist = await unbounded(() => whitelistInfo(session.db, options, prepared.grantsKept, done.table));
         base.unnormalisedEmails = prepared.unnormalisedEmails;
-        if (stage.persistent && !resumed) await recordStage(session.db, runId, { rows: await unbounded(() => stageRows(session.db, done.table)) });
+        if (stage.persistent && !resumed) {
+          await recordStage(session.db, runId, { rows: await unbounded(() => stageRows(session.db, done.table)) });
+          // From here on the next run continues this one's stage; before, it reads Redis again (findResumable).
+          base.resumable = options.neverResumes !== true;
+        }
         if (options.dryRun) {
           // From here on PostgreSQL itself refuses any write except to the TEMP stage.
           await sql`set transaction read only`.execute(session.db);
@@ -199,7 +207,9 @@ async function runOnce(given: MigrateOptions, io: MigrateIo, retries: RetryCount
       if (!options.dryRun) {
         await saveCheckpointNow(session.db, runId, checkpoint);
         await recordRunEnd(session, runId, report.status, report.counts);
-        if (stage.persistent) await leaveStage(session.db, stage.table, runId, report.status === 'finished' ? undefined : checkpoint.lastSeq);
+        // A stage the next run will not continue (finished, or not read whole) keeps no record.
+        if (stage.persistent)
+          await leaveStage(session.db, stage.table, runId, report.status === 'finished' || !base.resumable ? undefined : checkpoint.lastSeq);
       }
       log.info({ status: report.status, counts: report.counts }, 'run ended');
       return report;
@@ -207,8 +217,8 @@ async function runOnce(given: MigrateOptions, io: MigrateIo, retries: RetryCount
       // On a fresh connection: the session may be the thing that died.
       if (!options.dryRun) await recordRunFailed(io.pool, runId, tally.counts(), checkpoint).catch(() => undefined);
       const left = stage?.persistent && !options.dryRun ? stage.table : undefined;
-      // A usage error leaves nothing to resume (an empty source, a refused snapshot).
-      const resumable = error instanceof UsageError ? undefined : checkpoint.lastSeq;
+      // A usage error leaves nothing to resume (an empty source, a refused snapshot), nor does a stage not read whole.
+      const resumable = error instanceof UsageError || !base.resumable ? undefined : checkpoint.lastSeq;
       if (left) await withSession(io.pool, (s) => leaveStage(s.db, left, runId, resumable)).catch(() => undefined);
       if (error instanceof RunFailedError || error instanceof UsageError) throw error;
       base.status = 'failed';

@@ -37,7 +37,7 @@ export async function reconcile(options: MigrateOptions & { apply: boolean }, io
   const earlyLoginRows = new Set<string>();
   const report = await migrate(
     // Never resumes: the per-class accounting needs every user classified in this run.
-    { ...options, dryRun: !options.apply, command: 'reconcile', restart: true },
+    { ...options, dryRun: !options.apply, command: 'reconcile', neverResumes: true },
     {
       ...io,
       onClassified: async (classified) => {

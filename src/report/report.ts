@@ -182,6 +182,8 @@ export interface ReportBase {
   resumedFrom: string | null;
   /** Records decided by the runs this one resumed (their counts are in the tally it was given). */
   resumedSkipped: number;
+  /** A writing run whose stage is complete and recorded: the next run of the command continues from it. */
+  resumable: boolean;
   source: SourceInfo | null;
   whitelist: WhitelistInfo | null;
   unnormalisedEmails: number | null;
@@ -278,6 +280,7 @@ function build(base: ReportBase, rows: readonly OutcomeRow[], pending: number): 
     source: base.source,
     retries: base.retries.count,
     resumed_from: base.resumedFrom,
+    resumable: base.status !== 'finished' && base.resumable,
     started_at: base.started.toISOString(),
     finished_at: finished.toISOString(),
     duration_seconds: Number(seconds.toFixed(3)),

@@ -11,12 +11,16 @@ function headline(report: MigrateReport): string {
   const c = report.counts;
   const resumed = report.resumed_from ? ` It resumed ${report.resumed_from} (${grouped(c.resumed_skipped)} records were done before).` : '';
   if (report.status === 'interrupted') {
-    return (
-      `${report.mode === 'dry-run' ? 'DRY RUN interrupted' : `Migration ${report.run_id} INTERRUPTED`}: ${grouped(c.pending)} records not decided yet. ` +
-      `Run the same command again to ${report.mode === 'dry-run' ? 'start over' : 'resume'}.${resumed}`
-    );
+    if (report.mode === 'dry-run') return `DRY RUN interrupted: ${grouped(c.pending)} records not decided yet. Run the same command again to start over.`;
+    if (!report.resumable) {
+      return `Migration ${report.run_id} INTERRUPTED while reading Redis (${grouped(c.scanned)} keys read): nothing was written; the next run reads Redis again from the start.`;
+    }
+    return `Migration ${report.run_id} INTERRUPTED: ${grouped(c.pending)} records not decided yet. Run the same command again to resume.${resumed}`;
   }
-  if (report.status === 'failed') return `Migration ${report.run_id} FAILED with ${grouped(c.pending)} records not decided.${resumed}`;
+  if (report.status === 'failed') {
+    const next = report.mode === 'apply' && !report.resumable ? ' Nothing was written; the next run reads Redis again from the start.' : '';
+    return `Migration ${report.run_id} FAILED with ${grouped(c.pending)} records not decided.${resumed}${next}`;
+  }
   return report.mode === 'dry-run' ? 'DRY RUN: nothing was written to PostgreSQL.' : `Migration ${report.run_id} finished.${resumed}`;
 }
 

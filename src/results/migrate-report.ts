@@ -21,6 +21,12 @@ export interface MigrateReport {
   readonly retries: number;
   /** The unfinished run this one resumed (its stage and checkpoint), or null. */
   readonly resumed_from: string | null;
+  /**
+   * An interrupted or failed writing run whose stage the next run of the same command continues (Redis is not
+   * read again). False when finished, for a dry-run or reconcile, and for a run stopped while still reading
+   * Redis: it wrote nothing, and the next run reads Redis again from the start.
+   */
+  readonly resumable: boolean;
   readonly started_at: string;
   readonly finished_at: string;
   readonly duration_seconds: number;

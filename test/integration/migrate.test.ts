@@ -404,7 +404,7 @@ describe('exit codes and messages', () => {
     expect(run.stderr).toContain('--batch-size must be a whole number');
     expect(run.stderr).toContain('--write-concurrency must be');
     expect(run.stderr).toContain('--match must be a literal prefix');
-    expect(run.stderr).toContain('cannot read --whitelist-file /nonexistent/file: ENOENT');
+    expect(run.stderr).toContain('whitelist file /nonexistent/file not found (--whitelist-file)');
   });
 
   it('2 for an unknown flag', async () => {

@@ -89,6 +89,7 @@ function base(): ReportBase {
     retries: { count: 0 },
     resumedFrom: null,
     resumedSkipped: 0,
+    resumable: false,
     source: null,
     whitelist: null,
     unnormalisedEmails: null,
