@@ -225,7 +225,8 @@ export function copySafe(key: string, json: string): boolean {
   return !json.includes('\\') && !SPECIAL.test(key);
 }
 
-function copyLine(record: StagedRecord): string {
+/** A staged record as the stage's COPY text line (exported for `npm run bench:map`). */
+export function copyLine(record: StagedRecord): string {
   const m = record.mapped;
   const row = m?.row;
   const plain = m !== undefined && record.copySafe === true;

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { ADMIN_DATABASE_URL } from '../helpers/servers.js';
 
 const BENCH = fileURLToPath(new URL('../../dist/bench/main.js', import.meta.url));
+const MAP_BENCH = fileURLToPath(new URL('../../dist/bench/map-bench.js', import.meta.url));
 
 /**
  * Keeps `npm run bench` from rotting: a tiny run must produce every figure of the JSON contract. Not a timing
@@ -58,6 +59,28 @@ describe('npm run bench (smoke)', () => {
       expect((figures.peak_rss_mb as Record<string, number>).n3).toBeGreaterThan(0);
       expect(figures.slow_link_fraction).toBeGreaterThan(0);
       expect(figures.redis_get_latency_ms).toMatchObject({ idle: { samples: expect.any(Number) }, during_migrate: { samples: expect.any(Number) } });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('bench:map measures every part of the per-record work on a small set, in CPU µs per record', { timeout: 60_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mu-bench-map-'));
+    try {
+      const json = join(dir, 'map.json');
+      const child = spawn(process.execPath, [MAP_BENCH, '--users', '2000', '--rounds', '1', '--json', json], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let output = '';
+      child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+      const [code] = (await once(child, 'exit')) as [number];
+      expect(code, output).toBe(0);
+      expect(output).toContain('| part | CPU µs / record | wall µs / record | what |');
+      const figures = JSON.parse(readFileSync(json, 'utf8')) as { users: number; cpu_us_per_record: Record<string, { cpu_us: number; wall_us: number }> };
+      expect(figures.users).toBeGreaterThan(2000);
+      for (const part of ['parse', 'map', 'digest', 'copy_line', 'all']) {
+        expect(figures.cpu_us_per_record[part]?.wall_us, part).toBeGreaterThan(0);
+        expect(figures.cpu_us_per_record[part]?.cpu_us, part).toBeGreaterThanOrEqual(0);
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
