@@ -20,6 +20,7 @@ import { barePipeline, copyRowLine } from './bare-pipeline.js';
 import { phasesFromLog, type Phases } from './phases.js';
 import { scanKeys, ValueReader } from '../source/redis-reader.js';
 import { startDelayProxy, startRedis } from './servers.js';
+import { cpuMeter, cpuSince, type Cpu, type CpuMeter } from './cpu.js';
 
 const BIN = fileURLToPath(new URL('../../bin/migrate-users', import.meta.url));
 const MATCH = 'bench:user:email:*';
@@ -62,6 +63,9 @@ async function main(): Promise<void> {
   const appPool = new pg.Pool({ connectionString: appDbUrl, max: 2 });
   const work = mkdtempSync(join(tmpdir(), 'mu-bench-'));
   const seconds: Record<string, number> = {};
+  const cpu: Record<string, Cpu> = {};
+  const meter = await cpuMeter(pool, redis.url);
+  const cli = (args: string[], env: Record<string, string>) => timeCli(args, env, meter);
   const rss: Record<string, number> = {};
   const phases: Record<string, Phases | undefined> = {};
   try {
@@ -111,23 +115,24 @@ async function main(): Promise<void> {
         if (k === 0 && probe) {
           let result: CliRun | undefined;
           during = await probeLatency(redis.url, async () => {
-            result = await timeCli(args, targetEnv);
+            result = await cli(args, targetEnv);
           });
           if (result) runs.migrate?.push(result);
         } else {
-          runs.migrate?.push(await timeCli(args, targetEnv));
+          runs.migrate?.push(await cli(args, targetEnv));
         }
         log(`${label}re-run #${k + 1}`);
-        runs.rerun?.push(await timeCli(args, targetEnv));
+        runs.rerun?.push(await cli(args, targetEnv));
         log(`${label}dry-run #${k + 1}`);
-        runs.dry_run?.push(await timeCli([...args, '--dry-run'], targetEnv));
+        runs.dry_run?.push(await cli([...args, '--dry-run'], targetEnv));
         log(`${label}verify #${k + 1}`);
-        runs.verify?.push(await timeCli(['verify', ...args], targetEnv));
+        runs.verify?.push(await cli(['verify', ...args], targetEnv));
       }
       const prefix = label === '' ? '' : 'app_';
       for (const [name, list] of Object.entries(runs)) {
         const mid = medianRun(list);
         seconds[prefix + name] = mid.s;
+        if (mid.cpu) cpu[prefix + name] = mid.cpu;
         phases[prefix + name] = mid.phases;
         rss[prefix + name] = Math.max(...list.map((r) => r.rss));
       }
@@ -142,7 +147,7 @@ async function main(): Promise<void> {
     await pool.query('truncate public.users, migrate_users.ledger, migrate_users.runs');
     let fast: { s: number; rss: number } | undefined;
     const duringFast = await probeLatency(redis.url, async () => {
-      fast = await timeCli([...args, '--fast-read'], env);
+      fast = await cli([...args, '--fast-read'], env);
     });
     if (fast) seconds.migrate_fast_read = fast.s;
     log('migrate (fresh) from an RDB snapshot of the same users');
@@ -155,7 +160,7 @@ async function main(): Promise<void> {
     const snapshot = join(dir, file);
     await pool.query('truncate public.users, migrate_users.ledger, migrate_users.runs');
     const { REDIS_URL: _live, ...snapshotEnv } = env;
-    seconds.migrate_rdb = (await timeCli([...args, '--rdb', snapshot], snapshotEnv)).s;
+    seconds.migrate_rdb = (await cli([...args, '--rdb', snapshot], snapshotEnv)).s;
 
     let slowFraction: number | null = null;
     if (!opts.skipSlowLink) {
@@ -165,7 +170,7 @@ async function main(): Promise<void> {
       const proxy = await startDelayProxy({ host: target.hostname, port: Number(target.port || 5432) }, 10);
       try {
         target.port = String(proxy.port);
-        const slow = await timeCli(args, { ...env, DATABASE_URL: target.toString() });
+        const slow = await cli(args, { ...env, DATABASE_URL: target.toString() });
         seconds.slow_link = slow.s;
         slowFraction = seconds.migrate !== undefined ? seconds.migrate / slow.s : null;
       } finally {
@@ -176,7 +181,7 @@ async function main(): Promise<void> {
       log(`peak memory at 3N: seeding ${2 * n} more users`);
       await seed(redis.url, 2 * n, 2, n);
       await pool.query('truncate public.users, migrate_users.ledger, migrate_users.runs');
-      const big = await timeCli(args, env);
+      const big = await cli(args, env);
       seconds.migrate_3n = big.s;
       rss.n3 = big.rss;
     }
@@ -197,6 +202,10 @@ async function main(): Promise<void> {
       app_ratios: round(ratiosOf(seconds, 'app_', appCopy)),
       // Seconds per phase of the median run, and microseconds per user.
       phases: Object.fromEntries(Object.entries(phases).map(([name, p]) => [name, p ? { seconds: p, us_per_user: perUser(p, n) } : null])),
+      // CPU of the median run per process kind, microseconds per user (see cpu.ts).
+      cpu_us_per_user: Object.fromEntries(
+        Object.entries(cpu).map(([name, c]) => [name, { node: usPerUser(c.node, n), postgres: usPerUser(c.postgres, n), redis: usPerUser(c.redis, n) }]),
+      ),
       peak_rss_mb: {
         n: rss.n,
         n3: rss.n3 ?? null,
@@ -219,6 +228,7 @@ async function main(): Promise<void> {
     }
     if (opts.json) await writeFile(opts.json, `${JSON.stringify(result, null, 2)}\n`);
   } finally {
+    meter.close();
     await pool.end();
     await appPool.end();
     await redis.stop();
@@ -349,13 +359,16 @@ interface CliRun {
   s: number;
   rss: number;
   phases: Phases | undefined;
+  /** CPU seconds per process kind (see cpu.ts). */
+  cpu?: Cpu | undefined;
 }
 
 /** Longest a single CLI run may take before the benchmark gives up on it (BENCH_STEP_TIMEOUT_S). */
 const STEP_TIMEOUT_MS = Number(process.env.BENCH_STEP_TIMEOUT_S ?? 3600) * 1000;
 
 /** Runs the real CLI; wall time and peak RSS (VmHWM, polled from /proc). */
-async function timeCli(args: string[], env: Record<string, string>): Promise<CliRun> {
+async function timeCli(args: string[], env: Record<string, string>, meter: CpuMeter): Promise<CliRun> {
+  const before = await meter.snapshot();
   const started = process.hrtime.bigint();
   const startedMs = Date.now();
   const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -381,9 +394,11 @@ async function timeCli(args: string[], env: Record<string, string>): Promise<Cli
   const s = Number(process.hrtime.bigint() - started) / 1e9;
   if (code !== 0 && code !== 1) throw new Error(`migrate-users ${args.join(' ')} exited ${code ?? signal ?? '?'}: ${stderr.slice(-2000)}`);
   const split = phasesFromLog(stderr, startedMs, Date.now());
+  const cpu = cpuSince(before, await meter.snapshot());
   const parts = split ? ` (read ${split.read}, finish stage ${split.finish}, triage ${split.triage}, rest ${split.rest})` : '';
-  log(`  ${s.toFixed(2)} s${parts}, peak RSS ${(peak / 1024).toFixed(0)} MB (exit ${code})`);
-  return { s, rss: Math.round(peak / 1024), phases: split };
+  const used = `CPU s node ${cpu.node.toFixed(2)}, postgres ${cpu.postgres.toFixed(2)}, redis ${cpu.redis.toFixed(2)}`;
+  log(`  ${s.toFixed(2)} s${parts}, ${used}, peak RSS ${(peak / 1024).toFixed(0)} MB (exit ${code})`);
+  return { s, rss: Math.round(peak / 1024), phases: split, cpu };
 }
 
 function printTable(result: {
@@ -394,6 +409,7 @@ function printTable(result: {
   peak_rss_mb: Record<string, number | null>;
   slow_link_fraction: number | null;
   phases: Record<string, { seconds: Phases; us_per_user: Record<keyof Phases, number> } | null>;
+  cpu_us_per_user: Record<string, { node: number; postgres: number; redis: number }>;
 }) {
   const rows = [['measurement', 'seconds', 'users/s', 'x COPY', 'peak RSS MB']];
   const copy = result.seconds.copy_baseline ?? 1;
@@ -425,6 +441,13 @@ function printTable(result: {
   for (const r of rows) process.stdout.write(`  ${r.map((v, i) => (i === 0 ? v.padEnd(widths[i] ?? 0) : v.padStart(widths[i] ?? 0))).join('  ')}\n`);
   if (result.slow_link_fraction !== null)
     process.stdout.write(`  slow link (20 ms RTT): ${(result.slow_link_fraction * 100).toFixed(0)}% of loopback users/s\n`);
+  const cpuRows = Object.entries(result.cpu_us_per_user);
+  if (cpuRows.length > 0) {
+    process.stdout.write('\n  CPU of the median run, microseconds per user: node / postgres / redis (all)\n');
+    for (const [name, c] of cpuRows) {
+      process.stdout.write(`  ${name.padEnd(16)} ${fmtUs(c.node)} / ${fmtUs(c.postgres)} / ${fmtUs(c.redis)} (${fmtUs(c.node + c.postgres + c.redis)})\n`);
+    }
+  }
   process.stdout.write('\n  per phase of the median run, seconds (microseconds per user)\n');
   for (const [name, p] of Object.entries(result.phases)) {
     if (!p) continue;
@@ -499,3 +522,12 @@ main().catch((error: unknown) => {
   // A client of the stopped throwaway Redis would keep reconnecting, and the process alive, forever.
   process.exit(1);
 });
+
+/** CPU seconds spent on `n` users, as microseconds per user. */
+function usPerUser(seconds: number, n: number): number {
+  return Number(((seconds * 1e6) / n).toFixed(2));
+}
+
+function fmtUs(us: number): string {
+  return us.toFixed(1);
+}

@@ -37,6 +37,13 @@ describe('npm run bench (smoke)', () => {
       const measured = ['copy_baseline', 'redis_read', 'bare_pipeline', 'hand_loop_sample', 'migrate', 'rerun', 'dry_run', 'verify', 'slow_link', 'migrate_3n'];
       // The same four commands, the COPY baseline and the bare pipeline on the app team's table too.
       measured.push('app_copy_baseline', 'app_bare_pipeline', 'app_migrate', 'app_rerun', 'app_dry_run', 'app_verify');
+      // CPU per user of each command's median run, by process kind.
+      const cpu = figures.cpu_us_per_user as unknown as Record<string, { node: number; postgres: number; redis: number }>;
+      for (const key of ['migrate', 'rerun', 'dry_run', 'verify', 'app_migrate', 'app_rerun', 'app_dry_run', 'app_verify']) {
+        expect(cpu[key]?.node, key).toBeGreaterThan(0);
+        expect(cpu[key]?.postgres, key).toBeGreaterThan(0);
+        expect(cpu[key]?.redis, key).toBeGreaterThanOrEqual(0);
+      }
       for (const key of measured) {
         expect((figures.seconds as Record<string, number>)[key], key).toBeGreaterThan(0);
       }
