@@ -37,6 +37,11 @@ describe('npm run bench (smoke)', () => {
       const measured = ['copy_baseline', 'redis_read', 'bare_pipeline', 'hand_loop_sample', 'migrate', 'rerun', 'dry_run', 'verify', 'slow_link', 'migrate_3n'];
       // The same four commands, the COPY baseline and the bare pipeline on the app team's table too.
       measured.push('app_copy_baseline', 'app_bare_pipeline', 'app_migrate', 'app_rerun', 'app_dry_run', 'app_verify');
+      // The COPY baseline is the median of three, taken before, between and after the commands.
+      const copies = figures.copy_baselines_seconds as unknown as { shipped: number[]; app: number[] };
+      expect(copies.shipped).toHaveLength(3);
+      expect(copies.app).toHaveLength(3);
+      expect((figures.seconds as Record<string, number>).copy_baseline).toBe([...copies.shipped].sort((a, b) => a - b)[1]);
       // CPU per user of each command's median run, by process kind.
       const cpu = figures.cpu_us_per_user as unknown as Record<string, { node: number; postgres: number; redis: number }>;
       for (const key of ['migrate', 'rerun', 'dry_run', 'verify', 'app_migrate', 'app_rerun', 'app_dry_run', 'app_verify']) {
