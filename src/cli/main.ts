@@ -208,7 +208,7 @@ function report(error: unknown, ctx: CliContext): number {
   }
   const code = pgCode(error);
   if (code === '42501') {
-    say(`error: permission denied: ${describe(error)} (see README "Database roles")`);
+    say(`error: permission denied: ${describe(error)} (see docs/target-table.md "Database roles")`);
     return EXIT.usage;
   }
   if (code === '3D000' || code === '28P01' || code === '28000') {

@@ -31,19 +31,24 @@ function prose(text: string): string[] {
   });
 }
 
+/** A page's headings (link text for a link, escapes undone), outside fenced code blocks. */
+function headings(text: string): string[] {
+  let fenced = false;
+  return text.split('\n').flatMap((line) => {
+    if (/^\s*(```|~~~)/.test(line)) fenced = !fenced;
+    const heading = fenced ? null : /^#{1,6} +(.*?)#*\s*$/.exec(line);
+    return heading ? [(heading[1] ?? '').replace(/\[([^\]]*)\]\([^)]*\)/g, '$1').replace(/\\(.)/g, '$1')] : [];
+  });
+}
+
+function walk(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => (entry.isDirectory() ? walk(join(dir, entry.name)) : [join(dir, entry.name)]));
+}
+
 /** The anchors of a page's headings, as GitHub makes them. */
 function anchors(text: string): Set<string> {
   const slugs = new Slugs();
-  const found = new Set<string>();
-  let fenced = false;
-  for (const line of text.split('\n')) {
-    if (/^\s*(```|~~~)/.test(line)) fenced = !fenced;
-    const heading = fenced ? null : /^#{1,6} +(.*?)#*\s*$/.exec(line);
-    if (!heading) continue;
-    const shown = (heading[1] ?? '').replace(/\[([^\]]*)\]\([^)]*\)/g, '$1').replace(/\\(.)/g, '$1');
-    found.add(slugs.take(shown));
-  }
-  return found;
+  return new Set(headings(text).map((heading) => slugs.take(heading)));
 }
 
 interface Link {
@@ -90,6 +95,24 @@ describe('documentation links', () => {
     expect(bad).toEqual([]);
   });
 
+  it('every page and heading the source names (docs/reports.md "Report format") exists', () => {
+    const files = ['src', 'test', 'bin', 'scripts'].flatMap((dir) => walk(join(ROOT, dir))).concat(join(ROOT, '.ci/run'));
+    const named = files.flatMap((file) =>
+      [...readFileSync(file, 'utf8').matchAll(/\b(README|CONTRIBUTING\.md|docs\/[a-z-]+\.md) "([^"]+)"/g)].map((m) => ({
+        where: relative(ROOT, file),
+        page: m[1] === 'README' ? 'README.md' : (m[1] ?? ''),
+        heading: m[2] ?? '',
+      })),
+    );
+    expect(named.length).toBeGreaterThan(15);
+    const bad = named.filter(({ page, heading }) => {
+      const text = readPage(join(ROOT, page));
+      const shown = text === undefined ? [] : headings(text).map((h) => h.replace(/`/g, ''));
+      return !shown.some((h) => h === heading || h.startsWith(`${heading} (`));
+    });
+    expect(bad).toEqual([]);
+  });
+
   it('finds a missing file, a missing anchor, and ignores links in code', () => {
     const page = '# Title\n\n## Exit codes (`--report`)\n\n[a](#exit-codes---report) [b](#nowhere) [c](missing.md)\n`[d](#no)`\n```\n[e](#no)\n```\n';
     const found = links('docs/x.md', page);
@@ -100,5 +123,23 @@ describe('documentation links', () => {
 
   it('numbers repeated headings and skips headings in code blocks', () => {
     expect([...anchors('# A\n## `--report <path>`\n### `--report <path>`\n```\n# A\n```\n# A\n')]).toEqual(['a', '--report-path', '--report-path-1', 'a-1']);
+  });
+});
+
+describe('.ci/run', () => {
+  it('runs exactly the test commands README "Running the tests" gives a newcomer', () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const section = readme.slice(readme.indexOf('\n## Running the tests\n'));
+    const block = /```sh\n([\s\S]*?)```/.exec(section)?.[1] ?? '';
+    const commands = (text: string) =>
+      text
+        .split(/\n|&&/)
+        .map((c) => c.trim())
+        .filter((c) => c !== '' && !c.startsWith('#'));
+    const ci = readFileSync(join(ROOT, '.ci/run'), 'utf8');
+    const marker = '# README "Running the tests", exactly:\n';
+    expect(ci).toContain(marker);
+    expect(commands(block)).toEqual(['npm ci', 'npm test']);
+    expect(commands(ci.slice(ci.indexOf(marker) + marker.length))).toEqual(commands(block));
   });
 });
