@@ -1,5 +1,5 @@
 // Another client's GET latency during the reading phase of a dry-run, per read setting, on a throwaway
-// redis-server holding N synthetic users (README "Performance": Redis impact). After `npm run build`:
+// redis-server holding N synthetic users (docs/performance.md "Redis impact"). After `npm run build`:
 //   node scripts/read-latency.mjs 1000000 '' '--fast-read' '--concurrency 1'   (each setting runs twice)
 import { spawn } from 'node:child_process';
 import { Redis } from 'ioredis';

@@ -1,4 +1,4 @@
-/** Exit codes are part of the CLI contract (README "Exit codes"). */
+/** Exit codes are part of the CLI contract (docs/troubleshooting.md "Exit codes"). */
 export const EXIT = {
   ok: 0,
   differences: 1,

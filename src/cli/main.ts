@@ -31,13 +31,28 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     interruptedExitCode: interrupt.exitCode,
   };
   let code: number = EXIT.ok;
-  const run =
-    (fn: (flags: never, ctx: CliContext) => Promise<number>) =>
-    async (...args: unknown[]) => {
-      const command = args[args.length - 1] as Command;
-      code = await fn(command.opts<never>(), ctx);
-    };
+  const program = buildProgram((fn) => async (...args: unknown[]) => {
+    const command = args[args.length - 1] as Command;
+    code = await fn(command.opts<never>(), ctx);
+  });
+  try {
+    await program.parseAsync([...argv]);
+    return code;
+  } catch (error) {
+    return report(error, ctx);
+  } finally {
+    interrupt.dispose();
+  }
+}
 
+/** How a command's action reaches its run function: main() binds it to the run's context and exit code. */
+export type ActionRunner = (fn: (flags: never, ctx: CliContext) => Promise<number>) => (...args: unknown[]) => Promise<void>;
+
+/**
+ * Every command and flag, as main() parses them and `--help` shows them; nothing runs until an action is
+ * called. docs/cli.md is generated from it (src/cli/cli-doc.ts), so it cannot drift from the help.
+ */
+export function buildProgram(run: ActionRunner): Command {
   const program = new Command('migrate-users')
     .description('Move users and credit balances from Redis into PostgreSQL (default command: migrate).')
     .enablePositionalOptions()
@@ -109,14 +124,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   // Set last: subcommands copy their parent's settings when made, and must refuse extra words (a stray
   // `apply` for `--apply` would otherwise be ignored).
   program.allowExcessArguments(true);
-  try {
-    await program.parseAsync([...argv]);
-    return code;
-  } catch (error) {
-    return report(error, ctx);
-  } finally {
-    interrupt.dispose();
-  }
+  return program;
 }
 
 let pipesWatched = false;
@@ -200,7 +208,7 @@ function report(error: unknown, ctx: CliContext): number {
   }
   const code = pgCode(error);
   if (code === '42501') {
-    say(`error: permission denied: ${describe(error)} (see README "Database roles")`);
+    say(`error: permission denied: ${describe(error)} (see docs/target-table.md "Database roles")`);
     return EXIT.usage;
   }
   if (code === '3D000' || code === '28P01' || code === '28000') {

@@ -47,7 +47,10 @@ export function addReadOptions(command: Command, options: { readonly writes: boo
         `keys per Redis read command, one command at a time per server: the live app's commands are served between them (default ${DEFAULTS.readChunk})`,
       ),
     )
-    .option('--fast-read', 'one Redis command per batch (--batch-size keys), several at a time: faster, but holds the server longer (README "Performance")')
+    .option(
+      '--fast-read',
+      'one Redis command per batch (--batch-size keys), several at a time: faster, but holds the server longer (docs/performance.md "Redis impact")',
+    )
     .addOption(new Option('--retries <n>', 'retries after a lost or unreachable server (default 5)'))
     .addOption(new Option('--retry-delay-ms <n>', 'first retry delay, doubled each time up to 30 s, with jitter (default 500)'))
     .option('--allow-empty', 'no key matching --match is not an error (by default it is: a typo or the wrong server)');
@@ -59,7 +62,7 @@ export function readOptions(flags: ReadFlags, match: string, ctx: CliContext, pr
     match,
     batchSize: problems.integer('--batch-size', flags.batchSize, DEFAULTS.batchSize, 1, 50_000),
     // Gentle reads keep fewer batches in flight: the measured tail of another client's latency comes from
-    // the CPU the tool takes beside Redis as much as from the commands themselves (README "Performance").
+    // the CPU the tool takes beside Redis as much as from the commands themselves (docs/performance.md "Redis impact").
     concurrency: problems.integer('--concurrency', flags.concurrency, chunk === undefined ? DEFAULTS.concurrency : DEFAULTS.gentleConcurrency, 1, 64),
     scanCount: problems.integer('--scan-count', flags.scanCount, DEFAULTS.scanCount, 1, 100_000),
     maxValueBytes: problems.integer('--max-value-bytes', flags.maxValueBytes, DEFAULTS.maxValueBytes, 64, 512 * 1024 * 1024),

@@ -22,7 +22,7 @@ export async function runSchemaApply(flags: ConnectionFlags, ctx: CliContext): P
       const rls = access.rls
         ? `\nRow level security is enabled on the new public.users, with no policy: ${access.grantees.join(', ')} ` +
           "were granted it by the database's default privileges (on Supabase, the public API roles), and see no row until the app team " +
-          `adds policies of its own. The tool's roles must bypass it (the owner ${access.owner}, or a role with BYPASSRLS: README "Database roles").\n`
+          `adds policies of its own. The tool's roles must bypass it (the owner ${access.owner}, or a role with BYPASSRLS: docs/target-table.md "Database roles").\n`
         : '';
       ctx.out(`Schema applied (${files}); running it again changes nothing.\n${rls}`);
       return EXIT.ok;

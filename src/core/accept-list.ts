@@ -17,7 +17,7 @@ export const DIFFERENCE_KINDS: readonly DifferenceKind[] = [
 const MISSING_REASON = 'has no reason: write the key, optionally [kind], then why the problem is accepted';
 
 /**
- * The accept file (README "Accepting known problems"): one entry a line, `#` starts a comment line.
+ * The accept file (docs/verify-in-ci.md "Accepting known problems"): one entry a line, `#` starts a comment line.
  *
  *     <key or user_id>  [kind[:column or reason]]  reason text
  *
@@ -91,7 +91,7 @@ function checkDetail(kind: DifferenceKind, detail: string): string | undefined {
     return (USER_COLUMNS as readonly string[]).includes(detail) ? undefined : `"${detail}" is not a column (${USER_COLUMNS.join(', ')})`;
   if (kind === 'not_migratable') {
     const reasons: readonly string[] = [...REJECT_REASONS, ...CONFLICT_REASONS];
-    return reasons.includes(detail) ? undefined : `"${detail}" is not a reason code (see README "Records not migrated")`;
+    return reasons.includes(detail) ? undefined : `"${detail}" is not a reason code (see docs/reports.md "Records not migrated")`;
   }
   return `${kind} takes no column or reason`;
 }

@@ -268,7 +268,7 @@ export function describeOnto(actual: UserRow, onto: Extract<Onto, { row: UserRow
   );
 }
 
-/** verify's outcome for a record, read off its decision (README "Verify"). */
+/** verify's outcome for a record, read off its decision (docs/verify-in-ci.md "Verify"). */
 export type VerifyOutcome = 'match' | 'changed_by_app' | 'deleted_by_app' | 'stale' | 'conflict' | 'mismatch' | 'missing' | 'not_migratable';
 
 /**

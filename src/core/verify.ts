@@ -214,7 +214,7 @@ export async function verify(given: VerifyOptions, io: VerifyIo): Promise<{ repo
 /** Triage kinds of a row equal to its Redis record. */
 const MATCHING: readonly TriageKind[] = ['same', 'same_current'];
 
-/** Outcomes that fail verification whatever the flags (README "Verify"). */
+/** Outcomes that fail verification whatever the flags (docs/verify-in-ci.md "Verify"). */
 const FAILING = ['mismatch', 'missing', 'not_migratable', 'stale', 'conflict'] as const;
 
 async function pendingCount(db: Kysely<unknown>): Promise<number> {

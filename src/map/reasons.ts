@@ -1,4 +1,4 @@
-/** Why a Redis record was not migrated. Stable codes: reports, CI scripts and README depend on them. */
+/** Why a Redis record was not migrated. Stable codes: reports, CI scripts, accept files and docs/reports.md depend on them. */
 export const REJECT_REASONS = [
   'vanished',
   'wrong_type',

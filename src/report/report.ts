@@ -241,7 +241,7 @@ export async function summarise(db: Kysely<unknown>, stage: string, base: Report
   return build(base, [...held, ...tally.rows()], classifiable - tally.count);
 }
 
-/** The credit equation of a report: true when it closes exactly (README "Report format"). */
+/** The credit equation of a report: true when it closes exactly (docs/reports.md "Report format"). */
 export function creditsClose(report: MigrateReport): boolean {
   const c = report.credits;
   const sum = (pick: (x: Credits) => number | string) => Object.values(c.by_outcome).reduce((n, x) => n + BigInt(pick(x)), 0n);

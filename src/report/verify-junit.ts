@@ -60,7 +60,7 @@ export function formatVerifyJunit(report: VerifyReport, findings: VerifyFindings
   return junit(cases, report.sample !== null, report.duration_seconds);
 }
 
-/** The credit equation (README "Verify"): what the tool wrote + the app's changes since = what PostgreSQL holds. */
+/** The credit equation (docs/verify-in-ci.md "Verify"): what the tool wrote + the app's changes since = what PostgreSQL holds. */
 function invariantsCase(report: VerifyReport): TestCase {
   const name = "the credits add up: what the tool wrote + the new app's changes since = PostgreSQL (invariants)";
   if (report.interrupted) return { name, skipped: 'not known: interrupted before every key was compared' };

@@ -1,4 +1,4 @@
-// What the commands return: plain data that src/core/ produces and src/report/ reads (README "Layout").
+// What the commands return: plain data that src/core/ produces and src/report/ reads (CONTRIBUTING.md "Layout").
 
 export type Mode = 'dry-run' | 'apply';
 
@@ -9,7 +9,7 @@ export interface Credits {
 
 export type RunStatus = 'finished' | 'interrupted' | 'failed';
 
-/** The JSON report (`--report`). Field names are a contract: see README "Report format". */
+/** The JSON report (`--report`). Field names are a contract: see docs/reports.md "Report format". */
 export interface MigrateReport {
   readonly run_id: string;
   readonly mode: Mode;

@@ -80,7 +80,7 @@ export interface VerifyReport {
   };
 }
 
-/** One line of verify's difference list (README "verify report"). */
+/** One line of verify's difference list (docs/verify-in-ci.md "Verify": the `--report` flag). */
 export interface Difference {
   readonly kind:
     'mismatch' | 'stale' | 'conflict' | 'changed_by_app' | 'deleted_by_app' | 'missing' | 'not_migratable' | 'only_in_postgres' | 'deleted_in_redis';

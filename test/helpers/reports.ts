@@ -3,7 +3,7 @@ import { creditsClose } from '../../src/report/report.js';
 import type { Credits, MigrateReport } from '../../src/results/migrate-report.js';
 
 /**
- * The report's equations (README "Report format"): every record counted once, and the credits close, worked
+ * The report's equations (docs/reports.md "Report format"): every record counted once, and the credits close, worked
  * out here as well as by the tool's own creditsClose (a test of the report must not trust the report's code).
  */
 export function expectReportAddsUp(report: MigrateReport): void {

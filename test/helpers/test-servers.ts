@@ -1,6 +1,6 @@
 /**
  * Which PostgreSQL and Redis the tests use: the choice made by test/helpers/global-setup.ts, as a pure function
- * of what it found (README "Running the tests"). Per server: the one TEST_*_URL names (it must answer: it was
+ * of what it found (CONTRIBUTING.md "Running the tests"). Per server: the one TEST_*_URL names (it must answer: it was
  * asked for); else the local default if it answers; else a throwaway container when a Docker engine is
  * reachable (the laptop path); else a message naming the missing server and the three ways to provide one.
  */

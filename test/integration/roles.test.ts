@@ -66,7 +66,7 @@ describe('sql/roles.sql: least privilege', () => {
     const readerWrites = await runCli(args, as(reader));
     expect(readerWrites.code).toBe(2);
     expect(readerWrites.stderr).toMatch(/permission denied for (table|schema) \w+/);
-    expect(readerWrites.stderr).toContain('README "Database roles"');
+    expect(readerWrites.stderr).toContain('docs/target-table.md "Database roles"');
 
     const nobody = uniqueName('mu_nobody');
     await adminQuery(`create role ${nobody} login`);

@@ -146,7 +146,7 @@ async function command<R>(f: Fixture, sub: 'verify' | 'reconcile', args: readonl
 }
 
 /**
- * README "Report format": read.current + whitelist_topup + app_difference.current + merge_difference.current =
+ * docs/reports.md "Report format": read.current + whitelist_topup + app_difference.current + merge_difference.current =
  * sum of by_outcome.*.current (and the same for credits used); valid = the sum of the outcome counts.
  */
 function expectCreditsBalance(report: MigrateReport): void {

@@ -1,5 +1,5 @@
 /**
- * The one-way flow of README "Layout", as far as a test can hold it: the reports read what the commands return
+ * The one-way flow of CONTRIBUTING.md "Layout", as far as a test can hold it: the reports read what the commands return
  * (src/results/) and never reach into the machinery that produced it (src/core/, src/sink/); the results
  * themselves are plain data.
  */

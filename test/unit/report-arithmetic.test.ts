@@ -1,5 +1,5 @@
 /**
- * The report's arithmetic (README "Report format"), property-based: random mixes of decided records and
+ * The report's arithmetic (docs/reports.md "Report format"), property-based: random mixes of decided records and
  * settled groups, part of them decided by an earlier run whose tally went through the checkpoint's JSON,
  * must give counts that add up, credits that close, and exactly the sums an independent model computes.
  *
@@ -7,7 +7,7 @@
  * `pending: 0`, and every tally row is valid (invalid records and the conflicts real runs record come from
  * the stage, which only `summarise` reads). Conflicts are added here through the tally with no top-up,
  * as the stage reports them: held back at Redis's balance. Merges (reconcile --merge) are left out: creditsClose
- * does not yet count merge_difference, so a report with a merged row never closes (see README "Report format").
+ * does not yet count merge_difference, so a report with a merged row never closes (see docs/reports.md "Report format").
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
