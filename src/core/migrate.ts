@@ -155,6 +155,8 @@ async function runOnce(given: MigrateOptions, io: MigrateIo, retries: RetryCount
           await recordStage(session.db, runId, { table: stage.table });
           const into = stage;
           lastSeq = await inOneTransaction(session, () => stageSource(session, into, options, { ...io, log, retries }));
+          // A run whose lock went while it read may have a successor by now, which reuses this stage.
+          assertLockHeld(lock);
         }
       }
       if (lastSeq === 0 && !interrupted() && !options.allowEmpty) throw emptySource(options);
@@ -207,8 +209,9 @@ async function runOnce(given: MigrateOptions, io: MigrateIo, retries: RetryCount
       if (!options.dryRun) {
         await saveCheckpointNow(session.db, runId, checkpoint);
         await recordRunEnd(session, runId, report.status, report.counts);
-        // A stage the next run will not continue (finished, or not read whole) keeps no record.
-        if (stage.persistent)
+        // A stage the next run will not continue (finished, or not read whole) keeps no record; one this run lost
+        // the lock for is left alone (another run may be using it).
+        if (stage.persistent && !lock?.lost())
           await leaveStage(session.db, stage.table, runId, report.status === 'finished' || !base.resumable ? undefined : checkpoint.lastSeq);
       }
       log.info({ status: report.status, counts: report.counts }, 'run ended');
@@ -216,7 +219,8 @@ async function runOnce(given: MigrateOptions, io: MigrateIo, retries: RetryCount
     } catch (error) {
       // On a fresh connection: the session may be the thing that died.
       if (!options.dryRun) await recordRunFailed(io.pool, runId, tally.counts(), checkpoint).catch(() => undefined);
-      const left = stage?.persistent && !options.dryRun ? stage.table : undefined;
+      // Never a stage this run no longer holds the lock for: another run may be using it.
+      const left = stage?.persistent && !options.dryRun && !lock?.lost() ? stage.table : undefined;
       // A usage error leaves nothing to resume (an empty source, a refused snapshot), nor does a stage not read whole.
       const resumable = error instanceof UsageError || !base.resumable ? undefined : checkpoint.lastSeq;
       if (left) await withSession(io.pool, (s) => leaveStage(s.db, left, runId, resumable)).catch(() => undefined);
@@ -238,4 +242,10 @@ async function stageRows(db: Kysely<unknown>, stage: string): Promise<number> {
 async function listUnmigrated(session: Session, stage: string, sink: RecordSink | undefined, runId: string): Promise<void> {
   if (!sink) return;
   for await (const entry of heldBackRecords(session.db, stage, runId)) await sink.write(entry);
+}
+
+/** Stops a writing run that lost its write lock (retried as a lost connection: the next attempt takes it again). */
+function assertLockHeld(lock: HeldLock | undefined): void {
+  const lost = lock?.lost();
+  if (lost) throw new Error('the write lock was lost with its connection', { cause: lost });
 }

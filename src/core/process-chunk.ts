@@ -201,6 +201,14 @@ function serverMessage(error: Error): string {
   return error.message;
 }
 
+/** Runs `fn` in a transaction whose first statement pins the session and lifts lock_timeout (PIN_TRANSACTION). */
+async function unboundedLocks<T>(db: Kysely<unknown>, fn: (trx: Kysely<unknown>) => Promise<T>): Promise<T> {
+  return db.transaction().execute(async (trx) => {
+    await sql.raw(PIN_TRANSACTION).execute(trx);
+    return fn(trx);
+  });
+}
+
 /**
  * Runs the batch's write statements: each one writes users rows together with their ledger entries, so
  * a single statement is atomic on its own; several share one transaction. Over a slow link every round
@@ -282,7 +290,10 @@ async function classifyAndWrite(db: Kysely<unknown>, options: ChunkOptions): Pro
   const inserts = byKind.get('insert');
   if (inserts && options.dryRun && !counted.has('insert')) settled.push({ outcome: 'inserted', sums: inserts });
   if (inserts && !options.dryRun) {
-    const result = await insertTriaged(db, stage, afterSeq, size, options.runId);
+    // After a role's lock_timeout ended it (see processChunk): in a transaction of its own, which lifts it.
+    const result = options.waitForLocks
+      ? await unboundedLocks(db, (trx) => insertTriaged(trx, stage, afterSeq, size, options.runId))
+      : await insertTriaged(db, stage, afterSeq, size, options.runId);
     if (result.written.n > 0) settled.push({ outcome: 'inserted', sums: result.written });
     refused = result.refused;
   }

@@ -141,7 +141,7 @@ export async function dropStage(db: Kysely<unknown>, table: string): Promise<voi
 export interface StageTable {
   readonly table: string;
   readonly owner: string;
-  /** The connected role may drop it (it owns it, or is a member of its owner, or a superuser). */
+  /** The connected role may drop it (it has its owner's privileges, or owns migrate_users, or is a superuser). */
   readonly mayDrop: boolean;
   /** It holds records (every one with its password hash): an unfinished run's, or one failed too early to empty it. */
   readonly holdsRecords: boolean;
@@ -155,10 +155,13 @@ export interface StageTable {
 export async function listStages(db: Kysely<unknown>): Promise<StageTable[]> {
   const { rows } = await sql<{ t: string; owner: string; may: boolean; holds: boolean; run_id: string | null; status: string | null; started_at: Date | null }>`
     select 'migrate_users.' || s.tablename as t, s.tableowner::text as owner,
-      pg_has_role(current_user, s.tableowner, 'MEMBER') or (select rolsuper from pg_roles where rolname = current_user) as may,
+      -- DROP takes the owner's privileges (USAGE: a membership that inherits them), or the schema's owner.
+      pg_has_role(current_user, s.tableowner, 'USAGE') or pg_has_role(current_user, n.nspowner, 'USAGE')
+        or (select rolsuper from pg_roles where rolname = current_user) as may,
       pg_relation_size(('migrate_users.' || quote_ident(s.tablename))::regclass) > 0 as holds,
       r.run_id, r.status, r.started_at
     from pg_tables s
+    join pg_namespace n on n.nspname = s.schemaname
     left join lateral (select run_id, status, started_at from migrate_users.runs where stage_table = 'migrate_users.' || s.tablename
                        order by started_at desc limit 1) r on true
     where s.schemaname = 'migrate_users' and s.tablename like 'stage\\_%' and s.tablename not like '%\\_triage' and s.tablename not like '%\\_emails'

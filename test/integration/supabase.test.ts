@@ -271,13 +271,15 @@ describe('Supabase: what a run leaves behind, and the schema reloads it costs th
     expect(check.stdout).toContain('stages holding records (each with its password hash) of runs that did not finish:');
     expect(check.stdout).toMatch(new RegExp(`${stage.replace(/\./g, '\\.')}: run run_\\w+, interrupted, started .*, owned by ${runner}`));
 
-    // The project's owner is no member of the runner's role: it may not drop the stage, and says whose it is.
-    const owners = await as(sb.owner, []);
+    // A role with neither the runner's privileges nor migrate_users of its own may not drop it, and says whose it is.
+    const other = await sb.loginRole('other', 'bypassrls');
+    await sb.grantTool(other, 'writer');
+    const owners = await as(other, []);
     expect(owners.code, owners.stderr).toBeLessThanOrEqual(1);
     expect(owners.stderr).toContain(
       `the stage of an unfinished run of role ${runner} holds its records (password hashes included), and this role may not remove it`,
     );
-    const refused = await as(sb.owner, ['schema', 'clean']);
+    const refused = await as(other, ['schema', 'clean']);
     expect(refused.code, refused.stderr).toBe(1);
     expect(refused.stdout).toContain(`left ${stage} (run `);
     expect(refused.stdout).toContain(`owned by ${runner}, run this as ${runner}`);
