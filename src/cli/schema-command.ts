@@ -1,9 +1,9 @@
 import type pg from 'pg';
-import { unboundedTransaction, withPool, withSession } from '../db/database.js';
+import { withPool, withSession } from '../db/database.js';
 import type { Logger } from '../log.js';
+import { removeStage } from '../core/checkpoint.js';
 import { takeWriteLock } from '../core/runs.js';
-import { dropStage, listStages, type StageTable } from '../stage/stage.js';
-import { sql } from 'kysely';
+import { listStages, type StageTable } from '../stage/stage.js';
 import { applySchema } from '../db/schema.js';
 import { describeTarget, readTarget } from '../db/target.js';
 import { EXIT } from '../errors.js';
@@ -70,10 +70,7 @@ export async function runSchemaClean(flags: ConnectionFlags, ctx: CliContext): P
               kept.push(stage);
               continue;
             }
-            await unboundedTransaction(session.db, async (trx) => {
-              await dropStage(trx, stage.table);
-              await sql`update migrate_users.runs set stage_table = null where stage_table = ${stage.table}`.execute(trx);
-            });
+            await removeStage(session.db, stage.table);
             ctx.out(`removed ${stage.table}${stage.holdsRecords ? ` (${runOf(stage)}, with its records)` : ' (empty)'}\n`);
           }
           return kept;
@@ -95,8 +92,9 @@ export async function runSchemaClean(flags: ConnectionFlags, ctx: CliContext): P
 
 /** The stages of migrate_users, when the bookkeeping schema is there (schema check may come before apply). */
 async function stagesIn(pool: pg.Pool, log: Logger): Promise<StageTable[]> {
-  const { rows } = await pool.query<{ runs: string | null }>(`select to_regclass('migrate_users.runs')::text as runs`);
-  if (!rows[0]?.runs) return [];
+  // A reader role made before runs was readable (see whitelistInfo) still gets its table described.
+  const { rows } = await pool.query<{ readable: boolean | null }>(`select has_table_privilege(to_regclass('migrate_users.runs'), 'select') as readable`);
+  if (rows[0]?.readable !== true) return [];
   return withSession(pool, (session) => listStages(session.db), log);
 }
 

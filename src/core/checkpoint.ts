@@ -113,10 +113,7 @@ export async function stageForRun(session: Session, runId: string, log: Logger):
   for (const left of await listStages(session.db)) {
     if (left.table === stage.table) continue;
     if (left.mayDrop) {
-      await unboundedTransaction(session.db, async (trx) => {
-        await dropStage(trx, left.table);
-        await sql`update migrate_users.runs set stage_table = null where stage_table = ${left.table}`.execute(trx);
-      });
+      await removeStage(session.db, left.table);
       log.info({ stage: left.table, owner: left.owner, run: left.run?.id }, 'removed the stage of a run that can no longer be resumed');
     } else if (left.holdsRecords) {
       log.warn(
@@ -128,6 +125,14 @@ export async function stageForRun(session: Session, runId: string, log: Logger):
   }
   await sql`update migrate_users.runs set stage_table = null where stage_table = ${stage.table}`.execute(session.db);
   return stage;
+}
+
+/** Drops a stage, and every run's claim on it, together (schema clean, and a run's leftovers). */
+export async function removeStage(db: Kysely<unknown>, table: string): Promise<void> {
+  await unboundedTransaction(db, async (trx) => {
+    await dropStage(trx, table);
+    await sql`update migrate_users.runs set stage_table = null where stage_table = ${table}`.execute(trx);
+  });
 }
 
 /**

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import type pg from 'pg';
-import { inOneTransaction, withSession, type HeldLock, type Session } from '../db/database.js';
+import { inOneTransaction, unboundedTransaction, withSession, type HeldLock, type Session } from '../db/database.js';
 import type { Logger } from '../log.js';
 import type { RedisSource } from '../source/redis-reader.js';
 import { createStage, finishStage, type Stage } from '../stage/stage.js';
@@ -136,11 +136,12 @@ async function runOnce(given: MigrateOptions, io: MigrateIo, retries: RetryCount
         const command = options.command ?? 'migrate';
         const digest = configDigest({ ...options, command });
         await markAbandoned(session.db);
-        resumed = options.restart || options.neverResumes ? undefined : await findResumable(session.db, digest);
+        resumed = options.restart || options.neverResumes ? undefined : await unboundedTransaction(session.db, (trx) => findResumable(trx, digest));
         await recordRunStart(session, runId, command, digest, options);
         if (resumed) {
           stage = { table: resumed.stageTable, persistent: true };
-          await takeOverStage(session.db, resumed, runId);
+          const from = resumed;
+          await unboundedTransaction(session.db, (trx) => takeOverStage(trx, from, runId));
           // What the runs before this one decided up to the checkpoint: this run reports the whole job.
           tally = Tally.fromJSON(resumed.jobTally);
           checkpoint = { lastSeq: resumed.lastSeq, savedAt: Date.now(), committed: Tally.fromJSON(resumed.jobTally) };
@@ -218,9 +219,15 @@ async function runOnce(given: MigrateOptions, io: MigrateIo, retries: RetryCount
       return report;
     } catch (error) {
       // On a fresh connection: the session may be the thing that died.
-      if (!options.dryRun) await recordRunFailed(io.pool, runId, tally.counts(), checkpoint).catch(() => undefined);
+      // The checkpoint saved: only then may the hashes of records it has passed be cleared (see leaveStage).
+      const saved =
+        !options.dryRun &&
+        (await recordRunFailed(io.pool, runId, tally.counts(), checkpoint).then(
+          () => true,
+          () => false,
+        ));
       // Never a stage this run no longer holds the lock for: another run may be using it.
-      const left = stage?.persistent && !options.dryRun && !lock?.lost() ? stage.table : undefined;
+      const left = stage?.persistent && saved && !lock?.lost() ? stage.table : undefined;
       // A usage error leaves nothing to resume (an empty source, a refused snapshot), nor does a stage not read whole.
       const resumable = error instanceof UsageError || !base.resumable ? undefined : checkpoint.lastSeq;
       if (left) await withSession(io.pool, (s) => leaveStage(s.db, left, runId, resumable)).catch(() => undefined);

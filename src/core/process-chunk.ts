@@ -1,5 +1,5 @@
-import { sql, type Kysely } from 'kysely';
-import { PIN_TRANSACTION } from '../db/database.js';
+import type { Kysely } from 'kysely';
+import { pinnedTransaction } from '../db/database.js';
 import { pgCode } from '../errors.js';
 import { publicRow, type CellValue, type ColumnDiff } from '../compare/compare-rows.js';
 import {
@@ -201,14 +201,6 @@ function serverMessage(error: Error): string {
   return error.message;
 }
 
-/** Runs `fn` in a transaction whose first statement pins the session and lifts lock_timeout (PIN_TRANSACTION). */
-async function unboundedLocks<T>(db: Kysely<unknown>, fn: (trx: Kysely<unknown>) => Promise<T>): Promise<T> {
-  return db.transaction().execute(async (trx) => {
-    await sql.raw(PIN_TRANSACTION).execute(trx);
-    return fn(trx);
-  });
-}
-
 /**
  * Runs the batch's write statements: each one writes users rows together with their ledger entries, so
  * a single statement is atomic on its own; several share one transaction. Over a slow link every round
@@ -218,8 +210,7 @@ async function inTransactionIfNeeded(db: Kysely<unknown>, steps: readonly ((db: 
   const [only] = steps;
   if (steps.length === 1 && only && !always) return only(db);
   if (steps.length === 0) return;
-  await db.transaction().execute(async (trx) => {
-    await sql.raw(PIN_TRANSACTION).execute(trx);
+  await pinnedTransaction(db, async (trx) => {
     for (const step of steps) await step(trx);
   });
 }
@@ -292,7 +283,7 @@ async function classifyAndWrite(db: Kysely<unknown>, options: ChunkOptions): Pro
   if (inserts && !options.dryRun) {
     // After a role's lock_timeout ended it (see processChunk): in a transaction of its own, which lifts it.
     const result = options.waitForLocks
-      ? await unboundedLocks(db, (trx) => insertTriaged(trx, stage, afterSeq, size, options.runId))
+      ? await pinnedTransaction(db, (trx) => insertTriaged(trx, stage, afterSeq, size, options.runId))
       : await insertTriaged(db, stage, afterSeq, size, options.runId);
     if (result.written.n > 0) settled.push({ outcome: 'inserted', sums: result.written });
     refused = result.refused;

@@ -154,14 +154,22 @@ export async function inOneTransaction<T>(session: Session, fn: () => Promise<T>
 }
 
 /**
- * Runs `fn` in a transaction of its own on `db` with the role's timeouts lifted (SET LOCAL, see inOneTransaction):
- * for the tool's own statements over a whole stage, outside the run's one transaction.
+ * Runs `fn` in a transaction of its own on `db`, pinned (PIN_TRANSACTION: the settings, and the role's lock and
+ * idle timeouts lifted). A batch keeps the role's statement_timeout (see processChunk).
  */
-export async function unboundedTransaction<T>(db: Kysely<unknown>, fn: (trx: Kysely<unknown>) => Promise<T>): Promise<T> {
+export async function pinnedTransaction<T>(db: Kysely<unknown>, fn: (trx: Kysely<unknown>) => Promise<T>, lift = ''): Promise<T> {
   return db.transaction().execute(async (trx) => {
-    await sql.raw(`set local statement_timeout = 0; ${PIN_TRANSACTION}`).execute(trx);
+    await sql.raw(`${lift}${PIN_TRANSACTION}`).execute(trx);
     return fn(trx);
   });
+}
+
+/**
+ * pinnedTransaction with statement_timeout lifted too (SET LOCAL, see inOneTransaction): for the tool's own
+ * statements over a whole stage, outside the run's one transaction.
+ */
+export async function unboundedTransaction<T>(db: Kysely<unknown>, fn: (trx: Kysely<unknown>) => Promise<T>): Promise<T> {
+  return pinnedTransaction(db, fn, 'set local statement_timeout = 0; ');
 }
 
 /** A transaction-level advisory lock, held by an open transaction on a connection of its own. */

@@ -165,7 +165,7 @@ function timeoutNotes(role: string, timeouts: RoleTimeouts): string[] {
   const set = (Object.entries(timeouts) as [string, string][]).filter(([, value]) => value !== '0');
   if (set.length === 0) return [];
   return [
-    `role ${role} has ${set.map(([name, value]) => `${name} = ${value}`).join(', ')}: meant for the app's queries, never the end of a run. ` +
+    `role ${role} has ${set.map(([name, value]) => `${name} = ${value}`).join(', ')}: meant for the app's queries. ` +
       'The tool lifts lock_timeout and idle_in_transaction_session_timeout (SET LOCAL) in every transaction it opens, and statement_timeout ' +
       'for its stage-wide statements; a batch that hits statement_timeout is split into smaller batches',
   ];

@@ -185,6 +185,18 @@ describe('Supabase: schema apply, row level security, the roles to use', () => {
   }, 120_000);
 });
 
+describe('Supabase: schema check for a reader made before migrate_users.runs was readable', () => {
+  it('describes the table and exits 0, without listing stages it may not see', async () => {
+    expect((await as(sb.owner, ['schema', 'apply'])).code).toBe(0);
+    const old = await sb.loginRole('oldreader', 'bypassrls');
+    await sb.query(`grant usage on schema public, migrate_users to ${old};
+      grant select on public.users, migrate_users.ledger, migrate_users.merges to ${old}`);
+    const check = await as(old, ['schema', 'check']);
+    expect(check.code, check.stderr).toBe(0);
+    expect(check.stdout).toContain('public.users can hold what migrate-users writes.');
+  });
+});
+
 describe('Supabase: what a run leaves behind, and the schema reloads it costs the API', () => {
   /** Counts PostgREST's `NOTIFY pgrst` (the schema reloads of the project's API) while `fn` runs. */
   async function reloadsDuring(fn: () => Promise<unknown>): Promise<number> {
